@@ -1,0 +1,196 @@
+"""The `kit` command line. Thin commands: parse typed options, call one library function, print with rich.
+
+Heavy libraries (torch, timm, open_clip) are imported inside the commands that need them, so `kit --help`
+and `kit validate` start instantly. `KitError` is caught here and only here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from kit.errors import KitError
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+app = typer.Typer(
+    name="kit",
+    help="From a folder of images to a leaderboard-ready CSV: `kit init DATA_DIR`, `kit train`, "
+    "`kit blend ensembles/NAME.yaml`, `kit submit`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="workspace config", show_default=True)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a config key, e.g. `--set members.convnext.epochs=1` (repeatable)"),
+]
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+def kit_command(fn: F) -> F:
+    """Turn KitError into a clean message and exit code 1; print warnings without source lines."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        warnings.showwarning = _show_warning
+        try:
+            return fn(*args, **kwargs)
+        except KitError as e:
+            err_console.print("[bold red]error:[/] ", end="")
+            err_console.print(str(e), highlight=False, markup=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("\n[yellow]interrupted[/]: finished folds and epoch checkpoints are kept; "
+                              "run the same command again to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load(config: Path, overrides: list[str] | None) -> Any:
+    from kit.config.load import load_config
+
+    return load_config(config, overrides)
+
+
+@app.command()
+@kit_command
+def init(
+    data_dir: Annotated[Path, typer.Argument(help="the competition's data folder")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the config")] = Path("kit.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
+) -> None:
+    """Inspect a competition folder and write a commented kit.yaml.
+
+    Example: `kit init data/dacon-wallpaper --out kit.yaml`
+    """
+    from kit.config.init import write_kit_yaml
+
+    g = write_kit_yaml(data_dir, out, force=force)
+    console.print(f"[green]wrote[/] {out}")
+    for n in g.notes:
+        console.print(f"  [cyan]found[/] {n}", highlight=False)
+    for m in g.missing:
+        console.print(f"  [yellow]not found[/] {m}", highlight=False)
+    console.print(f"next: check {out}, then `kit validate -c {out}`")
+
+
+@app.command()
+@kit_command
+def validate(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="configs to check (default: kit.yaml and ensembles/*.yaml)")
+    ] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Check kit.yaml and ensemble specs without running anything; lists every problem at once.
+
+    Example: `kit validate kit.yaml ensembles/all.yaml`
+    """
+    from kit.config.validate import validate_files
+
+    targets = files or [p for p in [Path("kit.yaml"), *sorted(Path("ensembles").glob("*.yaml"))] if p.exists()]
+    if not targets:
+        raise KitError("nothing to validate: no kit.yaml here and no ensembles/*.yaml; pass a file")
+    results = validate_files(targets, overrides)
+    failed = 0
+    for path, kind, problems in results:
+        if problems:
+            failed += 1
+            err_console.print(f"[red]✗[/] {path} ({kind}): {len(problems)} problem(s)", highlight=False)
+            for p in problems:
+                err_console.print(f"    {p}", highlight=False, markup=False)
+        else:
+            console.print(f"[green]✓[/] {path} ({kind})", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@kit_command
+def folds(config: ConfigOpt = Path("kit.yaml"), overrides: SetOpt = None) -> None:
+    """Assign folds (stratified, group-aware) and write workdir/folds.csv; shows per-fold class counts.
+
+    Example: `kit folds -c kit.yaml --set folds.k=3`
+    """
+    from rich.table import Table
+
+    from kit.cv.folds import folds_table_path
+    from kit.data.workspace import open_workspace
+
+    ws = open_workspace(load(config, overrides), need_test=False)
+    y = ws.train.labels
+    t = Table(title=f"{ws.folds.k} folds ({'grouped by ' + str(ws.cfg.competition.group_column) if ws.folds.grouped else 'stratified'})")
+    t.add_column("class")
+    for f in range(ws.folds.k):
+        t.add_column(f"fold {f}", justify="right")
+    t.add_column("total", justify="right")
+    for c, name in enumerate(ws.classes):
+        counts = [int(((ws.folds.fold == f) & (y == c)).sum()) for f in range(ws.folds.k)]  # type: ignore[operator]
+        t.add_row(name, *map(str, counts), str(sum(counts)))
+    console.print(t)
+    console.print(f"wrote {folds_table_path(ws.cfg)} (fingerprint {ws.folds.fingerprint})")
+
+
+@app.command()
+@kit_command
+def demo(
+    out: Annotated[Path, typer.Option(help="where to build the demo competition")] = Path("data/demo"),
+    config: Annotated[Path, typer.Option("--config", "-c", help="the demo's kit.yaml")] = Path("kit.yaml"),
+    data_only: Annotated[bool, typer.Option("--data-only", help="build the data and stop")] = False,
+    force: Annotated[bool, typer.Option("--force", help="rebuild the data")] = False,
+) -> None:
+    """Build the long-tailed digits competition and run the whole loop on it.
+
+    Example: `kit demo` (data lands in data/demo, artifacts in work/)
+    """
+    from kit.demo.run import run_demo
+
+    run_demo(out, config, data_only=data_only, force=force, console=console)
+
+
+# Command groups live in their own modules and register on `app` by decoration when imported.
+COMMAND_MODULES = ("kit.cli.train", "kit.cli.blend", "kit.cli.submit")
+
+
+def _register_commands() -> None:
+    import importlib
+    import importlib.util
+
+    for mod in COMMAND_MODULES:
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod)
+
+
+_register_commands()
+
+
+def main() -> None:
+    try:
+        app()
+    except KitError as e:  # raised while Typer parses (callbacks)
+        err_console.print(f"error: {e}", highlight=False, markup=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Read YAML, apply `--set dotted.key=value` overrides, validate, and report every problem at once."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from kit.config.schema import MEMBER_KINDS, KitConfig
+from kit.errors import KitError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        hint = "run `kit init DATA_DIR` to write one" if path.name == "kit.yaml" else "check the path"
+        raise KitError(f"{path}: file not found; {hint}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise KitError(f"{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax there") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise KitError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: str = "--set") -> dict[str, Any]:
+    """`members.convnext.epochs=1` -> data['members']['convnext']['epochs'] = 1 (value parsed as YAML)."""
+    problems = []
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"{source} {item!r}: expected dotted.key=value, e.g. members.convnext.epochs=1")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node: Any = data
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part) if isinstance(node, dict) else None
+            if child is None:
+                child = {}
+                node[part] = child
+            if not isinstance(child, dict):
+                problems.append(f"{source} {item!r}: {'.'.join(parts[: i + 1])} is a value, not a section")
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    if problems:
+        raise KitError("bad overrides:", problems=problems)
+    return data
+
+
+def _unwrap(tp: Any) -> list[Any]:
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [t for a in typing.get_args(tp) for t in _unwrap(a)]
+    return [tp]
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model allows at `loc` (for 'did you mean' on misspelled keys)."""
+    candidates: list[Any] = [model]
+    for part in loc:
+        nxt: list[Any] = []
+        for c in candidates:
+            if isinstance(c, type) and issubclass(c, BaseModel):
+                if part in c.model_fields:
+                    nxt.extend(_unwrap(c.model_fields[part].annotation))
+                elif part in MEMBER_KINDS:
+                    nxt.append(c)
+            elif typing.get_origin(c) is dict:
+                nxt.extend(_unwrap(typing.get_args(c)[1]))
+        candidates = [
+            t for c in nxt for t in ([c] if not (isinstance(c, type) and issubclass(c, BaseModel)) else [c])
+        ]
+        # a discriminated member: narrow by the kind tag when the location names it
+        if part in MEMBER_KINDS:
+            candidates = [
+                c for c in candidates
+                if isinstance(c, type) and issubclass(c, BaseModel) and _kind_of(c) == part
+            ] or candidates
+    names: list[str] = []
+    for c in candidates:
+        if isinstance(c, type) and issubclass(c, BaseModel):
+            names.extend(c.model_fields)
+    return names
+
+
+def _kind_of(model: type[BaseModel]) -> str | None:
+    f = model.model_fields.get("kind")
+    if f is None:
+        return None
+    args = typing.get_args(f.annotation)
+    return args[0] if args else None
+
+
+def format_errors(err: ValidationError, model: type[BaseModel]) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        # drop the discriminator tag pydantic inserts after members.<name>
+        shown = [str(p) for i, p in enumerate(loc) if not (p in MEMBER_KINDS and i >= 2 and loc[0] == "members")]
+        key = ".".join(shown) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            allowed = _fields_at(model, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            msg = "unknown key" + (f"; did you mean '{close[0]}'?" if close else f"; allowed: {sorted(allowed)}")
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif e["type"] == "union_tag_invalid" or e["type"] == "union_tag_not_found":
+            msg = f"member needs `kind:` one of {list(MEMBER_KINDS)}"
+        elif "input" in e and e["type"] not in ("model_type",):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{key}: {msg}")
+    return lines
+
+
+def validate_data(data: dict[str, Any], model: type[M], source: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        problems = format_errors(err, model)
+        raise KitError(f"{source}: {len(problems)} problem(s) in the config:", problems=problems) from None
+
+
+def resolve_paths(cfg: KitConfig, base: Path) -> KitConfig:
+    """Make competition paths absolute: root relative to the config's folder, the rest relative to root."""
+    comp = cfg.competition
+    root = (base / comp.root).resolve() if not comp.root.is_absolute() else comp.root
+    updates: dict[str, Any] = {"root": root}
+    for key in ("train", "train_images", "test", "test_images", "sample_submission"):
+        p = getattr(comp, key)
+        if p is not None and not p.is_absolute():
+            updates[key] = root / p
+    workdir = cfg.workdir if cfg.workdir.is_absolute() else (base / cfg.workdir).resolve()
+    return cfg.model_copy(update={"competition": comp.model_copy(update=updates), "workdir": workdir})
+
+
+def load_config(path: Path | str = "kit.yaml", overrides: list[str] | None = None) -> KitConfig:
+    path = Path(path)
+    data = apply_overrides(read_yaml(path), overrides)
+    cfg = validate_data(data, KitConfig, str(path))
+    return resolve_paths(cfg, path.parent.resolve())

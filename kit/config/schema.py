@@ -1,0 +1,207 @@
+"""The kit.yaml model tree. Every model forbids unknown keys; cross-field rules name the YAML key and the fix."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Metric = Literal["weighted_f1", "macro_f1", "accuracy", "log_loss"]
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+MEMBER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+TTA_VIEWS = ("plain", "hflip", "vflip", "rot90", "rot180", "rot270", "hvflip")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Competition(StrictModel):
+    """Where the competition's files are and how to read them. Paths are relative to `root`."""
+
+    name: str = "competition"
+    root: Path = Field(description="competition folder; relative to the kit.yaml that names it")
+    train: Path = Field(description="train table (.csv) or a folder with one sub-folder per class")
+    train_images: Path | None = Field(None, description="folder the train table's image paths/ids live in")
+    test: Path | None = Field(None, description="test table (.csv) or a folder of test images")
+    test_images: Path | None = Field(None, description="folder the test table's image paths/ids live in")
+    sample_submission: Path | None = None
+    id_column: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    group_column: str | None = None
+    classes: list[str] | None = Field(None, description="class order; default: sorted labels of train")
+    metric: Metric = "weighted_f1"
+
+    @property
+    def train_is_table(self) -> bool:
+        return self.train.suffix.lower() in TABLE_SUFFIXES
+
+    @property
+    def test_is_table(self) -> bool:
+        return self.test is not None and self.test.suffix.lower() in TABLE_SUFFIXES
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_classes(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        dupes = sorted({c for c in v if v.count(c) > 1})
+        if dupes:
+            raise ValueError(f"class names repeat: {dupes}; list each class once")
+        if len(v) < 2:
+            raise ValueError("a classification needs at least 2 classes")
+        return v
+
+    @model_validator(mode="after")
+    def _columns_fit_layout(self) -> Competition:
+        if self.train_is_table:
+            if self.label_column is None:
+                raise ValueError(
+                    f"competition.label_column is required when competition.train is a table ({self.train})"
+                )
+            if self.id_column is None and self.image_column is None:
+                raise ValueError(
+                    "set competition.id_column or competition.image_column: kit needs one of them to find "
+                    "each train image"
+                )
+        elif self.label_column is not None:
+            raise ValueError(
+                f"competition.label_column is set but competition.train ({self.train}) is a class-folder "
+                "layout, where labels are the folder names; remove label_column or point train at the table"
+            )
+        return self
+
+
+class Folds(StrictModel):
+    k: int = Field(5, ge=2, le=50)
+    seed: int = 42
+    use_groups: bool = Field(
+        True, description="split by competition.group_column (StratifiedGroupKFold) when it is set"
+    )
+
+
+# ---------------------------------------------------------------- members
+
+Loss = Literal["ce", "label_smoothing", "weighted_ce", "focal", "logit_adjusted", "balanced_softmax"]
+
+
+class LossConfig(StrictModel):
+    kind: Loss = "ce"
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="used by kind: label_smoothing")
+    gamma: float = Field(2.0, ge=0, description="focal: focusing exponent")
+    alpha: Literal["none", "balanced"] | float = Field(
+        "none", description="focal: 'balanced' weights classes by inverse frequency"
+    )
+    tau: float = Field(1.0, ge=0, description="logit_adjusted: tau * log(prior) is added to the logits")
+    class_weight_power: float = Field(
+        1.0, ge=0, le=2, description="weighted_ce / focal alpha=balanced: (1/freq)^power"
+    )
+
+
+class SamplerConfig(StrictModel):
+    kind: Literal["none", "weighted"] = "none"
+    power: float = Field(0.5, ge=0, le=1, description="weight per image = (1/class count)^power")
+
+
+class AugmentConfig(StrictModel):
+    """Augmentation preset; flips and rotations are opt-in (orientation can be the label)."""
+
+    preset: Literal["none", "light", "strong"] = "light"
+    hflip: bool = False
+    vflip: bool = False
+    rot90: bool = False
+    mixup: float = Field(0.0, ge=0, description="timm Mixup alpha; 0 = off")
+    cutmix: float = Field(0.0, ge=0, description="timm CutMix alpha; 0 = off")
+
+
+class MemberBase(StrictModel):
+    img_size: int = Field(224, ge=16, le=2048)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    early_stopping: int | None = Field(None, ge=1, description="patience in epochs on the fold's metric")
+    loss: LossConfig = Field(default_factory=LossConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    tta: list[str] = Field(default_factory=lambda: ["plain", "hflip"])
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(0, ge=0)
+
+    @field_validator("tta")
+    @classmethod
+    def _known_views(cls, v: list[str]) -> list[str]:
+        bad = [x for x in v if x not in TTA_VIEWS]
+        if bad:
+            raise ValueError(f"unknown TTA view(s) {bad}; choose from {list(TTA_VIEWS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("TTA views repeat; list each once")
+        if not v or v[0] != "plain":
+            v = ["plain", *[x for x in v if x != "plain"]]
+        return v
+
+
+class TimmMember(MemberBase):
+    """A timm backbone fine-tuned end to end over the folds."""
+
+    kind: Literal["timm"]
+    model: str = Field(description="any timm model name, e.g. convnext_tiny, swin_tiny_patch4_window7_224")
+    pretrained: bool = False
+    weights: Path | None = Field(None, description="local .pth/.bin/.safetensors loaded with a fresh head")
+    model_kwargs: dict[str, object] = Field(default_factory=dict, description="passed to timm.create_model")
+    warmup_epochs: float = Field(1.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    ema: float | None = Field(None, gt=0, lt=1, description="EMA decay, e.g. 0.999; evaluated with EMA weights")
+    freeze_epochs: int = Field(0, ge=0, description="train only the head for this many epochs first")
+    drop_path: float | None = Field(None, ge=0, lt=1)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    amp: bool = Field(True, description="bf16/fp16 autocast on CUDA; CPU stays fp32")
+    channels_last: bool = True
+
+    @model_validator(mode="after")
+    def _weights_xor_pretrained(self) -> TimmMember:
+        if self.weights is not None and self.pretrained:
+            raise ValueError("set either weights: PATH (a local file) or pretrained: true (timm's hub), not both")
+        if self.freeze_epochs >= self.epochs:
+            raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs})")
+        return self
+
+
+class ClipProbeMember(MemberBase):
+    """A frozen open_clip image encoder with a linear head trained per fold on cached embeddings."""
+
+    kind: Literal["clip_probe"]
+    model: str = Field(description="open_clip architecture, e.g. ViT-B-32, or local-dir:PATH")
+    pretrained: str | None = Field(None, description="open_clip pretrained tag, e.g. laion2b_s34b_b79k")
+    cache_dir: Path | None = Field(None, description="hub cache folder for pretrained tags offline")
+    prompt: str | None = Field(None, description="zero-shot head init template, e.g. 'a photo of a {}.'")
+    class_names: dict[str, str] | None = Field(None, description="label -> English words for the prompt")
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    loss: LossConfig = Field(default_factory=lambda: LossConfig(kind="focal"))
+    sampler: SamplerConfig = Field(default_factory=lambda: SamplerConfig(kind="weighted"))
+    img_size: int = Field(224, ge=16, le=2048)
+
+
+Member = Annotated[TimmMember | ClipProbeMember, Field(discriminator="kind")]
+MEMBER_KINDS = ("timm", "clip_probe")
+
+
+class KitConfig(StrictModel):
+    competition: Competition
+    folds: Folds = Field(default_factory=Folds)
+    members: dict[str, Member] = Field(default_factory=dict)
+    workdir: Path = Path("work")
+
+    @field_validator("members")
+    @classmethod
+    def _member_names(cls, v: dict[str, object]) -> dict[str, object]:
+        bad = [name for name in v if not MEMBER_NAME.match(name)]
+        if bad:
+            raise ValueError(f"member names {bad} must use letters, digits, '_', '.', '-' only")
+        return v

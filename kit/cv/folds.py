@@ -1,0 +1,132 @@
+"""Fold assignment: stratified, group-aware when a group column is set, deterministic by seed.
+
+`assign_folds` is pure; `folds_for` reads/writes the folds table (id, fold) with its fingerprint.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kit.artifacts.atomic import atomic_write_text
+from kit.config.schema import KitConfig
+from kit.data.table import Table
+from kit.errors import KitError
+
+
+class FoldWarning(UserWarning):
+    """A fold plan that works but deserves a look (tiny classes, groups ignored)."""
+
+
+@dataclass(frozen=True)
+class Folds:
+    ids: list[str]
+    fold: np.ndarray  # int64 [n], fold index each row is validated in
+    k: int
+    grouped: bool
+
+    @property
+    def fingerprint(self) -> str:
+        return folds_fingerprint(self.ids, self.fold)
+
+    def train_idx(self, f: int) -> np.ndarray:
+        return np.flatnonzero(self.fold != f)
+
+    def valid_idx(self, f: int) -> np.ndarray:
+        return np.flatnonzero(self.fold == f)
+
+
+def folds_fingerprint(ids: list[str], fold: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for i, f in zip(ids, fold.tolist(), strict=True):
+        h.update(f"{i}\x1f{f}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def assign_folds(
+    labels: np.ndarray, k: int, seed: int, groups: list[str] | None = None, classes: list[str] | None = None
+) -> np.ndarray:
+    """Fold index per row. StratifiedGroupKFold with groups (no group on both sides), else StratifiedKFold."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    labels = np.asarray(labels)
+    n = len(labels)
+    counts = np.bincount(labels, minlength=len(classes) if classes else 0)
+    if n < k:
+        raise KitError(f"folds.k = {k} but there are only {n} train images; lower folds.k")
+    small = [(classes[c] if classes else str(c), int(m)) for c, m in enumerate(counts) if 0 < m < k]
+    if small:
+        names = ", ".join(f"'{c}' ({m})" for c, m in small)
+        warnings.warn(
+            f"classes with fewer images than folds.k={k}: {names}; some folds will not validate them. "
+            "kit scores the pooled out-of-fold predictions, so they still count.",
+            FoldWarning,
+            stacklevel=2,
+        )
+    fold = np.full(n, -1, dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # sklearn's own 'least populated class' note
+        if groups is not None:
+            n_groups = len(set(groups))
+            if n_groups < k:
+                raise KitError(
+                    f"competition.group_column has {n_groups} distinct groups but folds.k = {k}; lower folds.k "
+                    f"to at most {n_groups}, or set folds.use_groups: false (only if groups do not leak)"
+                )
+            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+            _, group_codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
+            split = splitter.split(np.zeros(n), labels, group_codes)
+        else:
+            if counts.max() < k:
+                raise KitError(
+                    f"every class has fewer than folds.k = {k} images; lower folds.k to {int(counts.max())}"
+                )
+            split = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), labels)
+        for f, (_, valid) in enumerate(split):
+            fold[valid] = f
+    return fold
+
+
+def make_folds(cfg: KitConfig, train: Table) -> Folds:
+    comp = cfg.competition
+    use_groups = cfg.folds.use_groups and comp.group_column is not None
+    if comp.group_column is not None and not cfg.folds.use_groups:
+        warnings.warn(
+            f"folds.use_groups is false although competition.group_column = '{comp.group_column}': images of "
+            "the same group can land in train and validation, which inflates CV",
+            FoldWarning,
+            stacklevel=2,
+        )
+    assert train.labels is not None
+    fold = assign_folds(
+        train.labels, cfg.folds.k, cfg.folds.seed, train.groups if use_groups else None, train.classes
+    )
+    return Folds(ids=train.ids, fold=fold, k=cfg.folds.k, grouped=use_groups)
+
+
+def folds_table_path(cfg: KitConfig) -> Path:
+    return cfg.workdir / "folds.csv"
+
+
+def write_folds(folds: Folds, path: Path) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "fold"])
+    w.writerows(zip(folds.ids, folds.fold.tolist(), strict=True))
+    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path.with_suffix(".fingerprint"), folds.fingerprint + "\n")
+    return path
+
+
+def read_folds(path: Path) -> Folds:
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[1:]
+    ids = [r[0] for r in rows]
+    fold = np.array([int(r[1]) for r in rows], dtype=np.int64)
+    return Folds(ids=ids, fold=fold, k=int(fold.max()) + 1, grouped=False)

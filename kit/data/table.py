@@ -1,0 +1,212 @@
+"""Train and test tables: ids (strings as written), image paths, labels as class indices, groups.
+
+Reads CSV tables or class-folder layouts. Pure Python; no image is opened here.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kit.config.schema import Competition
+from kit.errors import KitError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTS
+
+
+@dataclass(frozen=True)
+class Table:
+    """One split. `labels` holds class indices (train) or is None (test)."""
+
+    ids: list[str]
+    paths: list[Path]
+    labels: np.ndarray | None = None
+    groups: list[str] | None = None
+    classes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def ids_fingerprint(self) -> str:
+        return _digest("\n".join(self.ids))
+
+    def fingerprint(self, root: Path | None = None) -> str:
+        """Ids, labels, groups, file names and sizes: changes when the data does, not when it moves."""
+        h = hashlib.sha256()
+        h.update("\x1f".join(self.classes).encode())
+        for i, (id_, p) in enumerate(zip(self.ids, self.paths, strict=True)):
+            rel = p.name if root is None else os.path.relpath(p, root)
+            size = p.stat().st_size if p.exists() else -1
+            lab = "" if self.labels is None else str(int(self.labels[i]))
+            grp = "" if self.groups is None else self.groups[i]
+            h.update(f"{id_}\x1f{rel}\x1f{size}\x1f{lab}\x1f{grp}\n".encode())
+        return h.hexdigest()[:16]
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows as strings exactly as written (BOM stripped, ids keep their zero padding)."""
+    if not path.exists():
+        raise KitError(f"{path}: file not found; check competition paths in kit.yaml")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        sample = f.read(4096)
+        f.seek(0)
+        delimiter = "\t" if path.suffix.lower() == ".tsv" or ("\t" in sample and "," not in sample) else ","
+        reader = csv.reader(f, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise KitError(f"{path}: the file is empty; it needs a header row") from None
+        header = [h.strip() for h in header]
+        rows = []
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            rows.append(dict(zip(header, row, strict=False)))
+    return header, rows
+
+
+def sort_classes(labels: list[str]) -> list[str]:
+    """Integer labels sort numerically ('2' before '10'); names sort as strings."""
+    uniq = sorted(set(labels))
+    try:
+        return sorted(uniq, key=int)
+    except ValueError:
+        return uniq
+
+
+class _ImageIndex:
+    """Finds an image in a folder by relative path, file name, or stem (ids without extension)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._by_stem: dict[str, Path] | None = None
+
+    def find(self, key: str) -> Path | None:
+        direct = self.folder / key
+        if direct.is_file():
+            return direct
+        if self._by_stem is None:
+            self._by_stem = {}
+            if self.folder.is_dir():
+                for entry in os.scandir(self.folder):
+                    p = Path(entry.path)
+                    if entry.is_file() and is_image(p):
+                        self._by_stem.setdefault(p.stem, p)
+                        self._by_stem.setdefault(p.name, p)
+        return self._by_stem.get(key) or self._by_stem.get(Path(key).name)
+
+
+def _table_split(
+    comp: Competition, table: Path, images: Path | None, split: str, *, labelled: bool
+) -> tuple[list[str], list[Path], list[str] | None, list[str] | None]:
+    header, rows = read_csv(table)
+    needed = {"id_column": comp.id_column, "image_column": comp.image_column}
+    if labelled:
+        needed["label_column"] = comp.label_column
+        needed["group_column"] = comp.group_column
+    missing = [f"competition.{k}: column '{v}' is not in {table.name} (columns: {header})"
+               for k, v in needed.items() if v is not None and v not in header]
+    if split == "test" and comp.id_column is not None and comp.id_column not in header:
+        missing = [m for m in missing if not m.startswith("competition.id_column")]
+    if missing:
+        raise KitError(f"{table}: columns named in kit.yaml are missing:", problems=missing)
+    if not rows:
+        raise KitError(f"{table}: no rows; the {split} table needs one row per image")
+    index = _ImageIndex(images or comp.root)
+    id_col = comp.id_column if comp.id_column in header else None
+    img_col = comp.image_column if comp.image_column in header else None
+    if id_col is None and img_col is None:
+        raise KitError(f"{table}: needs an id or image column (competition.id_column / image_column)")
+    ids, paths, labels, groups, problems = [], [], [], [], []
+    for n, row in enumerate(rows, start=2):
+        key = row[img_col] if img_col else row[id_col]  # type: ignore[index]
+        rid = row[id_col] if id_col else Path(key).stem
+        p = index.find(key.strip().removeprefix("./")) if key.strip() else None
+        if p is None:
+            problems.append(f"{table.name} row {n}: image '{key}' not found under {index.folder}")
+            continue
+        ids.append(rid)
+        paths.append(p)
+        if labelled:
+            lab = row.get(comp.label_column or "", "").strip()
+            if lab == "":
+                problems.append(f"{table.name} row {n}: empty label in column '{comp.label_column}'")
+            labels.append(lab)
+            if comp.group_column:
+                groups.append(row[comp.group_column])
+    if problems:
+        raise KitError(
+            f"{table}: {len(problems)} row(s) point at missing images or lack labels; fix the table or "
+            f"competition.{split}_images:",
+            problems=problems[:50] + ([f"... and {len(problems) - 50} more"] if len(problems) > 50 else []),
+        )
+    dupes = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+    if dupes:
+        raise KitError(f"{table}: ids repeat ({dupes[:10]}); every row needs a unique id")
+    return ids, paths, (labels if labelled else None), (groups if labelled and comp.group_column else None)
+
+
+def _folder_split(folder: Path, *, labelled: bool) -> tuple[list[str], list[Path], list[str] | None]:
+    if not folder.is_dir():
+        raise KitError(f"{folder}: folder not found; check competition paths in kit.yaml")
+    ids, paths, labels = [], [], []
+    if labelled:
+        class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not class_dirs:
+            raise KitError(f"{folder}: expected one sub-folder per class (train/<class>/*.jpg); found none")
+        for d in class_dirs:
+            for p in sorted(d.rglob("*")):
+                if p.is_file() and is_image(p):
+                    ids.append(f"{d.name}/{p.relative_to(d).as_posix()}")
+                    paths.append(p)
+                    labels.append(d.name)
+    else:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file() and is_image(p):
+                ids.append(p.relative_to(folder).with_suffix("").as_posix())
+                paths.append(p)
+    if not ids:
+        raise KitError(f"{folder}: no images found (looked for {', '.join(IMAGE_EXTS)} in any case)")
+    return ids, paths, (labels if labelled else None)
+
+
+def load_train(comp: Competition) -> Table:
+    if comp.train_is_table:
+        ids, paths, labels, groups = _table_split(comp, comp.train, comp.train_images, "train", labelled=True)
+    else:
+        ids, paths, labels = _folder_split(comp.train, labelled=True)
+        groups = None
+    assert labels is not None
+    classes = list(comp.classes) if comp.classes else sort_classes(labels)
+    lookup = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({lab for lab in labels if lab not in lookup})
+    if unknown:
+        raise KitError(
+            f"{comp.train}: labels {unknown[:10]} are not in competition.classes; add them there or "
+            "remove competition.classes to take the labels found"
+        )
+    y = np.fromiter((lookup[lab] for lab in labels), dtype=np.int64, count=len(labels))
+    return Table(ids=ids, paths=paths, labels=y, groups=groups, classes=classes)
+
+
+def load_test(comp: Competition, classes: list[str]) -> Table:
+    if comp.test is None:
+        raise KitError("competition.test is not set; point it at the test table or the test image folder")
+    if comp.test_is_table:
+        ids, paths, _, _ = _table_split(comp, comp.test, comp.test_images, "test", labelled=False)
+    else:
+        ids, paths, _ = _folder_split(comp.test, labelled=False)
+    return Table(ids=ids, paths=paths, classes=classes)

@@ -1,0 +1,94 @@
+"""The embedded demo competition: scikit-learn's handwritten digits (real scans, no download) made long-tailed.
+
+Written in the Dacon layout: train.csv (id,img_path,label,writer), test.csv (id,img_path),
+sample_submission.csv (id,label), train/ and test/ PNG folders. Labels are words; class counts fall
+geometrically (imbalance ratio about 20). `writer` is a synthetic group column (blocks of 30 consecutive scans)
+that exercises group-aware folds; the test split holds out whole writers. The test answers are written to
+`answers/test_answers.csv`, outside the tables kit reads, to score a submission at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from kit.artifacts.atomic import atomic_dir
+
+CLASS_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+IMAGE_PX = 32
+IMBALANCE = 20.0
+TEST_FRACTION = 0.25
+WRITER_BLOCK = 30
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    img = Image.fromarray(pixels, mode="L").resize((IMAGE_PX, IMAGE_PX), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def long_tail_indices(y: np.ndarray, seed: int = 0, imbalance: float = IMBALANCE) -> np.ndarray:
+    """Keep a geometric share per class: class 0 keeps all, class 9 keeps 1/imbalance."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    n_classes = int(y.max()) + 1
+    for c in range(n_classes):
+        idx = np.flatnonzero(y == c)
+        share = imbalance ** (-c / (n_classes - 1))
+        n = max(4, round(len(idx) * share))
+        keep.append(np.sort(rng.choice(idx, size=n, replace=False)))
+    return np.sort(np.concatenate(keep))
+
+
+def build_demo(out: Path, *, seed: int = 0, force: bool = False) -> Path:
+    """Write the demo competition to `out` (atomically). Returns `out`; a complete existing one is kept."""
+    if (out / "train.csv").exists() and (out / "answers" / "test_answers.csv").exists() and not force:
+        return out
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    y_all = digits.target.astype(np.int64)
+    writer_all = np.arange(len(y_all)) // WRITER_BLOCK
+    keep = long_tail_indices(y_all, seed)
+    rng = np.random.default_rng(seed + 1)
+    # hold out whole writers for the test split, as a real competition would
+    writers = np.unique(writer_all[keep])
+    test_writers = set(rng.choice(writers, size=max(1, round(len(writers) * TEST_FRACTION)), replace=False).tolist())
+    is_test = np.array([writer_all[i] in test_writers for i in keep])
+    train_idx, test_idx = keep[~is_test], keep[is_test]
+
+    with atomic_dir(out) as tmp:
+        (tmp / "train").mkdir()
+        (tmp / "test").mkdir()
+        (tmp / "answers").mkdir()
+        train_rows = []
+        for n, i in enumerate(train_idx):
+            name = f"TRAIN_{n:04d}.png"
+            (tmp / "train" / name).write_bytes(_png(images[i]))
+            train_rows.append([f"TRAIN_{n:04d}", f"./train/{name}", CLASS_WORDS[y_all[i]], f"w{writer_all[i]:03d}"])
+        test_rows, answer_rows, sample_rows = [], [], []
+        for n, i in enumerate(test_idx):
+            tid = f"TEST_{n:03d}"
+            (tmp / "test" / f"{tid}.png").write_bytes(_png(images[i]))
+            test_rows.append([tid, f"./test/{tid}.png"])
+            answer_rows.append([tid, CLASS_WORDS[y_all[i]]])
+            sample_rows.append([tid, CLASS_WORDS[0]])
+        _write_csv(tmp / "train.csv", ["id", "img_path", "label", "writer"], train_rows)
+        _write_csv(tmp / "test.csv", ["id", "img_path"], test_rows)
+        _write_csv(tmp / "sample_submission.csv", ["id", "label"], sample_rows)
+        _write_csv(tmp / "answers" / "test_answers.csv", ["id", "label"], answer_rows)
+    return out
