@@ -136,7 +136,9 @@ def write_member(
     with atomic_dir(final) as tmp:
         np.save(tmp / OOF_FILE, oof)
         np.save(tmp / TEST_FILE, test)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str) + "\n", "utf-8")
+        (tmp / META_FILE).write_text(
+            json.dumps(meta, indent=2, ensure_ascii=False, default=str) + "\n", "utf-8"
+        )
         (tmp / "config.yaml").write_text(
             yaml.safe_dump(json.loads(json.dumps(config, default=str)), allow_unicode=True, sort_keys=False),
             "utf-8",
@@ -163,7 +165,9 @@ def read_meta(workdir: Path, name: str) -> dict[str, Any]:
     return meta
 
 
-def load_member(workdir: Path, name: str, expected: Expected | None = None, *, mmap: bool = False) -> MemberArtifact:
+def load_member(
+    workdir: Path, name: str, expected: Expected | None = None, *, mmap: bool = False
+) -> MemberArtifact:
     """Load and check one member's artifacts; refuse them when they do not fit the current config."""
     meta = read_meta(workdir, name)
     d = member_dir(workdir, name)
@@ -172,21 +176,28 @@ def load_member(workdir: Path, name: str, expected: Expected | None = None, *, m
         oof = np.load(d / OOF_FILE, mmap_mode=mode)
         test = np.load(d / TEST_FILE, mmap_mode=mode)
     except (OSError, ValueError) as e:
-        raise KitError(f"member '{name}': logits in {d} are unreadable ({e}); run `kit train {name}`") from None
+        raise KitError(
+            f"member '{name}': logits in {d} are unreadable ({e}); run `kit train {name}`"
+        ) from None
     views, classes = list(meta["views"]), list(meta["classes"])
     problems = _check_logits(name, "OOF", np.asarray(oof), views, len(classes))
     problems += _check_logits(name, "test", np.asarray(test), views, len(classes))
     fix = f"run `kit train {name}` again with the current kit.yaml"
     if expected is not None:
         if classes != list(expected.classes):
-            problems.append(f"class order {classes[:5]}... differs from the config's {list(expected.classes)[:5]}...")
+            problems.append(
+                f"class order {classes[:5]}... differs from the config's {list(expected.classes)[:5]}..."
+            )
         if meta["train_ids_fingerprint"] != expected.train_ids_fingerprint:
             problems.append("its train ids differ from the current train table")
         if meta["folds_fingerprint"] != expected.folds_fingerprint:
             problems.append(
                 "its folds differ from the current folds (blending OOF from different splits leaks)"
             )
-        if expected.test_ids_fingerprint is not None and meta["test_ids_fingerprint"] != expected.test_ids_fingerprint:
+        if (
+            expected.test_ids_fingerprint is not None
+            and meta["test_ids_fingerprint"] != expected.test_ids_fingerprint
+        ):
             problems.append("its test ids differ from the current test table")
     if problems:
         raise KitError(f"member '{name}' ({d}) cannot be used; {fix}:", problems=problems)

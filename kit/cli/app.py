@@ -42,7 +42,9 @@ SetOpt = Annotated[
 ]
 
 
-def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+def _show_warning(
+    message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
     err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
 
 
@@ -59,8 +61,10 @@ def kit_command(fn: F) -> F:
             err_console.print(str(e), highlight=False, markup=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err_console.print("\n[yellow]interrupted[/]: finished folds and epoch checkpoints are kept; "
-                              "run the same command again to resume")
+            err_console.print(
+                "\n[yellow]interrupted[/]: finished folds and epoch checkpoints are kept; "
+                "run the same command again to resume"
+            )
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -108,7 +112,9 @@ def validate(
     """
     from kit.config.validate import validate_files
 
-    targets = files or [p for p in [Path("kit.yaml"), *sorted(Path("ensembles").glob("*.yaml"))] if p.exists()]
+    targets = files or [
+        p for p in [Path("kit.yaml"), *sorted(Path("ensembles").glob("*.yaml"))] if p.exists()
+    ]
     if not targets:
         raise KitError("nothing to validate: no kit.yaml here and no ensembles/*.yaml; pass a file")
     results = validate_files(targets, overrides)
@@ -139,7 +145,9 @@ def folds(config: ConfigOpt = Path("kit.yaml"), overrides: SetOpt = None) -> Non
 
     ws = open_workspace(load(config, overrides), need_test=False)
     y = ws.train.labels
-    t = Table(title=f"{ws.folds.k} folds ({'grouped by ' + str(ws.cfg.competition.group_column) if ws.folds.grouped else 'stratified'})")
+    t = Table(
+        title=f"{ws.folds.k} folds ({'grouped by ' + str(ws.cfg.competition.group_column) if ws.folds.grouped else 'stratified'})"
+    )
     t.add_column("class")
     for f in range(ws.folds.k):
         t.add_column(f"fold {f}", justify="right")

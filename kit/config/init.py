@@ -15,10 +15,43 @@ import yaml
 from kit.data.table import IMAGE_EXTS, is_image, read_csv
 
 ID_NAMES = ("id", "image_id", "img_id", "imageid", "image", "file", "filename", "file_name", "fname", "name")
-LABEL_NAMES = ("label", "labels", "class", "target", "category", "species", "diagnosis", "y", "class_name",
-               "breed", "landmark_id", "disease", "type", "artist")
-GROUP_HINTS = ("group", "patient", "subject", "person", "writer", "user", "individual", "session", "site",
-               "video", "source", "case", "study", "owner", "author", "camera", "location", "family", "uploader")
+LABEL_NAMES = (
+    "label",
+    "labels",
+    "class",
+    "target",
+    "category",
+    "species",
+    "diagnosis",
+    "y",
+    "class_name",
+    "breed",
+    "landmark_id",
+    "disease",
+    "type",
+    "artist",
+)
+GROUP_HINTS = (
+    "group",
+    "patient",
+    "subject",
+    "person",
+    "writer",
+    "user",
+    "individual",
+    "session",
+    "site",
+    "video",
+    "source",
+    "case",
+    "study",
+    "owner",
+    "author",
+    "camera",
+    "location",
+    "family",
+    "uploader",
+)
 
 
 @dataclass
@@ -121,10 +154,18 @@ def detect_layout(root: Path) -> Guess:
         g.sample_submission = _rel(sample, root)
         g.notes.append(f"sample submission: {g.sample_submission}")
     else:
-        g.missing.append("no sample_submission CSV found; `kit submit` needs one (competition.sample_submission)")
+        g.missing.append(
+            "no sample_submission CSV found; `kit submit` needs one (competition.sample_submission)"
+        )
 
-    class_root = next((d for d in [root / "train", root / "training", root / "Train", root]
-                       if d.is_dir() and d.name.lower() in ("train", "training") and _class_folder_root(d)), None)
+    class_root = next(
+        (
+            d
+            for d in [root / "train", root / "training", root / "Train", root]
+            if d.is_dir() and d.name.lower() in ("train", "training") and _class_folder_root(d)
+        ),
+        None,
+    )
     if train_csv is not None:
         header, rows = read_csv(train_csv)
         g.train = _rel(train_csv, root)
@@ -133,11 +174,15 @@ def detect_layout(root: Path) -> Guess:
         g.image_column = next((h for h in header if _looks_like_images(cols[h])), None)
         unique = [h for h in header if len(set(cols[h])) == len(rows)]
         g.id_column = _by_name([h for h in header if h in unique], ID_NAMES) or (
-            unique[0] if unique and unique[0] != g.image_column else None)
+            unique[0] if unique and unique[0] != g.image_column else None
+        )
         g.label_column = _by_name([h for h in header if h not in (g.id_column, g.image_column)], LABEL_NAMES)
         if g.label_column is None:
-            rest = [h for h in header if h not in (g.id_column, g.image_column) and 1 < len(set(cols[h])) <= max(
-                2, len(rows) // 2)]
+            rest = [
+                h
+                for h in header
+                if h not in (g.id_column, g.image_column) and 1 < len(set(cols[h])) <= max(2, len(rows) // 2)
+            ]
             g.label_column = rest[-1] if rest else None
             if g.label_column:
                 g.notes.append(f"label column guessed by its values: '{g.label_column}' (check it)")
@@ -155,7 +200,9 @@ def detect_layout(root: Path) -> Guess:
         if img_dir is not None and img_dir != root:
             g.train_images = _rel(img_dir, root)
         elif img_dir is None:
-            g.missing.append("could not find the folder holding the train images; set competition.train_images")
+            g.missing.append(
+                "could not find the folder holding the train images; set competition.train_images"
+            )
         g.notes.append(
             f"train table: {g.train} ({g.n_train} rows): id column '{g.id_column}', image column "
             f"'{g.image_column}', label column '{g.label_column}' ({g.n_classes} classes)"
@@ -169,22 +216,29 @@ def detect_layout(root: Path) -> Guess:
         classes = sorted(d.name for d in class_root.iterdir() if d.is_dir())
         g.n_classes = len(classes)
         g.n_train = sum(1 for p in class_root.rglob("*") if p.is_file() and is_image(p))
-        g.notes.append(f"class-folder layout: {g.train}/<class>/* ({g.n_classes} classes, {g.n_train} images)")
+        g.notes.append(
+            f"class-folder layout: {g.train}/<class>/* ({g.n_classes} classes, {g.n_train} images)"
+        )
     else:
         g.missing.append("no train table (train*.csv) and no train/<class>/ folders; set competition.train")
 
     if test_csv is not None:
         header, rows = read_csv(test_csv)
         g.test = _rel(test_csv, root)
-        img_col = g.image_column if g.image_column in header else next(
-            (h for h in header if _looks_like_images([r.get(h, "") for r in rows])), None)
+        img_col = (
+            g.image_column
+            if g.image_column in header
+            else next((h for h in header if _looks_like_images([r.get(h, "") for r in rows])), None)
+        )
         id_col = g.id_column if g.id_column in header else (header[0] if header else None)
         keys = [r.get(img_col or id_col or "", "") for r in rows]
         img_dir = _find_image_folder(root, keys, folders, "test")
         if img_dir is not None and img_dir != root:
             g.test_images = _rel(img_dir, root)
         if g.image_column and img_col != g.image_column:
-            g.missing.append(f"the test table has no '{g.image_column}' column; check competition.image_column")
+            g.missing.append(
+                f"the test table has no '{g.image_column}' column; check competition.image_column"
+            )
         g.notes.append(f"test table: {g.test} ({len(rows)} rows)")
     else:
         test_dir = next((d for d in folders if re.search(r"test", d.name, re.I)), None)
@@ -196,8 +250,10 @@ def detect_layout(root: Path) -> Guess:
     if g.group_column:
         g.notes.append(f"group column: '{g.group_column}' (folds keep each group on one side)")
     elif g.train and train_csv is not None:
-        g.notes.append("no group column found; if one subject/patient has several images, set "
-                       "competition.group_column or CV will leak")
+        g.notes.append(
+            "no group column found; if one subject/patient has several images, set "
+            "competition.group_column or CV will leak"
+        )
     return g
 
 

@@ -26,7 +26,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise KitError(f"{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax there") from None
+        raise KitError(
+            f"{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax there"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -34,7 +36,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: str = "--set") -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str] | None, source: str = "--set"
+) -> dict[str, Any]:
     """`members.convnext.epochs=1` -> data['members']['convnext']['epochs'] = 1 (value parsed as YAML)."""
     problems = []
     for item in overrides or []:
@@ -86,13 +90,12 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
                     nxt.append(c)
             elif typing.get_origin(c) is dict:
                 nxt.extend(_unwrap(typing.get_args(c)[1]))
-        candidates = [
-            t for c in nxt for t in ([c] if not (isinstance(c, type) and issubclass(c, BaseModel)) else [c])
-        ]
+        candidates = nxt
         # a discriminated member: narrow by the kind tag when the location names it
         if part in MEMBER_KINDS:
             candidates = [
-                c for c in candidates
+                c
+                for c in candidates
                 if isinstance(c, type) and issubclass(c, BaseModel) and _kind_of(c) == part
             ] or candidates
     names: list[str] = []
@@ -115,13 +118,17 @@ def format_errors(err: ValidationError, model: type[BaseModel]) -> list[str]:
     for e in err.errors():
         loc = tuple(e["loc"])
         # drop the discriminator tag pydantic inserts after members.<name>
-        shown = [str(p) for i, p in enumerate(loc) if not (p in MEMBER_KINDS and i >= 2 and loc[0] == "members")]
+        shown = [
+            str(p) for i, p in enumerate(loc) if not (p in MEMBER_KINDS and i >= 2 and loc[0] == "members")
+        ]
         key = ".".join(shown) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             allowed = _fields_at(model, loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            msg = "unknown key" + (f"; did you mean '{close[0]}'?" if close else f"; allowed: {sorted(allowed)}")
+            msg = "unknown key" + (
+                f"; did you mean '{close[0]}'?" if close else f"; allowed: {sorted(allowed)}"
+            )
         elif e["type"] == "missing":
             msg = "required key is missing"
         elif e["type"] == "union_tag_invalid" or e["type"] == "union_tag_not_found":

@@ -154,7 +154,9 @@ class TimmMember(MemberBase):
     model_kwargs: dict[str, object] = Field(default_factory=dict, description="passed to timm.create_model")
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
-    ema: float | None = Field(None, gt=0, lt=1, description="EMA decay, e.g. 0.999; evaluated with EMA weights")
+    ema: float | None = Field(
+        None, gt=0, lt=1, description="EMA decay, e.g. 0.999; evaluated with EMA weights"
+    )
     freeze_epochs: int = Field(0, ge=0, description="train only the head for this many epochs first")
     drop_path: float | None = Field(None, ge=0, lt=1)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -164,7 +166,9 @@ class TimmMember(MemberBase):
     @model_validator(mode="after")
     def _weights_xor_pretrained(self) -> TimmMember:
         if self.weights is not None and self.pretrained:
-            raise ValueError("set either weights: PATH (a local file) or pretrained: true (timm's hub), not both")
+            raise ValueError(
+                "set either weights: PATH (a local file) or pretrained: true (timm's hub), not both"
+            )
         if self.freeze_epochs >= self.epochs:
             raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs})")
         return self

@@ -51,5 +51,7 @@ def validate_file(path: Path, overrides: list[str] | None = None) -> tuple[str, 
     return kind, ["neither a kit.yaml (no `competition:` key) nor an ensemble spec (no `blenders:` key)"]
 
 
-def validate_files(paths: list[Path], overrides: list[str] | None = None) -> list[tuple[Path, str, list[str]]]:
+def validate_files(
+    paths: list[Path], overrides: list[str] | None = None
+) -> list[tuple[Path, str, list[str]]]:
     return [(p, *validate_file(p, overrides)) for p in paths]

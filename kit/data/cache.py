@@ -84,7 +84,6 @@ def build_image_cache(
                 problems=sorted(bad),
             )
         out.flush()
-        del out
         os.replace(tmp, path)
     finally:
         if tmp.exists():

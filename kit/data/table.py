@@ -117,8 +117,11 @@ def _table_split(
     if labelled:
         needed["label_column"] = comp.label_column
         needed["group_column"] = comp.group_column
-    missing = [f"competition.{k}: column '{v}' is not in {table.name} (columns: {header})"
-               for k, v in needed.items() if v is not None and v not in header]
+    missing = [
+        f"competition.{k}: column '{v}' is not in {table.name} (columns: {header})"
+        for k, v in needed.items()
+        if v is not None and v not in header
+    ]
     if split == "test" and comp.id_column is not None and comp.id_column not in header:
         missing = [m for m in missing if not m.startswith("competition.id_column")]
     if missing:

@@ -67,7 +67,9 @@ def build_demo(out: Path, *, seed: int = 0, force: bool = False) -> Path:
     rng = np.random.default_rng(seed + 1)
     # hold out whole writers for the test split, as a real competition would
     writers = np.unique(writer_all[keep])
-    test_writers = set(rng.choice(writers, size=max(1, round(len(writers) * TEST_FRACTION)), replace=False).tolist())
+    test_writers = set(
+        rng.choice(writers, size=max(1, round(len(writers) * TEST_FRACTION)), replace=False).tolist()
+    )
     is_test = np.array([writer_all[i] in test_writers for i in keep])
     train_idx, test_idx = keep[~is_test], keep[is_test]
 
@@ -79,7 +81,9 @@ def build_demo(out: Path, *, seed: int = 0, force: bool = False) -> Path:
         for n, i in enumerate(train_idx):
             name = f"TRAIN_{n:04d}.png"
             (tmp / "train" / name).write_bytes(_png(images[i]))
-            train_rows.append([f"TRAIN_{n:04d}", f"./train/{name}", CLASS_WORDS[y_all[i]], f"w{writer_all[i]:03d}"])
+            train_rows.append(
+                [f"TRAIN_{n:04d}", f"./train/{name}", CLASS_WORDS[y_all[i]], f"w{writer_all[i]:03d}"]
+            )
         test_rows, answer_rows, sample_rows = [], [], []
         for n, i in enumerate(test_idx):
             tid = f"TEST_{n:03d}"

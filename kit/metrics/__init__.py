@@ -17,6 +17,7 @@ from kit.metrics.scores import (
 __all__ = [
     "METRICS",
     "accuracy",
+    "all_scores",
     "confusion_matrix",
     "f1_per_class",
     "greater_is_better",
@@ -24,6 +25,5 @@ __all__ = [
     "macro_f1",
     "score",
     "softmax",
-    "all_scores",
     "weighted_f1",
 ]

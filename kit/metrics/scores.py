@@ -69,7 +69,9 @@ def accuracy(y_true: np.ndarray, y: np.ndarray, n_classes: int | None = None) ->
     return float((_pred(y) == np.asarray(y_true)).mean())
 
 
-def log_loss(y_true: np.ndarray, scores: np.ndarray, n_classes: int | None = None, *, logits: bool = True) -> float:
+def log_loss(
+    y_true: np.ndarray, scores: np.ndarray, n_classes: int | None = None, *, logits: bool = True
+) -> float:
     """Mean negative log-likelihood. `logits=False` takes probabilities (renormalised and clipped as sklearn)."""
     s = np.asarray(scores, dtype=np.float64)
     rows = np.arange(len(s))
@@ -86,7 +88,6 @@ METRICS: dict[str, Callable[..., float]] = {
     "accuracy": accuracy,
     "log_loss": log_loss,
 }
-
 
 
 def greater_is_better(metric: str) -> bool:

@@ -1,0 +1,1 @@
+"""Training: one loop for every member kind, configured by validated member configs."""

@@ -1,0 +1,110 @@
+"""Long-tail losses. All take logits [B, C] and integer targets [B] or soft targets [B, C] (mixup/cutmix).
+
+ce, label_smoothing, weighted_ce ((1/freq)^power), focal (gamma, alpha), logit_adjusted (Menon et al. 2021:
+CE on logits + tau * log prior) and balanced_softmax (Ren et al. 2020: CE on logits + log class count). The
+adjusted losses change training only; predictions use the raw logits.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kit.config.schema import LossConfig, SamplerConfig
+
+if TYPE_CHECKING:
+    import torch
+
+
+class RebalanceWarning(UserWarning):
+    """Several class rebalancers are stacked; each one alone already shifts toward rare classes."""
+
+
+def inverse_frequency(counts: np.ndarray, power: float) -> np.ndarray:
+    """(1/count)^power normalised to mean 1 over classes that occur; 0 for absent classes."""
+    counts = np.asarray(counts, dtype=np.float64)
+    w = np.zeros_like(counts)
+    present = counts > 0
+    w[present] = counts[present] ** -power
+    return w / w[present].mean()
+
+
+def _soft(target: torch.Tensor, n_classes: int) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    return target if target.ndim == 2 else F.one_hot(target, n_classes).float()
+
+
+class KitLoss:
+    """A callable loss built from LossConfig and the train fold's class counts."""
+
+    def __init__(self, cfg: LossConfig, class_counts: np.ndarray) -> None:
+        import torch
+
+        self.cfg = cfg
+        self.n_classes = len(class_counts)
+        counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 0)
+        prior = counts / counts.sum()
+        self.log_prior = torch.tensor(np.log(np.maximum(prior, 1e-12)), dtype=torch.float32)
+        self.log_counts = torch.tensor(np.log(np.maximum(counts, 1e-12)), dtype=torch.float32)
+        self.class_weight = torch.tensor(
+            inverse_frequency(counts, cfg.class_weight_power), dtype=torch.float32
+        )
+        if isinstance(cfg.alpha, float):
+            self.alpha: torch.Tensor | None = torch.full((self.n_classes,), float(cfg.alpha))
+        elif cfg.alpha == "balanced":
+            self.alpha = self.class_weight
+        else:
+            self.alpha = None
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
+
+        kind = self.cfg.kind
+        logits = logits.float()
+        dev = logits.device
+        if kind == "logit_adjusted":
+            logits = logits + self.cfg.tau * self.log_prior.to(dev)
+        elif kind == "balanced_softmax":
+            logits = logits + self.log_counts.to(dev)
+        soft = _soft(target, self.n_classes)
+        if kind == "label_smoothing":
+            eps = self.cfg.label_smoothing
+            soft = soft * (1 - eps) + eps / self.n_classes
+        logp = F.log_softmax(logits, dim=-1)
+        if kind == "focal":
+            p = logp.exp()
+            per_class = -((1 - p) ** self.cfg.gamma) * logp * soft
+            if self.alpha is not None:
+                per_class = per_class * self.alpha.to(dev)
+            return per_class.sum(-1).mean()
+        per_class = -logp * soft
+        if kind == "weighted_ce":
+            w = self.class_weight.to(dev)
+            # normalise by the target's weight, as torch's CrossEntropyLoss(weight=...) does
+            return (per_class * w).sum() / (soft * w).sum().clamp_min(torch.finfo(torch.float32).eps)
+        return per_class.sum(-1).mean()
+
+
+def warn_stacked_rebalancers(name: str, loss: LossConfig, sampler: SamplerConfig) -> list[str]:
+    """Warn when sampler + class weights + prior-adjusted losses are combined; returns what is stacked."""
+    stacked = []
+    if sampler.kind == "weighted" and sampler.power > 0:
+        stacked.append(f"sampler: weighted (power {sampler.power})")
+    if loss.kind == "weighted_ce":
+        stacked.append("loss: weighted_ce")
+    if loss.kind == "focal" and loss.alpha == "balanced":
+        stacked.append("focal alpha: balanced")
+    if loss.kind in ("logit_adjusted", "balanced_softmax"):
+        stacked.append(f"loss: {loss.kind}")
+    if len(stacked) > 1:
+        warnings.warn(
+            f"member '{name}' stacks {len(stacked)} class rebalancers ({', '.join(stacked)}); together they "
+            "over-correct toward rare classes. Keep one unless CV says otherwise.",
+            RebalanceWarning,
+            stacklevel=2,
+        )
+    return stacked

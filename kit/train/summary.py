@@ -1,0 +1,35 @@
+"""Scores of a member's OOF logits: pooled over folds (never a mean of fold scores), per view, per fold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kit.metrics.scores import all_scores, confusion_matrix, f1_from_confusion, score
+
+
+def member_metrics(
+    y: np.ndarray,
+    oof: np.ndarray,
+    fold: np.ndarray,
+    views: list[str],
+    classes: list[str],
+    metric: str,
+    worst: int = 5,
+) -> dict[str, Any]:
+    """oof: [n, V, C] logits. Pooled scores use view 0 (plain) and the mean of views' logits."""
+    plain = oof[:, 0]
+    mean = oof.mean(axis=1)
+    f1, support, _ = f1_from_confusion(confusion_matrix(y, plain.argmax(1), len(classes)))
+    order = np.argsort(f1[support > 0])[:worst]
+    present = np.flatnonzero(support > 0)
+    return {
+        "metric": metric,
+        "pooled": all_scores(y, plain),
+        "pooled_tta_mean": all_scores(y, mean),
+        "per_view": {v: score(metric, y, oof[:, i]) for i, v in enumerate(views)},
+        "per_fold": {str(f): score(metric, y[fold == f], plain[fold == f]) for f in np.unique(fold).tolist()},
+        "per_class_f1": {c: float(f1[i]) for i, c in enumerate(classes)},
+        "worst_classes": [[classes[present[i]], float(f1[present[i]])] for i in order],
+    }
