@@ -30,8 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -117,16 +117,17 @@ def validate(
     ]
     if not targets:
         raise KitError("nothing to validate: no kit.yaml here and no ensembles/*.yaml; pass a file")
-    results = validate_files(targets, overrides)
     failed = 0
-    for path, kind, problems in results:
-        if problems:
+    for r in validate_files(targets, overrides):
+        if r.problems:
             failed += 1
-            err_console.print(f"[red]✗[/] {path} ({kind}): {len(problems)} problem(s)", highlight=False)
-            for p in problems:
+            err_console.print(f"[red]✗[/] {r.path} ({r.kind}): {len(r.problems)} problem(s)", highlight=False)
+            for p in r.problems:
                 err_console.print(f"    {p}", highlight=False, markup=False)
         else:
-            console.print(f"[green]✓[/] {path} ({kind})", highlight=False)
+            console.print(f"[green]✓[/] {r.path} ({r.kind})", highlight=False)
+        for w in r.warnings:
+            console.print(f"    [yellow]not there yet:[/] {w}", highlight=False)
     if failed:
         raise typer.Exit(1)
 

@@ -18,6 +18,21 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# ---------------------------------------------------------------- submission (kit submit; docs/submit.md)
+
+
+class SubmissionConfig(StrictModel):
+    """How `kit submit` fills sample_submission.csv; `auto` reads the kind from the sample and the classes."""
+
+    kind: Literal["auto", "label", "label_code", "proba", "binary_proba", "topk"] = "auto"
+    k: int = Field(3, ge=1, description="topk: labels per row (default: as many as the sample shows)")
+    positive_class: str | None = Field(None, description="binary_proba: the class the column holds")
+    id_column: str | None = Field(None, description="the sample's id column; default competition.id_column")
+
+
+# ---------------------------------------------------------------- competition
+
+
 class Competition(StrictModel):
     """Where the competition's files are and how to read them. Paths are relative to `root`."""
 
@@ -28,6 +43,7 @@ class Competition(StrictModel):
     test: Path | None = Field(None, description="test table (.csv) or a folder of test images")
     test_images: Path | None = Field(None, description="folder the test table's image paths/ids live in")
     sample_submission: Path | None = None
+    submission: SubmissionConfig | None = Field(None, description="overrides for `kit submit`")
     id_column: str | None = None
     image_column: str | None = None
     label_column: str | None = None
@@ -183,13 +199,33 @@ class ClipProbeMember(MemberBase):
     cache_dir: Path | None = Field(None, description="hub cache folder for pretrained tags offline")
     prompt: str | None = Field(None, description="zero-shot head init template, e.g. 'a photo of a {}.'")
     class_names: dict[str, str] | None = Field(None, description="label -> English words for the prompt")
-    epochs: int = Field(100, ge=1)
+    epochs: int = Field(100, ge=0, description="head epochs; 0 = pure zero-shot (needs prompt)")
     batch_size: int = Field(256, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
+    early_stopping: int | None = Field(20, ge=1, description="patience in epochs on the fold's metric")
     loss: LossConfig = Field(default_factory=lambda: LossConfig(kind="focal"))
     sampler: SamplerConfig = Field(default_factory=lambda: SamplerConfig(kind="weighted"))
-    img_size: int = Field(224, ge=16, le=2048)
+    img_size: int | None = Field(None, ge=16, le=2048, description="default: the model's own input size")
+    train_views: bool = Field(
+        True, description="train the head on every TTA view's embedding, not only plain"
+    )
+
+    @field_validator("class_names", mode="before")
+    @classmethod
+    def _label_keys_as_text(cls, v: object) -> object:
+        # YAML reads integer labels (0: zero) as ints; labels are strings in kit
+        return {str(k): val for k, val in v.items()} if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _prompt_fits(self) -> ClipProbeMember:
+        if self.prompt is not None and "{}" not in self.prompt:
+            raise ValueError(f"prompt {self.prompt!r} needs a '{{}}' where the class name goes")
+        if self.epochs == 0 and self.prompt is None:
+            raise ValueError("epochs: 0 means a pure zero-shot head; set prompt: 'a photo of a {}.' too")
+        if self.class_names is not None and self.prompt is None:
+            raise ValueError("class_names is only used with prompt; set prompt: 'a photo of a {}.'")
+        return self
 
 
 Member = Annotated[TimmMember | ClipProbeMember, Field(discriminator="kind")]
@@ -201,6 +237,11 @@ class KitConfig(StrictModel):
     folds: Folds = Field(default_factory=Folds)
     members: dict[str, Member] = Field(default_factory=dict)
     workdir: Path = Path("work")
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _empty_members(cls, v: object) -> object:
+        return {} if v is None else v
 
     @field_validator("members")
     @classmethod

@@ -1,0 +1,60 @@
+"""Shared fixtures: real image files and competition folders built in tmp_path; nothing touches the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports huggingface_hub
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+
+def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (20, 16), mode: str = "RGB") -> Path:
+    """A real image file (format from the suffix) with seeded random pixels."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode).save(path)
+    return path
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]], bom: bool = False) -> Path:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8-sig" if bom else "utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real embedded demo competition (long-tailed digits PNGs), built once per test session."""
+    from kit.demo.digits import build_demo
+
+    return build_demo(tmp_path_factory.mktemp("demo") / "data")
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def invoke(runner: CliRunner, args: list[str], cwd: Path | None = None):
+    """Run the real `kit` Typer app (the console script's target) with args; returns the Result."""
+    from kit.cli.app import app
+
+    old = Path.cwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return runner.invoke(app, args, catch_exceptions=False)
+    finally:
+        os.chdir(old)
