@@ -14,7 +14,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -171,7 +171,7 @@ def load_member(
     """Load and check one member's artifacts; refuse them when they do not fit the current config."""
     meta = read_meta(workdir, name)
     d = member_dir(workdir, name)
-    mode = "r" if mmap else None
+    mode: Literal["r"] | None = "r" if mmap else None
     try:
         oof = np.load(d / OOF_FILE, mmap_mode=mode)
         test = np.load(d / TEST_FILE, mmap_mode=mode)

@@ -28,4 +28,9 @@ def build_sampler(
 
     g = torch.Generator().manual_seed(seed)
     w = torch.as_tensor(sample_weights(labels, cfg.power, n_classes), dtype=torch.double)
-    return WeightedRandomSampler(w, num_samples=len(labels), replacement=True, generator=g)
+    return WeightedRandomSampler(
+        w,  # type: ignore[arg-type]  # a tensor is what torch itself passes
+        num_samples=len(labels),
+        replacement=True,
+        generator=g,
+    )

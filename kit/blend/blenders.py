@@ -1,0 +1,352 @@
+"""Blenders, scikit-learn style: `__init__` stores parameters, `fit(P, y)` returns self, fitted state ends in `_`.
+
+`P` is [n, M, C] float32: M candidates' probabilities (space='probs') or log-probabilities (space='logits').
+Weighted blenders learn `weights_` (M, non-negative, summing to one); `predict(P)` returns blended
+probabilities [n, C]. Searches score candidates with FastScorer on class-major copies ([M, C, n]), never with
+a scikit-learn metric call per candidate.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from kit.blend.scoring import ARGMAX_METRICS, FastScorer
+from kit.blend.spec import (
+    BestSingleSpec,
+    BlenderSpec,
+    GreedySpec,
+    HillClimbSpec,
+    StackSpec,
+    SubsetsSpec,
+    UniformSpec,
+)
+from kit.errors import KitError
+from kit.metrics.scores import softmax
+
+
+def class_major(P: np.ndarray) -> np.ndarray:
+    """[n, M, C] -> contiguous float32 [M, C, n] (each candidate's classes as contiguous rows)."""
+    return np.ascontiguousarray(np.transpose(P, (1, 2, 0)), dtype=np.float32)
+
+
+def combine(P: np.ndarray, weights: np.ndarray, space: str) -> np.ndarray:
+    """Blended probabilities [n, C] (float64) of candidates P [n, M, C] under `weights`."""
+    w = np.asarray(weights, dtype=np.float64)
+    s = np.einsum("nmc,m->nc", P.astype(np.float64, copy=False), w)
+    if space == "logits":
+        return softmax(s / w.sum())
+    return s / s.sum(axis=1, keepdims=True)
+
+
+class WeightedBlender:
+    """Shared predict for blenders that learn one non-negative weight per candidate."""
+
+    weights_: np.ndarray
+
+    def __init__(self, metric: str = "weighted_f1", space: str = "probs") -> None:
+        self.metric = metric
+        self.space = space
+
+    def _scorer(self, y: np.ndarray, n_classes: int) -> FastScorer:
+        return FastScorer(self.metric, y, n_classes, self.space)
+
+    def predict(self, P: np.ndarray) -> np.ndarray:
+        return combine(P, self.weights_, self.space)
+
+    def fitted_params(self) -> dict[str, Any]:
+        return {}
+
+
+def _single_gains(Pt: np.ndarray, scorer: FastScorer, allowed: list[int] | None = None) -> np.ndarray:
+    idx = range(Pt.shape[0]) if allowed is None else allowed
+    return np.array([scorer.gain(scorer.score(Pt[m])) for m in idx])
+
+
+class BestSingle(WeightedBlender):
+    def fit(self, P: np.ndarray, y: np.ndarray) -> BestSingle:
+        Pt = class_major(P)
+        gains = _single_gains(Pt, self._scorer(y, P.shape[2]))
+        self.best_ = int(np.argmax(gains))
+        self.weights_ = np.eye(P.shape[1])[self.best_]
+        return self
+
+
+class Uniform(WeightedBlender):
+    def fit(self, P: np.ndarray, y: np.ndarray) -> Uniform:
+        self.weights_ = np.full(P.shape[1], 1.0 / P.shape[1])
+        return self
+
+
+def settled_rows(S: np.ndarray, swing: np.ndarray) -> np.ndarray:
+    """Rows whose argmax no candidate can change: top-1 minus top-2 of S exceeds the row's largest swing.
+
+    Adding P_m moves each class score by at most max_c P_m - min_c P_m, so the leader stays strictly ahead.
+    """
+    top = S.max(axis=0)
+    is_top = top == S
+    second = np.where(is_top, -np.inf, S).max(axis=0)
+    tied = is_top.sum(axis=0) > 1
+    return ~tied & (top - second > swing)
+
+
+def greedy_counts(
+    Pt: np.ndarray,
+    scorer: FastScorer,
+    rounds: int,
+    init: int = 0,
+    allowed: list[int] | None = None,
+) -> tuple[np.ndarray, float, list[float]]:
+    """Caruana selection with replacement over class-major candidates Pt [M, C, n].
+
+    Returns the pick counts of the best prefix (earliest among ties), its gain, and the gain per round.
+    For argmax metrics each round scores only the rows a candidate can still flip (exact: settled rows keep
+    their prediction, counted once per round into the confusion matrix).
+    """
+    M, C, n = Pt.shape
+    idx = list(range(M)) if allowed is None else list(allowed)
+    counts = np.zeros(M, dtype=np.int64)
+    S = np.zeros((C, n), dtype=np.float32)
+    total = 0
+    best_gain, best_counts = -math.inf, counts.copy()
+    if init:
+        order = np.argsort(-_single_gains(Pt, scorer, idx), kind="stable")
+        for j in order[: min(init, len(idx))]:
+            S += Pt[idx[j]]
+            counts[idx[j]] += 1
+            total += 1
+        best_gain, best_counts = scorer.gain(scorer.score(S, total)), counts.copy()
+    pruning = scorer.metric in ARGMAX_METRICS
+    if pruning:
+        # float32 rounding of the sums is far below this margin of safety
+        swing = (Pt[idx].max(axis=1) - Pt[idx].min(axis=1)).max(axis=0) * (1 + 1e-5) + 1e-6
+    history = []
+    for _ in range(rounds):
+        open_rows = None
+        if pruning and total:
+            settled = settled_rows(S, swing)
+            if settled.mean() > 0.25:
+                open_rows = np.flatnonzero(~settled)
+        if open_rows is None:
+            gains = [scorer.gain(scorer.score_added(S, Pt[m], total + 1)) for m in idx]
+        else:
+            keep = np.flatnonzero(settled)
+            base = scorer.confusion_of(keep, scorer.argmax(S)[keep])
+            sub = FastScorer(scorer.metric, scorer.y[open_rows], C, scorer.space)
+            S_open = np.ascontiguousarray(S[:, open_rows])
+            gains = []
+            for m in idx:
+                pred = sub.argmax(S_open + Pt[m][:, open_rows])
+                gains.append(scorer.gain(scorer.from_confusion(base + sub.confusion(pred))))
+        j = int(np.argmax(gains))
+        m = idx[j]
+        S += Pt[m]
+        counts[m] += 1
+        total += 1
+        history.append(gains[j])
+        if gains[j] > best_gain:
+            best_gain, best_counts = gains[j], counts.copy()
+    return best_counts, best_gain, history
+
+
+class Greedy(WeightedBlender):
+    def __init__(
+        self,
+        metric: str = "weighted_f1",
+        space: str = "probs",
+        rounds: int = 50,
+        init: int = 0,
+        bags: int = 1,
+        bag_fraction: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(metric, space)
+        self.rounds = rounds
+        self.init = init
+        self.bags = bags
+        self.bag_fraction = bag_fraction
+        self.seed = seed
+
+    def fit(self, P: np.ndarray, y: np.ndarray) -> Greedy:
+        Pt = class_major(P)
+        scorer = self._scorer(y, P.shape[2])
+        M = P.shape[1]
+        if self.bags == 1:
+            counts, _, self.history_ = greedy_counts(Pt, scorer, self.rounds, self.init)
+            self.counts_ = counts
+            self.weights_ = counts / counts.sum()
+            return self
+        rng = np.random.default_rng(self.seed)
+        size = max(1, round(self.bag_fraction * M))
+        weights = np.zeros(M)
+        for _ in range(self.bags):
+            allowed = sorted(rng.choice(M, size=size, replace=False).tolist())
+            counts, _, _ = greedy_counts(Pt, scorer, self.rounds, self.init, allowed)
+            weights += counts / counts.sum()
+        self.weights_ = weights / self.bags
+        return self
+
+
+class HillClimb(WeightedBlender):
+    def __init__(
+        self,
+        metric: str = "weighted_f1",
+        space: str = "probs",
+        grid: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
+        max_steps: int = 20,
+        tol: float = 1e-6,
+    ) -> None:
+        super().__init__(metric, space)
+        self.grid = grid
+        self.max_steps = max_steps
+        self.tol = tol
+
+    def fit(self, P: np.ndarray, y: np.ndarray) -> HillClimb:
+        Pt = class_major(P)
+        scorer = self._scorer(y, P.shape[2])
+        M = P.shape[1]
+        gains = _single_gains(Pt, scorer)
+        start = int(np.argmax(gains))
+        w = np.eye(M)[start]
+        S = Pt[start].copy()
+        cur = float(gains[start])
+        self.steps_: list[tuple[int, float]] = []
+        for _ in range(self.max_steps):
+            best = (-math.inf, -1, 0.0)
+            for m in range(M):
+                for g in self.grid:
+                    r = g / (1 - g)  # (1-g)*S + g*P_m ranks classes as S + r*P_m
+                    gain = scorer.gain(scorer.score_added(S, Pt[m], 1 + r, scale=r))
+                    if gain > best[0]:
+                        best = (gain, m, g)
+            if best[0] - cur <= self.tol:
+                break
+            cur, m, g = best
+            S *= 1 - g
+            S += np.float32(g) * Pt[m]
+            w = (1 - g) * w
+            w[m] += g
+            self.steps_.append((m, g))
+        self.weights_ = w / w.sum()
+        return self
+
+
+class Subsets(WeightedBlender):
+    def __init__(
+        self,
+        metric: str = "weighted_f1",
+        space: str = "probs",
+        max_size: int = 3,
+        weights: str = "uniform",
+        rounds: int = 20,
+        max_subsets: int = 20000,
+    ) -> None:
+        super().__init__(metric, space)
+        self.max_size = max_size
+        self.weights = weights
+        self.rounds = rounds
+        self.max_subsets = max_subsets
+
+    def fit(self, P: np.ndarray, y: np.ndarray) -> Subsets:
+        M = P.shape[1]
+        top = min(self.max_size, M)
+        n_subsets = sum(math.comb(M, k) for k in range(1, top + 1))
+        if n_subsets > self.max_subsets:
+            raise KitError(
+                f"blender subsets: {M} candidates up to max_size {self.max_size} make {n_subsets} subsets, "
+                f"more than max_subsets ({self.max_subsets}); lower max_size or use kind: greedy"
+            )
+        Pt = class_major(P)
+        scorer = self._scorer(y, P.shape[2])
+        best_gain, best_w = -math.inf, np.zeros(M)
+        for k in range(1, top + 1):
+            for combo in combinations(range(M), k):
+                if self.weights == "uniform":
+                    S = Pt[list(combo)].sum(axis=0)
+                    gain = scorer.gain(scorer.score(S, k))
+                    w = np.zeros(M)
+                    w[list(combo)] = 1.0 / k
+                else:
+                    counts, gain, _ = greedy_counts(Pt, scorer, self.rounds, 0, list(combo))
+                    w = counts / counts.sum()
+                if gain > best_gain:
+                    best_gain, best_w = gain, w
+        self.weights_ = best_w
+        self.subset_ = [int(i) for i in np.flatnonzero(best_w)]
+        return self
+
+
+class Stack:
+    """Multinomial logistic regression (L2, scikit-learn) on the stacked candidate probabilities."""
+
+    def __init__(
+        self,
+        metric: str = "weighted_f1",
+        space: str = "probs",
+        C: float = 1.0,
+        features: str = "probs",
+        max_iter: int = 1000,
+    ) -> None:
+        self.metric = metric
+        self.space = space
+        self.C = C
+        self.features = features
+        self.max_iter = max_iter
+
+    def _features(self, P: np.ndarray) -> np.ndarray:
+        probs = np.exp(P.astype(np.float64)) if self.space == "logits" else P.astype(np.float64)
+        x = np.log(np.clip(probs, 1e-7, 1.0)) if self.features == "log_probs" else probs
+        return x.reshape(len(P), -1)
+
+    def fit(self, P: np.ndarray, y: np.ndarray) -> Stack:
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+
+        self.n_classes_ = P.shape[2]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(self._features(P), y)
+        coef = np.abs(self.model_.coef_).reshape(-1, P.shape[1], P.shape[2])
+        share = coef.sum(axis=(0, 2))
+        self.weights_ = share / share.sum() if share.sum() > 0 else np.full(P.shape[1], 1.0 / P.shape[1])
+        return self
+
+    def predict(self, P: np.ndarray) -> np.ndarray:
+        proba = self.model_.predict_proba(self._features(P))
+        out = np.zeros((len(P), self.n_classes_))
+        out[:, self.model_.classes_] = proba
+        return out
+
+    def fitted_params(self) -> dict[str, Any]:
+        return {
+            "C": self.C,
+            "features": self.features,
+            "classes_seen": [int(c) for c in self.model_.classes_],
+            "coef": self.model_.coef_.tolist(),
+            "intercept": self.model_.intercept_.tolist(),
+        }
+
+
+Blender = BestSingle | Uniform | Greedy | HillClimb | Subsets | Stack
+
+
+def make_blender(spec: BlenderSpec, metric: str, space: str) -> Blender:
+    """The estimator a validated blender spec describes."""
+    if isinstance(spec, BestSingleSpec):
+        return BestSingle(metric, space)
+    if isinstance(spec, UniformSpec):
+        return Uniform(metric, space)
+    if isinstance(spec, GreedySpec):
+        return Greedy(metric, space, spec.rounds, spec.init, spec.bags, spec.bag_fraction, spec.seed)
+    if isinstance(spec, HillClimbSpec):
+        return HillClimb(metric, space, tuple(spec.grid), spec.max_steps, spec.tol)
+    if isinstance(spec, SubsetsSpec):
+        return Subsets(metric, space, spec.max_size, spec.weights, spec.rounds, spec.max_subsets)
+    if isinstance(spec, StackSpec):
+        return Stack(metric, space, spec.C, spec.features, spec.max_iter)
+    raise TypeError(f"unknown blender spec {spec!r}")

@@ -1,0 +1,124 @@
+"""Honest selection: every blender (and post-processing chain) re-fitted inside a CV over the saved folds.
+
+For each fold f: fit on the other folds' OOF rows, predict fold f; pool the held-out predictions and score them
+once. The in-sample score (fit and score on all OOF rows) is reported beside it; the gap is the overstatement.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kit.blend.blenders import Blender, make_blender
+from kit.blend.postprocess import Chain, make_chain
+from kit.blend.spec import BlenderSpec, PostprocessSpec
+from kit.metrics.scores import greater_is_better, score
+
+
+@dataclass
+class Candidate:
+    """One row of the selection table: a blender with a post-processing chain."""
+
+    label: str
+    blender_label: str
+    postprocess: tuple[str, ...]
+    insample: float
+    nested: float
+    seconds: float
+    blender: Blender  # fitted on all OOF rows
+    chain: Chain  # fitted on all OOF rows (after the blender)
+    nested_oof: np.ndarray  # [n, C] pooled held-out predictions
+    insample_oof: np.ndarray  # [n, C]
+    fold_weights: list[list[float]] = field(default_factory=list)
+    metric_hint: str = "weighted_f1"
+
+    @property
+    def overstatement(self) -> float:
+        """How much the in-sample score flatters the blend (positive = overstated), in metric units."""
+        d = self.insample - self.nested
+        return d if greater_is_better(self.metric_hint) else -d
+
+
+def metric_of(metric: str, y: np.ndarray, Q: np.ndarray) -> float:
+    return score(metric, y, Q, logits=False)
+
+
+def evaluate_blender(
+    spec: BlenderSpec,
+    pp_variants: list[tuple[str, ...]],
+    pp_spec: PostprocessSpec,
+    P: np.ndarray,
+    y: np.ndarray,
+    fold: np.ndarray,
+    metric: str,
+    space: str,
+) -> list[Candidate]:
+    """In-sample and nested scores of one blender under each post-processing chain."""
+    t0 = time.perf_counter()
+    blender = make_blender(spec, metric, space).fit(P, y)
+    Q_all = blender.predict(P)
+    base_seconds = time.perf_counter() - t0
+    pooled = {v: np.zeros((len(y), P.shape[2])) for v in pp_variants}
+    pp_seconds = dict.fromkeys(pp_variants, 0.0)
+    fold_weights = []
+    for f in np.unique(fold):
+        tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        t1 = time.perf_counter()
+        b = make_blender(spec, metric, space).fit(P[tr], y[tr])
+        Q_tr, Q_va = b.predict(P[tr]), b.predict(P[va])
+        base_seconds += time.perf_counter() - t1
+        fold_weights.append([float(w) for w in b.weights_])
+        for v in pp_variants:
+            t2 = time.perf_counter()
+            chain = make_chain(v, pp_spec, metric).fit(Q_tr, y[tr])
+            pooled[v][va] = chain.transform(Q_va)
+            pp_seconds[v] += time.perf_counter() - t2
+    out = []
+    for v in pp_variants:
+        t3 = time.perf_counter()
+        chain = make_chain(v, pp_spec, metric).fit(Q_all, y)
+        Q_in = chain.transform(Q_all)
+        pp_seconds[v] += time.perf_counter() - t3
+        out.append(
+            Candidate(
+                label="+".join((spec.label, *v)),
+                blender_label=spec.label,
+                postprocess=v,
+                insample=metric_of(metric, y, Q_in),
+                nested=metric_of(metric, y, pooled[v]),
+                seconds=base_seconds + pp_seconds[v],
+                blender=blender,
+                chain=chain,
+                nested_oof=pooled[v],
+                insample_oof=Q_in,
+                fold_weights=fold_weights,
+                metric_hint=metric,
+            )
+        )
+    return out
+
+
+def pick_winner(rows: list[Candidate], metric: str) -> Candidate:
+    """The best nested estimate; ties go to the earlier row (spec order, no post-processing first)."""
+    sign = 1.0 if greater_is_better(metric) else -1.0
+    best = rows[0]
+    for r in rows[1:]:
+        if sign * r.nested > sign * best.nested:
+            best = r
+    return best
+
+
+def describe(rows: list[Candidate]) -> list[dict[str, Any]]:
+    return [
+        {
+            "blender": r.label,
+            "insample": r.insample,
+            "nested": r.nested,
+            "overstatement": r.overstatement,
+            "seconds": r.seconds,
+        }
+        for r in rows
+    ]

@@ -1,0 +1,140 @@
+"""What a blend tells its user: the selection table (CSV and rich), per-class F1, and a PNG report."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from kit.metrics.scores import confusion_matrix, f1_from_confusion
+
+
+def _csv(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def table_csv(rows: list[dict[str, Any]]) -> str:
+    keys = ["blender", "insample", "nested", "overstatement", "seconds"]
+    return _csv(keys, [[r[k] if k == "blender" else f"{r[k]:.6f}" for k in keys] for r in rows])
+
+
+def per_class_rows(
+    classes: list[str], y: np.ndarray, single: np.ndarray, blend: np.ndarray
+) -> list[dict[str, Any]]:
+    C = len(classes)
+    f1_s, support, _ = f1_from_confusion(confusion_matrix(y, single.argmax(1), C))
+    f1_b, _, _ = f1_from_confusion(confusion_matrix(y, blend.argmax(1), C))
+    return [
+        {
+            "class": c,
+            "support": int(support[i]),
+            "best_single": float(f1_s[i]),
+            "blend": float(f1_b[i]),
+            "delta": float(f1_b[i] - f1_s[i]),
+        }
+        for i, c in enumerate(classes)
+    ]
+
+
+def per_class_csv(rows: list[dict[str, Any]]) -> str:
+    keys = ["class", "support", "best_single", "blend", "delta"]
+    return _csv(keys, [[r[k] if k in ("class", "support") else f"{r[k]:.6f}" for k in keys] for r in rows])
+
+
+def write_png(
+    path: Path,
+    *,
+    title: str,
+    weights: dict[str, float],
+    per_class: list[dict[str, Any]],
+    single_name: str,
+    y: np.ndarray,
+    blend: np.ndarray,
+    classes: list[str],
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    C = len(classes)
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.5), constrained_layout=True)
+    ax = axes[0]
+    names = list(weights)
+    ax.barh(names[::-1], [weights[n] for n in names][::-1], color="tab:blue")
+    ax.set_xlabel("weight")
+    ax.set_title("blend weights")
+    ax = axes[1]
+    x = np.arange(C)
+    ax.bar(x - 0.2, [r["best_single"] for r in per_class], 0.4, label=f"best single ({single_name})")
+    ax.bar(x + 0.2, [r["blend"] for r in per_class], 0.4, label="blend (nested OOF)")
+    ax.set_xticks(x, [f"{r['class']}\n({r['support']})" for r in per_class], rotation=90, fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("F1")
+    ax.set_title("per-class F1 (support)")
+    ax.legend(loc="lower left", fontsize=8)
+    ax = axes[2]
+    cm = confusion_matrix(y, blend.argmax(1), C).astype(np.float64)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    if C <= 30:
+        for i in range(C):
+            for j in range(C):
+                if cm[i, j]:
+                    ax.text(
+                        j,
+                        i,
+                        int(cm[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
+    ax.set_xticks(range(C), classes, rotation=90, fontsize=7)
+    ax.set_yticks(range(C), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix (blend, nested OOF; row-normalised colour)")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    """The selection table and the winner, as `kit blend` shows them."""
+    metric = summary["metric"]
+    t = Table(title=f"blend '{summary['name']}': {summary['n_candidates']} candidates, metric {metric}")
+    t.add_column("blender")
+    t.add_column("in-sample", justify="right")
+    t.add_column("nested CV", justify="right")
+    t.add_column("overstates by", justify="right")
+    t.add_column("seconds", justify="right")
+    for r in summary["table"]:
+        mark = " ←" if r["blender"] == summary["winner"] else ""
+        t.add_row(
+            r["blender"] + mark,
+            f"{r['insample']:.4f}",
+            f"{r['nested']:.4f}",
+            f"{r['overstatement']:+.4f}",
+            f"{r['seconds']:.2f}",
+        )
+    console.print(t)
+    w = summary["weights"]
+    console.print(
+        f"winner [bold]{summary['winner']}[/]: nested {metric} {summary['nested_score']:.4f} "
+        f"(in-sample {summary['insample_score']:.4f} overstates by {summary['overstatement']:+.4f}); "
+        f"best single {summary['best_single']} {summary['best_single_score']:.4f}",
+        highlight=False,
+    )
+    console.print("weights: " + ", ".join(f"{k} {v:.4f}" for k, v in w.items()), highlight=False)
+    console.print(f"wrote {summary['path']}", highlight=False)

@@ -1,0 +1,160 @@
+"""`kit blend ensembles/NAME.yaml`: load members, judge every blender by nested CV, write workdir/blends/NAME/."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from kit.artifacts.atomic import atomic_dir
+from kit.blend.blenders import Stack
+from kit.blend.candidates import build_candidates, load_members, resolve_members
+from kit.blend.io import OOF_FILE, TEST_FILE, WINNER_FILE, blend_dir
+from kit.blend.nested import describe, evaluate_blender, pick_winner
+from kit.blend.postprocess import variants
+from kit.blend.report import per_class_csv, per_class_rows, table_csv, write_png
+from kit.blend.spec import EnsembleSpec
+from kit.config.load import apply_overrides, load_config, read_yaml, validate_data
+from kit.data.workspace import Workspace, open_workspace
+from kit.errors import KitError
+from kit.metrics.scores import greater_is_better, score
+
+SPEC_PREFIX = "spec."
+
+
+def load_spec(path: Path, overrides: list[str] | None = None) -> EnsembleSpec:
+    data = apply_overrides(read_yaml(path), overrides, source="--set spec.")
+    return validate_data(data, EnsembleSpec, str(path))
+
+
+def split_overrides(overrides: list[str] | None) -> tuple[list[str], list[str]]:
+    """`--set spec.metric=macro_f1` goes to the ensemble spec; every other `--set` to kit.yaml."""
+    spec_o = [o[len(SPEC_PREFIX) :] for o in overrides or [] if o.startswith(SPEC_PREFIX)]
+    cfg_o = [o for o in overrides or [] if not o.startswith(SPEC_PREFIX)]
+    return spec_o, cfg_o
+
+
+def blend(spec: EnsembleSpec, ws: Workspace, name: str, spec_path: Path | None = None) -> dict[str, Any]:
+    """Run the spec against a workspace and write workdir/blends/NAME/. Returns the summary printed by the CLI."""
+    started = time.time()
+    metric = spec.metric or ws.cfg.competition.metric
+    y = ws.train.labels
+    if y is None:
+        raise KitError("the train table has no labels; kit blend needs labelled train rows")
+    choices = resolve_members(spec, ws.workdir)
+    arts = load_members(list(choices), ws.workdir, ws.expected())
+    cands = build_candidates(spec, choices, arts, y)
+    n_test = 0 if ws.test is None else len(ws.test)
+    if cands.test.shape[0] != n_test and ws.test is not None:
+        raise KitError(
+            f"members' test logits have {cands.test.shape[0]} rows but the test table has {n_test}; "
+            "run `kit train NAME` again with the current kit.yaml"
+        )
+    P, fold = cands.oof, ws.folds.fold
+    pp = variants(spec.postprocess)
+    rows = []
+    for b in spec.blenders:
+        rows.extend(evaluate_blender(b, pp, spec.postprocess, P, y, fold, metric, spec.space))
+    win = pick_winner(rows, metric)
+    test_probs = (
+        win.chain.transform(win.blender.predict(cands.test))
+        if len(cands.test)
+        else np.zeros((0, len(ws.classes)))
+    )
+
+    probs = np.exp(P) if spec.space == "logits" else P
+    single_scores = [score(metric, y, probs[:, m], logits=False) for m in range(P.shape[1])]
+    sign = 1 if greater_is_better(metric) else -1
+    best = int(np.argmax([sign * s for s in single_scores]))
+    per_class = per_class_rows(ws.classes, y, probs[:, best], win.nested_oof)
+
+    weights = {c.name: float(w) for c, w in zip(cands.specs, win.blender.weights_, strict=True) if w > 0}
+    used = [c for c in cands.specs if c.name in weights]
+    members = list(dict.fromkeys(c.member for c in used))
+    views = {m: sorted({v for c in used if c.member == m for v in c.views}) for m in members}
+    table = describe(rows)
+    winner: dict[str, Any] = {
+        "name": name,
+        "metric": metric,
+        "blender": win.blender_label,
+        "blender_kind": next(b.kind for b in spec.blenders if b.label == win.blender_label),
+        "row": win.label,
+        "space": spec.space,
+        "members": members,
+        "views": views,
+        "weights": weights,
+        "weights_meaning": "share of |coefficients| (see stack)"
+        if isinstance(win.blender, Stack)
+        else "mixture weights summing to one",
+        "candidates": {
+            c.name: {"member": c.member, "views": list(c.views), "temperature": c.temperature}
+            for c in cands.specs
+        },
+        "postprocess": win.chain.fitted_params(),
+        "nested_score": win.nested,
+        "insample_score": win.insample,
+        "overstatement": win.overstatement,
+        "best_single": {"candidate": cands.specs[best].name, "score": single_scores[best]},
+        "fold_weights": win.fold_weights,
+        "classes": list(ws.classes),
+        "train_ids_fingerprint": ws.train.ids_fingerprint(),
+        "test_ids_fingerprint": ws.test.ids_fingerprint() if ws.test is not None else None,
+        "folds_fingerprint": ws.folds.fingerprint,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(time.time() - started, 3),
+    }
+    if isinstance(win.blender, Stack):
+        winner["stack"] = win.blender.fitted_params()
+
+    out = blend_dir(ws.workdir, name)
+    with atomic_dir(out) as tmp:
+        np.save(tmp / OOF_FILE, win.nested_oof.astype(np.float32))
+        np.save(tmp / TEST_FILE, np.asarray(test_probs, dtype=np.float32))
+        import json
+
+        (tmp / WINNER_FILE).write_text(json.dumps(winner, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        (tmp / "table.csv").write_text(table_csv(table), "utf-8")
+        (tmp / "per_class_f1.csv").write_text(per_class_csv(per_class), "utf-8")
+        resolved = spec.model_dump(mode="json")
+        resolved["metric"] = metric
+        resolved["resolved_members"] = {c: ch.model_dump(mode="json") for c, ch in choices.items()}
+        header = f"# ensemble spec as resolved by `kit blend`{f' from {spec_path}' if spec_path else ''}\n"
+        (tmp / "spec.yaml").write_text(
+            header + yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True), "utf-8"
+        )
+        write_png(
+            tmp / "report.png",
+            title=f"{name}: {win.label}, nested {metric} {win.nested:.4f} "
+            f"(in-sample {win.insample:.4f}; best single {single_scores[best]:.4f})",
+            weights=weights,
+            per_class=per_class,
+            single_name=cands.specs[best].name,
+            y=y,
+            blend=win.nested_oof,
+            classes=list(ws.classes),
+        )
+    return {
+        "name": name,
+        "metric": metric,
+        "n_candidates": len(cands.specs),
+        "table": table,
+        "winner": win.label,
+        "weights": weights,
+        "nested_score": win.nested,
+        "insample_score": win.insample,
+        "overstatement": win.overstatement,
+        "best_single": cands.specs[best].name,
+        "best_single_score": single_scores[best],
+        "path": out,
+    }
+
+
+def run_blend(spec_path: Path, config: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """What `kit blend` runs: spec + kit.yaml (with `--set` overrides) -> workdir/blends/<spec stem>/."""
+    spec_o, cfg_o = split_overrides(overrides)
+    spec = load_spec(spec_path, spec_o)
+    ws = open_workspace(load_config(config, cfg_o))
+    return blend(spec, ws, spec_path.stem, spec_path)

@@ -1,0 +1,29 @@
+"""`kit blend`: search member subsets, views and weights over cached OOF logits; judge them by nested CV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kit.cli.app import ConfigOpt, SetOpt, app, console, kit_command
+
+
+@app.command()
+@kit_command
+def blend(
+    spec: Annotated[Path, typer.Argument(help="ensemble spec, e.g. ensembles/all.yaml")],
+    config: ConfigOpt = Path("kit.yaml"),
+    overrides: SetOpt = None,
+) -> None:
+    """Blend trained members as an ensemble spec says; writes workdir/blends/NAME/ (NAME = the spec's stem).
+
+    `--set key=value` overrides kit.yaml; `--set spec.key=value` overrides the ensemble spec.
+
+    Example: `kit blend ensembles/swin_effnet.yaml -c kit.yaml --set spec.metric=macro_f1`
+    """
+    from kit.blend.report import print_summary
+    from kit.blend.run import run_blend
+
+    print_summary(run_blend(spec, config, overrides), console)

@@ -1,0 +1,118 @@
+"""Where a submission's test probabilities come from: a blend (`kit blend`) or one member (`kit train`).
+
+Both give probabilities [n_test, C] in the workspace's test-table order and class order, plus the
+cross-validated score a competitor should pick final submissions by (never the public leaderboard).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kit.artifacts.member import load_member
+from kit.data.workspace import Workspace
+from kit.metrics.scores import score, softmax
+
+
+@dataclass
+class Source:
+    kind: str  # "blend" | "member"
+    name: str
+    test_probs: np.ndarray  # [n_test, C], rows sum to 1
+    metric: str
+    cv_score: float | None
+    score_kind: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def mean_view_probs(logits: np.ndarray) -> np.ndarray:
+    """[n, V, C] logits -> [n, C]: the mean over views of each view's softmax (not softmax of mean logits)."""
+    return softmax(np.asarray(logits, dtype=np.float64), axis=-1).mean(axis=1)
+
+
+def _dig(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _number(v: Any, prefer: tuple[str, ...] = ("tta", "mean", "plain")) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, dict):
+        for k in prefer:
+            if isinstance(v.get(k), (int, float)):
+                return float(v[k])
+    return None
+
+
+def member_meta_score(meta: dict[str, Any], metric: str) -> tuple[float | None, str]:
+    """The pooled OOF score the trainer recorded; tolerant of how meta.json nests it."""
+    metrics = meta.get("metrics") or {}
+    for keys in (("pooled", metric), ("oof", metric), ("pooled",), (metric,)):
+        v = _number(_dig(metrics, *keys))
+        if v is not None:
+            return v, "metrics." + ".".join(keys)
+    return None, ""
+
+
+def member_source(ws: Workspace, name: str) -> Source:
+    art = load_member(ws.workdir, name, ws.expected())
+    metric = ws.cfg.competition.metric
+    test = mean_view_probs(np.asarray(art.test))
+    oof = mean_view_probs(np.asarray(art.oof))
+    assert ws.train.labels is not None
+    submitted = score(metric, ws.train.labels, oof, logits=False)
+    recorded, key = member_meta_score(art.meta, metric)
+    cv = recorded if recorded is not None else submitted
+    return Source(
+        kind="member",
+        name=name,
+        test_probs=test,
+        metric=metric,
+        cv_score=cv,
+        score_kind="pooled OOF",
+        details={
+            "path": str(art.path),
+            "score_from": f"meta.json {key}" if recorded is not None else "computed from oof_logits.npy",
+            "views": art.views,
+            "oof_score_of_submitted_probs": submitted,
+            "probabilities": "mean over views of softmax(logits)",
+        },
+    )
+
+
+def blend_name(ensemble: str | Path) -> str:
+    """`ensembles/all.yaml` -> 'all'; a bare name stays as it is."""
+    p = Path(ensemble)
+    return p.stem if p.suffix.lower() in (".yaml", ".yml") else str(ensemble)
+
+
+def blend_source(ws: Workspace, name: str) -> Source:
+    from kit.blend.io import blend_dir, load_blend
+
+    res = load_blend(ws.workdir, name, ws.expected())
+    test, winner, path = np.asarray(res.test_probs), dict(res.winner), blend_dir(ws.workdir, name)
+    nested = winner.get("nested_score")
+    return Source(
+        kind="blend",
+        name=name,
+        test_probs=np.asarray(test, dtype=np.float64),
+        metric=str(winner.get("metric", ws.cfg.competition.metric)),
+        cv_score=float(nested) if isinstance(nested, (int, float)) else None,
+        score_kind="nested CV",
+        details={
+            "score_from": "winner.json nested_score",
+            "path": str(path),
+            "blender": winner.get("blender"),
+            "members": winner.get("members"),
+            "insample_score": winner.get("insample_score"),
+        },
+    )
