@@ -138,3 +138,12 @@ def test_help_and_validate_do_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out
+
+
+def test_overrides_reach_list_items_by_index() -> None:
+    from kit.config.load import apply_overrides
+
+    data = {"blenders": [{"kind": "greedy", "rounds": 10}, {"kind": "stack"}]}
+    assert apply_overrides(data, ["blenders.0.rounds=3"])["blenders"][0]["rounds"] == 3
+    with pytest.raises(KitError, match=r"blenders is a list of 2; use an index 0..1"):
+        apply_overrides(data, ["blenders.2.rounds=3"])

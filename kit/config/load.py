@@ -36,6 +36,33 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _set_path(data: dict[str, Any], parts: list[str], value: Any) -> str | None:
+    """Set data[a][b]...[z] = value; list items by index (`blenders.0.rounds`). Returns a problem or None."""
+    node: Any = data
+    for i, part in enumerate(parts):
+        where = ".".join(parts[: i + 1])
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                return f"{'.'.join(parts[:i])} is a list of {len(node)}; use an index 0..{len(node) - 1}"
+            if last:
+                node[int(part)] = value
+                return None
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+                return None
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        else:
+            return f"{'.'.join(parts[:i])} is a value, not a section"
+        if not isinstance(node, (dict, list)):
+            return f"{where} is a value, not a section"
+    return None
+
+
 def apply_overrides(
     data: dict[str, Any], overrides: list[str] | None, source: str = "--set"
 ) -> dict[str, Any]:
@@ -50,19 +77,10 @@ def apply_overrides(
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        node: Any = data
         parts = key.strip().split(".")
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part) if isinstance(node, dict) else None
-            if child is None:
-                child = {}
-                node[part] = child
-            if not isinstance(child, dict):
-                problems.append(f"{source} {item!r}: {'.'.join(parts[: i + 1])} is a value, not a section")
-                break
-            node = child
-        else:
-            node[parts[-1]] = value
+        problem = _set_path(data, parts, value)
+        if problem:
+            problems.append(f"{source} {item!r}: {problem}")
     if problems:
         raise KitError("bad overrides:", problems=problems)
     return data
@@ -157,7 +175,11 @@ def resolve_paths(cfg: KitConfig, base: Path) -> KitConfig:
         if p is not None and not p.is_absolute():
             updates[key] = root / p
     workdir = cfg.workdir if cfg.workdir.is_absolute() else (base / cfg.workdir).resolve()
-    return cfg.model_copy(update={"competition": comp.model_copy(update=updates), "workdir": workdir})
+    # members with file paths (e.g. clip_probe's local-dir:) resolve them against the config's folder too
+    members = {n: m.with_base(base) if hasattr(m, "with_base") else m for n, m in cfg.members.items()}
+    return cfg.model_copy(
+        update={"competition": comp.model_copy(update=updates), "workdir": workdir, "members": members}
+    )
 
 
 def load_config(path: Path | str = "kit.yaml", overrides: list[str] | None = None) -> KitConfig:
