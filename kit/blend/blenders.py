@@ -2,8 +2,9 @@
 
 `P` is [n, M, C] float32: M candidates' probabilities (space='probs') or log-probabilities (space='logits').
 Weighted blenders learn `weights_` (M, non-negative, summing to one); `predict(P)` returns blended
-probabilities [n, C]. Searches score candidates with FastScorer on class-major copies ([M, C, n]), never with
-a scikit-learn metric call per candidate.
+probabilities [n, C]. Searches score candidates with FastScorer on a copy of P in its engine's layout (`engine`:
+'auto' = the fused numba kernels, 'numpy' = the class-major reference), never with a scikit-learn metric call
+per candidate. Both engines choose the same weights.
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ class WeightedBlender:
 
     weights_: np.ndarray
 
-    def __init__(self, metric: str = "weighted_f1", space: str = "probs") -> None:
+    def __init__(self, metric: str = "weighted_f1", space: str = "probs", engine: str = "auto") -> None:
         self.metric = metric
         self.space = space
+        self.engine = engine
 
     def _scorer(self, y: np.ndarray, n_classes: int) -> FastScorer:
-        return FastScorer(self.metric, y, n_classes, self.space)
+        return FastScorer(self.metric, y, n_classes, self.space, self.engine)
 
     def predict(self, P: np.ndarray) -> np.ndarray:
         return combine(P, self.weights_, self.space)
@@ -61,15 +63,15 @@ class WeightedBlender:
         return {}
 
 
-def _single_gains(Pt: np.ndarray, scorer: FastScorer, allowed: list[int] | None = None) -> np.ndarray:
-    idx = range(Pt.shape[0]) if allowed is None else allowed
-    return np.array([scorer.gain(scorer.score(Pt[m])) for m in idx])
+def _single_gains(X: np.ndarray, scorer: FastScorer, allowed: list[int] | None = None) -> np.ndarray:
+    idx = range(X.shape[0]) if allowed is None else allowed
+    return np.array([scorer.gain(scorer.score(X[m])) for m in idx])
 
 
 class BestSingle(WeightedBlender):
     def fit(self, P: np.ndarray, y: np.ndarray) -> BestSingle:
-        Pt = class_major(P)
-        gains = _single_gains(Pt, self._scorer(y, P.shape[2]))
+        scorer = self._scorer(y, P.shape[2])
+        gains = _single_gains(scorer.layout(P), scorer)
         self.best_ = int(np.argmax(gains))
         self.weights_ = np.eye(P.shape[1])[self.best_]
         return self
@@ -100,16 +102,19 @@ def greedy_counts(
     init: int = 0,
     allowed: list[int] | None = None,
 ) -> tuple[np.ndarray, float, list[float]]:
-    """Caruana selection with replacement over class-major candidates Pt [M, C, n].
+    """Caruana selection with replacement over candidates Pt in the scorer's layout (`scorer.layout(P)`).
 
     Returns the pick counts of the best prefix (earliest among ties), its gain, and the gain per round.
     For argmax metrics each round scores only the rows a candidate can still flip (exact: settled rows keep
-    their prediction, counted once per round into the confusion matrix).
+    their prediction, counted once per round into the confusion matrix). The numba engine scores all
+    candidates in one pass over rows; the numpy engine one candidate at a time.
     """
-    M, C, n = Pt.shape
+    M = Pt.shape[0]
+    fused = scorer.engine == "numba"
+    C = scorer.n_classes
     idx = list(range(M)) if allowed is None else list(allowed)
     counts = np.zeros(M, dtype=np.int64)
-    S = np.zeros((C, n), dtype=np.float32)
+    S = scorer.zeros()
     total = 0
     best_gain, best_counts = -math.inf, counts.copy()
     if init:
@@ -122,9 +127,20 @@ def greedy_counts(
     pruning = scorer.metric in ARGMAX_METRICS
     if pruning:
         # float32 rounding of the sums is far below this margin of safety
-        swing = (Pt[idx].max(axis=1) - Pt[idx].min(axis=1)).max(axis=0) * (1 + 1e-5) + 1e-6
+        swing = scorer.swing(Pt, idx) * (1 + 1e-5) + 1e-6
     history = []
     for _ in range(rounds):
+        if fused:
+            gains = scorer.gains_added(S, Pt, idx, total + 1, swing if pruning and total else None)
+            j = int(np.argmax(gains))
+            m = idx[j]
+            S += Pt[m]
+            counts[m] += 1
+            total += 1
+            history.append(gains[j])
+            if gains[j] > best_gain:
+                best_gain, best_counts = gains[j], counts.copy()
+            continue
         open_rows = None
         if pruning and total:
             settled = settled_rows(S, swing)
@@ -162,8 +178,9 @@ class Greedy(WeightedBlender):
         bags: int = 1,
         bag_fraction: float = 0.5,
         seed: int = 0,
+        engine: str = "auto",
     ) -> None:
-        super().__init__(metric, space)
+        super().__init__(metric, space, engine)
         self.rounds = rounds
         self.init = init
         self.bags = bags
@@ -171,8 +188,8 @@ class Greedy(WeightedBlender):
         self.seed = seed
 
     def fit(self, P: np.ndarray, y: np.ndarray) -> Greedy:
-        Pt = class_major(P)
         scorer = self._scorer(y, P.shape[2])
+        Pt = scorer.layout(P)
         M = P.shape[1]
         if self.bags == 1:
             counts, _, self.history_ = greedy_counts(Pt, scorer, self.rounds, self.init)
@@ -198,15 +215,16 @@ class HillClimb(WeightedBlender):
         grid: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
         max_steps: int = 20,
         tol: float = 1e-6,
+        engine: str = "auto",
     ) -> None:
-        super().__init__(metric, space)
+        super().__init__(metric, space, engine)
         self.grid = grid
         self.max_steps = max_steps
         self.tol = tol
 
     def fit(self, P: np.ndarray, y: np.ndarray) -> HillClimb:
-        Pt = class_major(P)
         scorer = self._scorer(y, P.shape[2])
+        Pt = scorer.layout(P)
         M = P.shape[1]
         gains = _single_gains(Pt, scorer)
         start = int(np.argmax(gains))
@@ -243,8 +261,9 @@ class Subsets(WeightedBlender):
         weights: str = "uniform",
         rounds: int = 20,
         max_subsets: int = 20000,
+        engine: str = "auto",
     ) -> None:
-        super().__init__(metric, space)
+        super().__init__(metric, space, engine)
         self.max_size = max_size
         self.weights = weights
         self.rounds = rounds
@@ -259,8 +278,8 @@ class Subsets(WeightedBlender):
                 f"blender subsets: {M} candidates up to max_size {self.max_size} make {n_subsets} subsets, "
                 f"more than max_subsets ({self.max_subsets}); lower max_size or use kind: greedy"
             )
-        Pt = class_major(P)
         scorer = self._scorer(y, P.shape[2])
+        Pt = scorer.layout(P)
         best_gain, best_w = -math.inf, np.zeros(M)
         for k in range(1, top + 1):
             for combo in combinations(range(M), k):

@@ -1,9 +1,16 @@
-"""Vectorised metric for blend search: scores a class-major running sum [C, n] without allocating per call.
+"""Vectorised metric for blend search: scores a running sum of candidates without allocating per call.
 
-Candidate evaluation is the inner loop of every search: add a candidate to the running sum in a preallocated
-buffer, take the argmax with a max-reduce plus one equality pass per class (class-major layout keeps both
-contiguous), build the confusion matrix with one bincount of y*C + pred. Ties go to the lowest class index, as
-numpy's argmax. Results equal kit.metrics.scores (and scikit-learn's f1_score / accuracy_score / log_loss).
+Candidate evaluation is the inner loop of every search. Two engines compute the same numbers:
+
+- `numba` (what blenders use): row-major arrays, running sum [n, C], candidates X [M, n, C]. One fused pass
+  over rows adds the candidate, takes the argmax and counts the confusion matrix (kit.blend.kernels).
+- `numpy` (the reference the tests compare against): class-major arrays, running sum [C, n], candidates
+  [M, C, n]. Adds the candidate into a preallocated buffer, takes the argmax with a max-reduce plus one
+  equality pass per class, builds the confusion matrix with one bincount of y*C + pred.
+
+Both add in float32 in the same order and break ties to the lowest class index, as numpy's argmax, so argmax
+metrics are identical and log loss agrees to float64 rounding. Results equal kit.metrics.scores (and
+scikit-learn's f1_score / accuracy_score / log_loss).
 """
 
 from __future__ import annotations
@@ -13,18 +20,37 @@ import numpy as np
 from kit.metrics.scores import greater_is_better
 
 ARGMAX_METRICS = ("weighted_f1", "macro_f1", "accuracy")
+ENGINES = ("auto", "numba", "numpy")
+
+
+def resolve_engine(engine: str) -> str:
+    """'auto' is numba when it imports, else numpy."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine != "auto":
+        return engine
+    try:
+        import kit.blend.kernels  # noqa: F401
+    except ImportError:
+        return "numpy"
+    return "numba"
 
 
 class FastScorer:
-    """Scores class-major blends [C, n] (a weighted sum of candidates, in `space`) against labels y.
+    """Scores blends (a weighted sum of candidates, in `space`) against labels y.
 
     `space='probs'`: the sum divided by `total` is a probability; `space='logits'`: it is a mean of
-    log-probabilities (softmax gives the blend). Argmax metrics ignore `total`.
+    log-probabilities (softmax gives the blend). Argmax metrics ignore `total`. Sums and candidates are in
+    the engine's layout: `layout(P)` converts [n, M, C] candidates, `candidate(X, m)` and `zeros()` give
+    the arrays to add (numpy: class-major [C, n]; numba: row-major [n, C]).
     """
 
-    def __init__(self, metric: str, y: np.ndarray, n_classes: int, space: str = "probs") -> None:
+    def __init__(
+        self, metric: str, y: np.ndarray, n_classes: int, space: str = "probs", engine: str = "numpy"
+    ) -> None:
         self.metric = metric
         self.space = space
+        self.engine = resolve_engine(engine)
         self.n_classes = n_classes
         self.y = np.ascontiguousarray(y, dtype=np.intp)
         self.n = len(self.y)
@@ -32,11 +58,33 @@ class FastScorer:
         self._yc = self.y * n_classes
         self._rows = np.arange(self.n)
         self._support = np.bincount(self.y, minlength=n_classes).astype(np.float64)
+        if self.engine == "numba":
+            from kit.blend import kernels
+
+            self._k = kernels
+            self._cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+            return
         self._buf = np.empty((n_classes, self.n), dtype=np.float32)
         self._max = np.empty(self.n, dtype=np.float32)
         self._eq = np.empty(self.n, dtype=bool)
         self._pred = np.empty(self.n, dtype=np.uint8 if n_classes <= 255 else np.intp)
         self._idx = np.empty(self.n, dtype=np.intp)
+
+    # ------------------------------------------------------------ layout
+
+    def layout(self, P: np.ndarray) -> np.ndarray:
+        """Candidates [n, M, C] -> contiguous float32 X in this engine's layout: numba [M, n, C], numpy [M, C, n]."""
+        axes = (1, 0, 2) if self.engine == "numba" else (1, 2, 0)
+        return np.ascontiguousarray(np.transpose(P, axes), dtype=np.float32)
+
+    def candidate(self, X: np.ndarray, m: int) -> np.ndarray:
+        return X[m]
+
+    def zeros(self) -> np.ndarray:
+        shape = (self.n, self.n_classes) if self.engine == "numba" else (self.n_classes, self.n)
+        return np.zeros(shape, dtype=np.float32)
+
+    # ------------------------------------------------------------ numpy engine (class-major)
 
     def argmax(self, s: np.ndarray) -> np.ndarray:
         """Lowest index of the maximum over classes of a class-major [C, n] array (into a reused buffer)."""
@@ -80,20 +128,36 @@ class FastScorer:
         return float(f1[present].mean())
 
     def score(self, s: np.ndarray, total: float = 1.0) -> float:
-        """The metric of the blend `s` ([C, n] class-major running sum of `total` weight)."""
+        """The metric of the blend `s` (running sum of `total` weight, in the engine's layout)."""
         if self.metric in ARGMAX_METRICS:
+            if self.engine == "numba":
+                self._cm.fill(0)
+                self._k.confusion_of_sum(s, self.y, self._cm)
+                return self.from_confusion(self._cm)
             return self.from_pred(self.argmax(s))
+        axis = 1 if self.engine == "numba" else 0
         z = np.asarray(s, dtype=np.float64) / total
+        true = z[self._rows, self.y] if axis else z[self.y, self._rows]
         if self.space == "logits":
-            m = z.max(axis=0)
-            lse = m + np.log(np.exp(z - m).sum(axis=0))
-            return float(-(z[self.y, self._rows] - lse).mean())
+            m = z.max(axis=axis)
+            lse = m + np.log(np.exp(z - np.expand_dims(m, axis)).sum(axis=axis))
+            return float(-(true - lse).mean())
         eps = np.finfo(np.float32).eps
-        p = np.clip(z[self.y, self._rows] / z.sum(axis=0), eps, 1 - eps)
+        p = np.clip(true / z.sum(axis=axis), eps, 1 - eps)
         return float(-np.log(p).mean())
 
     def score_added(self, s: np.ndarray, p: np.ndarray, total: float = 1.0, scale: float = 1.0) -> float:
         """The metric of `s + scale * p` without allocating (the candidate evaluation of every search)."""
+        if self.engine == "numba":
+            if self.metric in ARGMAX_METRICS:
+                self._cm.fill(0)
+                self._k.confusion_added(s, p, np.float32(scale), self.y, self._cm)
+                return self.from_confusion(self._cm)
+            eps = float(np.finfo(np.float32).eps)
+            loss = self._k.log_loss_sum(
+                s, p, np.float32(scale), float(total), self.y, self.space == "logits", eps
+            )
+            return loss / self.n
         buf = self._buf
         if scale == 1.0:
             np.add(s, p, out=buf)
@@ -101,6 +165,30 @@ class FastScorer:
             np.multiply(p, scale, out=buf)
             buf += s
         return self.score(buf, total)
+
+    def swing(self, X: np.ndarray, idx: list[int]) -> np.ndarray:
+        """Per row, the largest max - min over classes among candidates X[idx] (float32 [n])."""
+        if self.engine == "numba":
+            return self._k.row_swing(X, np.asarray(idx, dtype=np.int64))
+        return (X[idx].max(axis=1) - X[idx].min(axis=1)).max(axis=0)
+
+    def gains_added(
+        self, S: np.ndarray, X: np.ndarray, idx: list[int], total: float, swing: np.ndarray | None = None
+    ) -> list[float]:
+        """Gains of S + X[m] for each m in idx (numba engine; argmax metrics read S once for all of them).
+
+        `swing` (per row, argmax metrics) lets rows whose leader no candidate can overturn skip the
+        candidates (see kit.blend.blenders.settled_rows).
+        """
+        if self.metric not in ARGMAX_METRICS:
+            return [self.gain(self.score_added(S, X[m], total)) for m in idx]
+        K, C = len(idx), self.n_classes
+        cms = np.zeros((K, C, C), dtype=np.int64)
+        base = np.zeros((C, C), dtype=np.int64)
+        prune = swing is not None
+        sw = np.zeros(0, dtype=np.float32) if swing is None else swing
+        self._k.confusion_all(S, X, np.asarray(idx, dtype=np.int64), self.y, sw, prune, cms, base)
+        return [self.gain(self.from_confusion(cms[k] + base)) for k in range(K)]
 
     def gain(self, value: float) -> float:
         """Greater is better for every metric (log loss negated), for comparisons in searches."""
