@@ -83,7 +83,7 @@ def _view_sets(art: MemberArtifact, choice: MemberChoice) -> list[tuple[str, tup
     if views == "all":
         return [("", tuple(art.views))]
     if views == "search":
-        sets = [(f"@{v}", (v,)) for v in art.views]
+        sets: list[tuple[str, tuple[str, ...]]] = [(f"@{v}", (v,)) for v in art.views]
         if len(art.views) > 1:
             sets.append(("@mean", tuple(art.views)))
         return sets

@@ -167,6 +167,7 @@ def demo(
     config: Annotated[Path, typer.Option("--config", "-c", help="the demo's kit.yaml")] = Path("kit.yaml"),
     data_only: Annotated[bool, typer.Option("--data-only", help="build the data and stop")] = False,
     force: Annotated[bool, typer.Option("--force", help="rebuild the data")] = False,
+    overrides: SetOpt = None,
 ) -> None:
     """Build the long-tailed digits competition and run the whole loop on it.
 
@@ -174,7 +175,7 @@ def demo(
     """
     from kit.demo.run import run_demo
 
-    run_demo(out, config, data_only=data_only, force=force, console=console)
+    run_demo(out, config, data_only=data_only, force=force, console=console, overrides=overrides)
 
 
 # Command groups live in their own modules and register on `app` by decoration when imported.

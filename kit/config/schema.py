@@ -187,6 +187,12 @@ class TimmMember(MemberBase):
             )
         if self.freeze_epochs >= self.epochs:
             raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs})")
+        kw_size = self.model_kwargs.get("img_size")
+        if kw_size is not None and kw_size != self.img_size:
+            raise ValueError(
+                f"model_kwargs.img_size ({kw_size}) differs from img_size ({self.img_size}); images are cached "
+                "at img_size: set img_size only (kit passes it on to fixed-size models such as Swin)"
+            )
         return self
 
 
@@ -201,12 +207,14 @@ class ClipProbeMember(MemberBase):
     class_names: dict[str, str] | None = Field(None, description="label -> English words for the prompt")
     epochs: int = Field(100, ge=0, description="head epochs; 0 = pure zero-shot (needs prompt)")
     batch_size: int = Field(256, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-2, gt=0, description="AdamW on standardised embeddings")
     weight_decay: float = Field(1e-4, ge=0)
     early_stopping: int | None = Field(20, ge=1, description="patience in epochs on the fold's metric")
     loss: LossConfig = Field(default_factory=lambda: LossConfig(kind="focal"))
     sampler: SamplerConfig = Field(default_factory=lambda: SamplerConfig(kind="weighted"))
-    img_size: int | None = Field(None, ge=16, le=2048, description="default: the model's own input size")
+    img_size: int | None = Field(  # type: ignore[assignment]
+        None, ge=16, le=2048, description="default: the model's own input size"
+    )
     train_views: bool = Field(
         True, description="train the head on every TTA view's embedding, not only plain"
     )
@@ -226,6 +234,18 @@ class ClipProbeMember(MemberBase):
         if self.class_names is not None and self.prompt is None:
             raise ValueError("class_names is only used with prompt; set prompt: 'a photo of a {}.'")
         return self
+
+    def with_base(self, base: Path) -> ClipProbeMember:
+        """Relative `local-dir:` and cache_dir paths made absolute against `base` (the kit.yaml's folder)."""
+        updates: dict[str, object] = {}
+        prefix = "local-dir:"
+        if self.model.startswith(prefix):
+            p = Path(self.model[len(prefix) :]).expanduser()
+            if not p.is_absolute():
+                updates["model"] = prefix + str((base / p).resolve())
+        if self.cache_dir is not None and not self.cache_dir.is_absolute():
+            updates["cache_dir"] = (base / self.cache_dir).resolve()
+        return self.model_copy(update=updates) if updates else self
 
 
 Member = Annotated[TimmMember | ClipProbeMember, Field(discriminator="kind")]

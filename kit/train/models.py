@@ -1,0 +1,218 @@
+"""timm backbones: name checks, weights (hub or local file), offline behaviour, image size checks, data config.
+
+`resolve_model(name, member, n_classes)` turns a validated member config into a `ModelSpec`: the arguments
+for `timm.create_model` plus the preprocessing (mean, std, interpolation) from the model's own pretrained
+config. Every failure a user can fix becomes a KitError naming the kit.yaml key.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from kit.config.schema import TimmMember
+from kit.errors import KitError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+HUB_PROBE_TIMEOUT_S = 1.0
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+RESAMPLE_OF = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest", "lanczos": "lanczos"}
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """A short TCP connect to the hub's host (HF_ENDPOINT, default huggingface.co:443)."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme != "http" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_hub_mode() -> bool:
+    """Decide once whether the hub is usable; returns True when offline.
+
+    A user's HF_HUB_OFFLINE (set either way) is respected. Otherwise a 1 s probe decides; when it fails,
+    HF_HUB_OFFLINE=1 is set (and patched into huggingface_hub if it is already imported) so a missing weight
+    fails at once instead of after ~50 s of retries.
+    """
+    env = os.environ.get("HF_HUB_OFFLINE")
+    if env is not None:
+        return env.strip().lower() in ("1", "true", "yes", "on")
+    if hub_reachable():
+        return False
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import sys
+
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
+    return True
+
+
+def check_model_name(key: str, model: str) -> None:
+    import difflib
+
+    import timm
+
+    if model.startswith(("hf-hub:", "hf_hub:", "local-dir:")) or timm.is_model(model):
+        return
+    base = model.split(".")[0]
+    close = difflib.get_close_matches(base, timm.list_models(), n=5, cutoff=0.6)
+    if not close:
+        close = timm.list_models(f"*{base[:6]}*")[:5]
+    hint = f"close matches: {', '.join(close)}" if close else "see `timm.list_models('convnext*')`"
+    raise KitError(f"{key}: unknown timm model '{model}'; {hint}")
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to build the member's network the same way in every fold."""
+
+    model: str
+    n_classes: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, Any] = field(default_factory=dict)  # pretrained / pretrained_cfg_overlay
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    interpolation: str = "bicubic"
+
+    def create(self, *, with_weights: bool = True) -> nn.Module:
+        """The network: with its starting weights for training, or bare (to load a kit checkpoint into)."""
+        import timm
+
+        extra = self.weights if with_weights else {}
+        return timm.create_model(self.model, num_classes=self.n_classes, **self.kwargs, **extra)
+
+
+def _fixed_input_size(model: str) -> bool:
+    try:
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(model)
+    except Exception:  # names timm resolves at create time (hf-hub:, local-dir:)
+        return False
+    return bool(cfg is not None and getattr(cfg, "fixed_input_size", False))
+
+
+def resolve_model(name: str, member: TimmMember, n_classes: int) -> ModelSpec:
+    """Check name, weights and image size by building the model once; read its preprocessing config."""
+    import torch
+    from timm.data import resolve_model_data_config
+
+    key = f"members.{name}"
+    weights: dict[str, Any] = {}
+    if member.weights is not None:
+        path = Path(member.weights)
+        if not path.is_file():
+            raise KitError(
+                f"{key}.weights: file {path} not found; point it at a .pth/.bin/.safetensors file "
+                "(or use pretrained: true with a network)"
+            )
+        if path.suffix.lower() not in WEIGHT_SUFFIXES:
+            raise KitError(f"{key}.weights: {path.name} is not one of {', '.join(WEIGHT_SUFFIXES)}")
+        # num_classes=-1 in the overlay drops the file's classifier even when its class count matches
+        weights = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path), "num_classes": -1}}
+    elif member.pretrained:
+        ensure_hub_mode()
+        weights = {"pretrained": True}
+
+    check_model_name(f"{key}.model", member.model)
+    kwargs = dict(member.model_kwargs)
+    if member.drop_path is not None:
+        kwargs.setdefault("drop_path_rate", member.drop_path)
+    if "img_size" not in kwargs and _fixed_input_size(member.model):
+        kwargs["img_size"] = member.img_size
+    spec = ModelSpec(member.model, n_classes, kwargs, weights)
+
+    torch.manual_seed(0)  # the same init as _check_file_matched's bare model
+    try:
+        model = spec.create()
+    except TypeError as e:
+        raise KitError(
+            f"{key}.model_kwargs: timm model '{member.model}' rejects them ({e}); remove or rename the key"
+        ) from None
+    except (AssertionError, ValueError, RuntimeError, KeyError) as e:
+        if member.weights is not None:
+            raise KitError(_weights_message(key, member, e)) from None
+        raise KitError(
+            f"{key}: timm could not build '{member.model}' with img_size {member.img_size} and "
+            f"model_kwargs {member.model_kwargs} ({e}); pick a size the backbone takes "
+            f"({key}.img_size) or set a fitting window in {key}.model_kwargs"
+        ) from None
+    except OSError as e:  # hub or file not reachable (LocalEntryNotFoundError is an OSError)
+        raise KitError(_weights_message(key, member, e)) from None
+    if member.weights is not None:
+        _check_file_matched(key, spec, model)
+
+    model.eval()
+    size = member.img_size
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, 3, size, size))
+    except Exception as e:  # shape errors surface as AssertionError, RuntimeError, ValueError
+        raise KitError(
+            f"{key}.img_size: '{member.model}' cannot take {size}x{size} images ({str(e).splitlines()[0]}); "
+            f"choose another {key}.img_size or pass a fitting size in {key}.model_kwargs "
+            "(Swin, ViT: window_size, patch_size)"
+        ) from None
+    if tuple(out.shape) != (2, n_classes):
+        raise KitError(f"{key}: '{member.model}' returns shape {tuple(out.shape)}, not [batch, {n_classes}]")
+    cfg = resolve_model_data_config(model)
+    spec.mean, spec.std = tuple(cfg["mean"]), tuple(cfg["std"])
+    spec.interpolation = RESAMPLE_OF.get(str(cfg.get("interpolation", "bicubic")), "bicubic")
+    return spec
+
+
+def _weights_message(key: str, member: TimmMember, err: BaseException) -> str:
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if member.weights is not None:
+        return (
+            f"{key}.weights: could not load {member.weights} into '{member.model}' ({first}); "
+            "the file must hold weights of this architecture"
+        )
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    where = "the hub is unreachable (offline mode)" if offline else "the download failed"
+    return (
+        f"{key}.pretrained: no weights for '{member.model}' in the local hub cache and {where} ({first}). "
+        "Either run once with a network so timm caches them, or download the model's .safetensors file "
+        f"(https://huggingface.co/timm) and set {key}.weights: PATH, or set {key}.pretrained: false"
+    )
+
+
+def _check_file_matched(key: str, spec: ModelSpec, loaded: nn.Module) -> None:
+    """timm loads overlay files non-strictly; a file of another architecture would load nothing at all."""
+    import torch
+
+    torch.manual_seed(0)
+    bare = spec.create(with_weights=False).state_dict()
+    got = loaded.state_dict()
+    head = {f"{n}." for n, _ in _head_modules(loaded)}
+    body = [k for k in got if not any(k.startswith(h) for h in head) and got[k].is_floating_point()]
+    changed = sum(1 for k in body if k in bare and not torch.equal(bare[k], got[k]))
+    if body and changed == 0:
+        raise KitError(
+            f"{key}.weights: nothing in {spec.weights['pretrained_cfg_overlay']['file']} matches "
+            f"'{spec.model}' (no tensor name and shape fit); use a file saved from this architecture"
+        )
+
+
+def _head_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    get = getattr(model, "get_classifier", None)
+    head = get() if callable(get) else None
+    return [(n, m) for n, m in model.named_modules() if head is not None and m is head]
+
+
+def head_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the classifier's parameters (what `freeze_epochs` trains alone)."""
+    names: set[str] = set()
+    for prefix, m in _head_modules(model):
+        names |= {f"{prefix}.{n}" for n, _ in m.named_parameters()}
+    return names

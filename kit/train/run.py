@@ -1,0 +1,28 @@
+"""`kit train` as a library function: open the workspace once, train each named member with its kind's trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kit.config.schema import KitConfig
+from kit.train.progress import NullReporter, Reporter
+from kit.train.registry import get_trainer, select_members
+
+
+def train_members(
+    cfg: KitConfig, names: list[str] | None = None, reporter: Reporter | None = None
+) -> list[Path]:
+    """Train the named members (all when `names` is empty) over every fold; returns their artifact folders.
+
+    Every trainer has the signature `(ws, name, member, reporter) -> Path` (kit.train.registry).
+    """
+    from kit.data.workspace import open_workspace
+
+    chosen = select_members(cfg.members, names)
+    ws = open_workspace(cfg)
+    rep = reporter or NullReporter()
+    out = []
+    for name in chosen:
+        member = cfg.members[name]
+        out.append(get_trainer(member.kind)(ws, name, member, rep))
+    return out

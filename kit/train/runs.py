@@ -1,0 +1,89 @@
+"""What `kit runs` shows: one row per trained member, read from its meta.json (no torch needed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from kit.artifacts.member import list_members, read_meta
+from kit.config.schema import KitConfig
+
+
+@dataclass
+class RunRow:
+    name: str
+    kind: str
+    trained: bool
+    pooled: dict[str, float] = field(default_factory=dict)
+    per_view: dict[str, float] = field(default_factory=dict)
+    epochs: list[int] = field(default_factory=list)
+    train_s: float | None = None
+    worst: list[tuple[str, float]] = field(default_factory=list)
+    metric: str = ""
+
+
+def run_rows(workdir: Path, configured: dict[str, Any] | None = None) -> list[RunRow]:
+    """Trained members in `workdir` plus configured members without artifacts (trained=False)."""
+    rows = []
+    for name in list_members(workdir):
+        meta = read_meta(workdir, name)
+        m = meta.get("metrics", {})
+        run = meta.get("run", {})
+        rows.append(
+            RunRow(
+                name=name,
+                kind=str(meta.get("kind", meta.get("config", {}).get("member", {}).get("kind", "?"))),
+                trained=True,
+                pooled=dict(m.get("pooled", {})),
+                per_view=dict(m.get("per_view", {})),
+                epochs=[int(e) for e in run.get("epochs", [])],
+                train_s=meta.get("timings", {}).get("train_s"),
+                worst=[(str(c), float(f)) for c, f in m.get("worst_classes", [])],
+                metric=str(m.get("metric", "")),
+            )
+        )
+    trained = {r.name for r in rows}
+    for name, member in (configured or {}).items():
+        if name not in trained:
+            rows.append(RunRow(name=name, kind=str(getattr(member, "kind", "?")), trained=False))
+    return rows
+
+
+def print_runs(cfg: KitConfig, console: Console) -> None:
+    """The `kit runs` table: pooled OOF scores, epochs and time per member, then per-view scores and the
+    worst classes on one line per member."""
+    from rich.table import Table
+
+    rows = run_rows(cfg.workdir, cfg.members)
+    if not rows:
+        console.print(f"no members in {cfg.workdir}; add members to kit.yaml and run `kit train`")
+        return
+    t = Table(title=f"members in {cfg.workdir}: pooled out-of-fold scores (plain view)")
+    for col in ("member", "kind"):
+        t.add_column(col, overflow="fold")
+    for col in ("w-F1", "macro-F1", "acc", "logloss", "epochs", "time"):
+        t.add_column(col, justify="right", no_wrap=True)
+    notes = []
+    for r in rows:
+        if not r.trained:
+            t.add_row(r.name, r.kind, *["-"] * 6)
+            notes.append(f"[bold]{r.name}[/]: not trained; run `kit train {r.name}`")
+            continue
+        p = r.pooled
+        lo, hi = (min(r.epochs), max(r.epochs)) if r.epochs else (0, 0)
+        t.add_row(
+            r.name,
+            r.kind,
+            *(f"{p.get(k, float('nan')):.4f}" for k in ("weighted_f1", "macro_f1", "accuracy", "log_loss")),
+            "-" if not r.epochs else (str(lo) if lo == hi else f"{lo}-{hi}"),
+            f"{r.train_s:.0f}s" if r.train_s is not None else "-",
+        )
+        views = ", ".join(f"{v} {s:.4f}" for v, s in r.per_view.items())
+        worst = ", ".join(f"{c} {f:.2f}" for c, f in r.worst)
+        notes.append(f"[bold]{r.name}[/]: {r.metric} per view: {views}; worst classes by F1: {worst}")
+    console.print(t)
+    for n in notes:
+        console.print(n, highlight=False)
