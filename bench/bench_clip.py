@@ -91,7 +91,7 @@ def probe_ratio(model: str, device: str, tmp: Path) -> None:
 def heads_on_synthetic(device: str, n: int = 10_000, dim: int = 512, n_classes: int = 50) -> None:
     from kit.config.schema import ClipProbeMember
     from kit.cv.folds import assign_folds
-    from kit.train.linear_head import fit_linear_head
+    from kit.train.clip_probe import fit_member_head
 
     rng = np.random.default_rng(0)
     p = 0.93 ** np.arange(n_classes)
@@ -104,23 +104,7 @@ def heads_on_synthetic(device: str, n: int = 10_000, dim: int = 512, n_classes: 
     epochs, scores = [], []
     for f in range(5):
         tr, va = fold != f, fold == f
-        h = fit_linear_head(
-            x[tr],
-            y[tr],
-            x[va],
-            y[va],
-            n_classes=n_classes,
-            loss=m.loss,
-            sampler=m.sampler,
-            metric="weighted_f1",
-            epochs=m.epochs,
-            batch_size=m.batch_size,
-            lr=m.lr,
-            weight_decay=m.weight_decay,
-            patience=m.early_stopping,
-            seed=f,
-            device=device,
-        )
+        h = fit_member_head(m, x[tr], y[tr], x[va], y[va], n_classes, "weighted_f1", None, f, device)
         epochs.append(len(h.history))
         scores.append(h.best_score)
     s = time.perf_counter() - t

@@ -124,3 +124,53 @@ def test_init_reports_what_it_could_not_find(tmp_path: Path, runner) -> None:
     assert r.exit_code == 0
     assert "not found" in r.output and "no sample_submission CSV found" in r.output
     assert "no train table" in r.output
+
+
+def test_shipped_ensemble_template_is_the_repository_one() -> None:
+    from kit.config.init import default_ensemble_text
+
+    repo = Path(__file__).resolve().parents[1]
+    assert default_ensemble_text() == (repo / "ensembles" / "all.yaml").read_text("utf-8")
+
+
+def test_commented_members_validate_when_uncommented(tmp_path: Path, runner) -> None:
+    data = make_dacon(tmp_path / "dacon")
+    out = tmp_path / "kit.yaml"
+    assert invoke(runner, ["init", str(data), "--out", str(out)]).exit_code == 0
+    text = out.read_text("utf-8")
+    uncommented = text.replace("  # more members for the blend", "  #~").replace("\n  # ", "\n  ")
+    out.write_text(uncommented.replace("\n  #~", "\n  # ~"), "utf-8")
+    cfg = load_config(out)
+    assert list(cfg.members) == ["convnext", "swin", "effnet", "clip"]
+    assert cfg.members["clip"].kind == "clip_probe" and cfg.members["effnet"].model == "efficientnet_b0"
+
+
+def test_new_user_path_init_train_blend_submit(tmp_path: Path, runner) -> None:
+    """What a newcomer types on an unseen competition (class folders, a `file,species` sample), via the CLI."""
+    data = make_class_folders(tmp_path / "plants")
+    r = invoke(runner, ["init", str(data)], cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "ensembles" / "all.yaml").is_file() and "kit blend ensembles/all.yaml" in r.output
+    assert invoke(runner, ["validate"], cwd=tmp_path).exit_code == 0
+    tiny = [
+        "folds.k=2",
+        "members.convnext.model=test_convnext",
+        "members.convnext.pretrained=false",
+        "members.convnext.img_size=32",
+        "members.convnext.epochs=1",
+    ]
+    sets = [a for s in tiny for a in ("--set", s)]
+    for cmd in (
+        ["train"],
+        ["blend", "ensembles/all.yaml"],
+        ["submit", "ensembles/all.yaml", "-o", "sub.csv"],
+    ):
+        r = invoke(runner, [*cmd, *sets], cwd=tmp_path)
+        assert r.exit_code == 0, r.output
+    lines = (tmp_path / "sub.csv").read_text("utf-8").splitlines()
+    assert lines[0] == "file,species" and [ln.split(",")[0] for ln in lines[1:]] == [
+        f"t{i}.Jpg" for i in range(4)
+    ]
+    assert {ln.split(",", 1)[1] for ln in lines[1:]} <= {"Golden Retriever", "Ünïcode Cat", "snake"}
+    r = invoke(runner, ["check-submission", "sub.csv", *sets], cwd=tmp_path)
+    assert r.exit_code == 0, r.output

@@ -95,7 +95,14 @@ def init(
         console.print(f"  [cyan]found[/] {n}", highlight=False)
     for m in g.missing:
         console.print(f"  [yellow]not found[/] {m}", highlight=False)
-    console.print(f"next: check {out}, then `kit validate -c {out}`")
+    for w in g.wrote:
+        console.print(f"[green]wrote[/] {w} (blend every trained member, the winner picked by nested CV)")
+    cfg = "" if out == Path("kit.yaml") else f" -c {out}"
+    console.print(
+        f"next: check {out}, then `kit validate{cfg}`, `kit train{cfg}`, `kit blend ensembles/all.yaml{cfg}`, "
+        f"`kit submit ensembles/all.yaml{cfg}`",
+        highlight=False,
+    )
 
 
 @app.command()

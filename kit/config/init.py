@@ -69,6 +69,7 @@ class Guess:
     n_train: int | None = None
     n_classes: int | None = None
     notes: list[str] = field(default_factory=list)  # what was guessed, and how
+    wrote: list[Path] = field(default_factory=list)  # files written besides the config
     missing: list[str] = field(default_factory=list)  # what could not be guessed
 
 
@@ -302,6 +303,28 @@ def render_kit_yaml(g: Guess, config_dir: Path) -> str:
         "    loss: {kind: focal, gamma: 2.0}\n",
         "    sampler: {kind: weighted, power: 0.5}   # WeightedRandomSampler for long tails\n",
         "    tta: [plain, hflip]                    # flips only where orientation is not the label\n",
+        "  # more members for the blend (uncomment; `kit train NAME` trains one):\n",
+        "  # swin:\n",
+        "  #   kind: timm\n",
+        "  #   model: swin_tiny_patch4_window7_224\n",
+        "  #   pretrained: true\n",
+        "  #   img_size: 224\n",
+        "  #   epochs: 10\n",
+        "  #   lr: 0.0001\n",
+        "  #   loss: {kind: focal, gamma: 2.0}\n",
+        "  # effnet:\n",
+        "  #   kind: timm\n",
+        "  #   model: efficientnet_b0\n",
+        "  #   pretrained: true\n",
+        "  #   img_size: 224\n",
+        "  #   epochs: 10\n",
+        "  #   lr: 0.0003\n",
+        "  #   sampler: {kind: weighted, power: 0.5}\n",
+        "  # clip:                                  # frozen CLIP encoder + linear head on cached embeddings\n",
+        "  #   kind: clip_probe\n",
+        "  #   model: ViT-B-32\n",
+        "  #   pretrained: laion2b_s34b_b79k\n",
+        "  #   prompt: 'a photo of a {}.'            # zero-shot head init; class_names: maps labels to words\n",
     ]
     return "".join(out)
 
@@ -316,4 +339,14 @@ def write_kit_yaml(data_dir: Path, out: Path, *, force: bool = False) -> Guess:
         raise KitError(f"{out} already exists; pass --force to overwrite it, or --out OTHER.yaml")
     g = detect_layout(data_dir)
     atomic_write_text(out, render_kit_yaml(g, out.parent))
+    ensemble = out.parent / "ensembles" / "all.yaml"
+    if not ensemble.exists():
+        ensemble.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(ensemble, default_ensemble_text())
+        g.wrote.append(ensemble)
     return g
+
+
+def default_ensemble_text() -> str:
+    """The ensemble spec `kit init` writes next to kit.yaml (the same as the repository's ensembles/all.yaml)."""
+    return (Path(__file__).resolve().parents[1] / "templates" / "ensemble_all.yaml").read_text("utf-8")

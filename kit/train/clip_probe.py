@@ -54,6 +54,39 @@ def prompt_names(name: str, member: ClipProbeMember, classes: list[str]) -> list
     return [mapping.get(c, c.replace("_", " ")) for c in classes]
 
 
+def fit_member_head(
+    member: ClipProbeMember,
+    x_tr: np.ndarray,
+    y_tr: np.ndarray,
+    x_va: np.ndarray,
+    y_va: np.ndarray,
+    n_classes: int,
+    metric: str,
+    init: LinearHead | None,
+    seed: int,
+    device: str,
+) -> LinearHead:
+    """One fold's head on embeddings, with the member's loss, sampler and optimiser settings."""
+    return fit_linear_head(
+        x_tr,
+        y_tr,
+        x_va,
+        y_va,
+        n_classes=n_classes,
+        loss=member.loss,
+        sampler=member.sampler,
+        metric=metric,
+        epochs=member.epochs,
+        batch_size=member.batch_size,
+        lr=member.lr,
+        weight_decay=member.weight_decay,
+        patience=member.early_stopping,
+        init=init,
+        seed=seed,
+        device=device,
+    )
+
+
 @register_trainer("clip_probe")
 def train_clip_probe(
     ws: Workspace, name: str, member: ClipProbeMember, reporter: Reporter | None = None
@@ -96,23 +129,8 @@ def train_clip_probe(
                 assert init is not None  # the config requires prompt with epochs 0
                 head = init
             else:
-                head = fit_linear_head(
-                    x_tr,
-                    y_tr,
-                    train_emb[va],
-                    y[va],
-                    n_classes=n_classes,
-                    loss=member.loss,
-                    sampler=member.sampler,
-                    metric=metric,
-                    epochs=member.epochs,
-                    batch_size=member.batch_size,
-                    lr=member.lr,
-                    weight_decay=member.weight_decay,
-                    patience=member.early_stopping,
-                    init=init,
-                    seed=member.seed + f,
-                    device=device,
+                head = fit_member_head(
+                    member, x_tr, y_tr, train_emb[va], y[va], n_classes, metric, init, member.seed + f, device
                 )
             oof[va] = head.logits(train_emb[va])
             test += head.logits(test_emb) / k
