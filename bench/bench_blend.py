@@ -96,7 +96,7 @@ def main() -> None:
     ref = FastScorer("weighted_f1", y, C, engine="numpy")
     S, S_ref = X[0] + X[1], Pt[0] + Pt[1]
     fast.score_added(S, X[3], 3.0)  # JIT warm-up (compiles once, then loads from the on-disk cache)
-    sw = fast.swing(X, list(range(M)))
+    sw = fast.candidate_swings(X, list(range(M)))
     fast.gains_added(S, X, list(range(M)), 3.0, sw)
     assert fast.score_added(S, X[3], 3.0) == ref.score_added(S_ref, Pt[3], 3.0)
 

@@ -60,11 +60,39 @@ def test_kernel_scores_equal_numpy_reference(metric: str, space: str) -> None:
     # all candidates in one pass, with and without the row pruning, equal one-at-a-time numpy scoring
     S_r, S_f = Xr[0] + Xr[3], Xf[0] + Xf[3]
     want = [ref.gain(ref.score_added(S_r, Xr[m], 3.0)) for m in range(P.shape[1])]
-    swing = fast.swing(Xf, list(range(P.shape[1]))) * (1 + 1e-5) + 1e-6
+    swing = fast.candidate_swings(Xf, list(range(P.shape[1])))
     for sw in (None, swing):
         got = fast.gains_added(S_f, Xf, list(range(P.shape[1])), 3.0, sw)
         for a, b in zip(want, got, strict=True):
             _same(metric, a, b)
+    # the data exercise both shortcuts: settled rows, and single candidates skipped in unsettled rows
+    top2 = np.sort(S_f, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    row_settled = margin > swing.max(axis=0)
+    skipped = (margin[None, :] > swing) & ~row_settled[None, :]
+    assert row_settled.sum() >= 5 and skipped.sum() > 100
+
+
+def test_threaded_kernel_equals_one_thread() -> None:
+    from kit.blend import kernels
+
+    y, P = _candidates("probs", n=3001)
+    fast = FastScorer("weighted_f1", y, P.shape[2], engine="numba")
+    X = fast.layout(P)
+    S = X[0] + X[2]
+    idx = np.arange(P.shape[1], dtype=np.int64)
+    sw = fast.candidate_swings(X, list(idx))
+    for prune in (False, True):
+        out = []
+        for chunks in (None, 1, 4):
+            cms = np.zeros((len(idx), P.shape[2], P.shape[2]), dtype=np.int64)
+            if chunks is None:
+                kernels.confusion_all(S, X, idx, fast.y, sw, prune, cms)
+            else:
+                kernels.confusion_all_threads(S, X, idx, fast.y, sw, prune, cms, chunks)
+            out.append(cms)
+        assert (out[0] == out[1]).all() and (out[0] == out[2]).all()
+        assert (out[0].sum(axis=(1, 2)) == len(y)).all()
 
 
 def test_kernel_ties_go_to_the_lowest_class() -> None:

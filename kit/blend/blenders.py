@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kit.blend.scoring import ARGMAX_METRICS, FastScorer
+from kit.blend.scoring import ARGMAX_METRICS, SWING_SAFETY, SWING_SLACK, FastScorer
 from kit.blend.spec import (
     BestSingleSpec,
     BlenderSpec,
@@ -126,8 +126,9 @@ def greedy_counts(
         best_gain, best_counts = scorer.gain(scorer.score(S, total)), counts.copy()
     pruning = scorer.metric in ARGMAX_METRICS
     if pruning:
-        # float32 rounding of the sums is far below this margin of safety
-        swing = scorer.swing(Pt, idx) * (1 + 1e-5) + 1e-6
+        swing = (
+            scorer.candidate_swings(Pt, idx) if fused else scorer.swing(Pt, idx) * SWING_SAFETY + SWING_SLACK
+        )
     history = []
     for _ in range(rounds):
         if fused:

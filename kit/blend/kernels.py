@@ -47,22 +47,76 @@ def confusion_added(S: np.ndarray, P: np.ndarray, scale: np.float32, y: np.ndarr
 
 
 @numba.njit(cache=True, nogil=True)
-def row_swing(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Per row, the largest max_c - min_c over candidates X[idx[k]] (float32): how far one can move a margin."""
+def candidate_swing(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """[K, n]: for candidate X[idx[k]] and row i, max_c - min_c (float32)."""
+    K = idx.shape[0]
     n, C = X.shape[1], X.shape[2]
-    out = np.zeros(n, dtype=np.float32)
-    for i in range(n):
-        widest = np.float32(0.0)
-        for k in range(idx.shape[0]):
-            lo = X[idx[k], i, 0]
+    out = np.empty((K, n), dtype=np.float32)
+    for k in range(K):
+        Xk = X[idx[k]]
+        for i in range(n):
+            lo = Xk[i, 0]
             hi = lo
             for c in range(1, C):
-                v = X[idx[k], i, c]
+                v = Xk[i, c]
                 lo = min(lo, v)
                 hi = max(hi, v)
-            widest = max(widest, hi - lo)
-        out[i] = widest
+            out[k, i] = hi - lo
     return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _argmax_of_sum(Xi: np.ndarray, Si: np.ndarray) -> int:
+    """argmax_c (Xi[c] + Si[c]) in float32, ties to the lowest class (numpy's rule)."""
+    best = Xi[0] + Si[0]
+    arg = 0
+    for c in range(1, Si.shape[0]):
+        v = Xi[c] + Si[c]
+        if v > best:
+            best = v
+            arg = c
+    return arg
+
+
+@numba.njit(cache=True, nogil=True)
+def _confusion_rows(
+    S: np.ndarray,
+    X: np.ndarray,
+    idx: np.ndarray,
+    y: np.ndarray,
+    swing: np.ndarray,
+    prune: bool,
+    cms: np.ndarray,
+    lo: int,
+    hi: int,
+) -> None:
+    """confusion_all over rows lo..hi-1."""
+    C = S.shape[1]
+    K = idx.shape[0]
+    for i in range(lo, hi):
+        yi = y[i]
+        Si = S[i]
+        if prune:
+            top = Si[0]
+            arg = 0
+            second = -np.inf
+            for c in range(1, C):
+                v = Si[c]
+                if v > top:
+                    second = top
+                    top = v
+                    arg = c
+                elif v > second:
+                    second = v
+            margin = top - second  # 0 when tied: no candidate row can be skipped then
+            for k in range(K):
+                if margin > swing[k, i]:  # this candidate cannot overturn the leader: its row is not read
+                    cms[k, yi, arg] += 1
+                    continue
+                cms[k, yi, _argmax_of_sum(X[idx[k], i], Si)] += 1
+            continue
+        for k in range(K):
+            cms[k, yi, _argmax_of_sum(X[idx[k], i], Si)] += 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -74,60 +128,38 @@ def confusion_all(
     swing: np.ndarray,
     prune: bool,
     cms: np.ndarray,
-    base: np.ndarray,
 ) -> None:
     """Confusion matrices of S + X[idx[k]] for every k, reading S once.
 
-    With `prune`, only a row's contenders are compared: classes whose S is within swing[i] of the row's top
-    (adding a candidate moves each class by at most swing[i], so no other class can reach the leader). A row
-    whose only contender is an untied leader is settled (the rule of kit.blend.blenders.settled_rows): it is
-    counted once into `base` (to add to every cms[k]) and its candidate rows are not read.
+    With `prune`, swing [K, n] holds each candidate's per-row spread (max_c - min_c, with a margin of safety,
+    see candidate_swings): adding candidate k moves the gap between two classes by at most swing[k, i], so
+    where the row's leader in S leads by more than that, the leader stays and candidate k's row is not read
+    (the rule of kit.blend.blenders.settled_rows, per candidate). Ties in S are never skipped.
     """
-    n, C = S.shape
-    K = idx.shape[0]
-    cand = np.empty(C, dtype=np.int64)
-    for i in range(n):
-        yi = y[i]
-        Si = S[i]
-        if prune:
-            sw = swing[i]
-            top = Si[0]
-            arg = 0
-            for c in range(1, C):
-                v = Si[c]
-                if v > top:
-                    top = v
-                    arg = c
-            n_cand = 0
-            for c in range(C):  # branchless: write always, advance when c is a contender
-                cand[n_cand] = c
-                n_cand += top - Si[c] <= sw
-            if n_cand == 1:
-                base[yi, arg] += 1
-                continue
-            for k in range(K):
-                Xi = X[idx[k], i]
-                c = cand[0]
-                best = Xi[c] + Si[c]
-                arg = c
-                for j in range(1, n_cand):
-                    c = cand[j]
-                    v = Xi[c] + Si[c]
-                    if v > best:
-                        best = v
-                        arg = c
-                cms[k, yi, arg] += 1
-            continue
-        for k in range(K):
-            Xi = X[idx[k], i]
-            best = Xi[0] + Si[0]
-            arg = 0
-            for c in range(1, C):
-                v = Xi[c] + Si[c]
-                if v > best:
-                    best = v
-                    arg = c
-            cms[k, yi, arg] += 1
+    _confusion_rows(S, X, idx, y, swing, prune, cms, 0, S.shape[0])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def confusion_all_threads(
+    S: np.ndarray,
+    X: np.ndarray,
+    idx: np.ndarray,
+    y: np.ndarray,
+    swing: np.ndarray,
+    prune: bool,
+    cms: np.ndarray,
+    chunks: int,
+) -> None:
+    """confusion_all with row blocks spread over threads; each block counts into its own matrices, summed at
+    the end (integer counts, so the result equals the one-thread kernel's exactly)."""
+    n = S.shape[0]
+    step = (n + chunks - 1) // chunks
+    K, C = cms.shape[0], cms.shape[1]
+    cms_t = np.zeros((chunks, K, C, C), dtype=np.int64)
+    for t in numba.prange(chunks):
+        _confusion_rows(S, X, idx, y, swing, prune, cms_t[t], t * step, min(n, (t + 1) * step))
+    for t in range(chunks):
+        cms += cms_t[t]
 
 
 @numba.njit(cache=True, nogil=True)

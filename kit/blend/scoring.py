@@ -21,6 +21,8 @@ from kit.metrics.scores import greater_is_better
 
 ARGMAX_METRICS = ("weighted_f1", "macro_f1", "accuracy")
 ENGINES = ("auto", "numba", "numpy")
+PARALLEL_MIN_ROWS = 50_000  # below this, starting threads costs more than it saves
+SWING_SAFETY, SWING_SLACK = 1 + 1e-5, 1e-6  # float32 rounding of the sums is far below this margin
 
 
 def resolve_engine(engine: str) -> str:
@@ -69,6 +71,12 @@ class FastScorer:
         self._eq = np.empty(self.n, dtype=bool)
         self._pred = np.empty(self.n, dtype=np.uint8 if n_classes <= 255 else np.intp)
         self._idx = np.empty(self.n, dtype=np.intp)
+
+    def _threads(self) -> int:
+        """numba threads for the multi-candidate kernel (numba's default: one per core; NUMBA_NUM_THREADS)."""
+        import numba
+
+        return int(numba.get_num_threads())
 
     # ------------------------------------------------------------ layout
 
@@ -169,26 +177,35 @@ class FastScorer:
     def swing(self, X: np.ndarray, idx: list[int]) -> np.ndarray:
         """Per row, the largest max - min over classes among candidates X[idx] (float32 [n])."""
         if self.engine == "numba":
-            return self._k.row_swing(X, np.asarray(idx, dtype=np.int64))
+            return self._k.candidate_swing(X, np.asarray(idx, dtype=np.int64)).max(axis=0)
         return (X[idx].max(axis=1) - X[idx].min(axis=1)).max(axis=0)
+
+    def candidate_swings(self, X: np.ndarray, idx: list[int]) -> np.ndarray:
+        """[len(idx), n] per candidate and row, max - min over classes with a margin of safety for float32
+        rounding of the sums (numba engine; the `swing` of gains_added)."""
+        return self._k.candidate_swing(X, np.asarray(idx, dtype=np.int64)) * SWING_SAFETY + SWING_SLACK
 
     def gains_added(
         self, S: np.ndarray, X: np.ndarray, idx: list[int], total: float, swing: np.ndarray | None = None
     ) -> list[float]:
         """Gains of S + X[m] for each m in idx (numba engine; argmax metrics read S once for all of them).
 
-        `swing` (per row, argmax metrics) lets rows whose leader no candidate can overturn skip the
-        candidates (see kit.blend.blenders.settled_rows).
+        `swing` (candidate_swings(X, idx), argmax metrics) lets the kernel skip candidate rows that cannot
+        overturn a row's leader (see kit.blend.blenders.settled_rows).
         """
         if self.metric not in ARGMAX_METRICS:
             return [self.gain(self.score_added(S, X[m], total)) for m in idx]
         K, C = len(idx), self.n_classes
         cms = np.zeros((K, C, C), dtype=np.int64)
-        base = np.zeros((C, C), dtype=np.int64)
         prune = swing is not None
-        sw = np.zeros(0, dtype=np.float32) if swing is None else swing
-        self._k.confusion_all(S, X, np.asarray(idx, dtype=np.int64), self.y, sw, prune, cms, base)
-        return [self.gain(self.from_confusion(cms[k] + base)) for k in range(K)]
+        sw = np.zeros((0, 0), dtype=np.float32) if swing is None else swing
+        ix = np.asarray(idx, dtype=np.int64)
+        threads = self._threads()
+        if threads > 1 and len(S) >= PARALLEL_MIN_ROWS:
+            self._k.confusion_all_threads(S, X, ix, self.y, sw, prune, cms, threads)
+        else:
+            self._k.confusion_all(S, X, ix, self.y, sw, prune, cms)
+        return [self.gain(self.from_confusion(cms[k])) for k in range(K)]
 
     def gain(self, value: float) -> float:
         """Greater is better for every metric (log loss negated), for comparisons in searches."""
