@@ -28,7 +28,7 @@ def probe_ratio(model: str, device: str, tmp: Path) -> None:
     from kit.config.load import load_config
     from kit.data.cache import build_image_cache
     from kit.data.workspace import open_workspace
-    from kit.demo.digits import build_demo
+    from kit.demo.digits import build_demo, competition_section
     from kit.train.clip_probe import train_clip_probe
     from kit.train.embeddings import EmbedStats
 
@@ -38,15 +38,7 @@ def probe_ratio(model: str, device: str, tmp: Path) -> None:
     cfg_path.write_text(
         yaml.safe_dump(
             {
-                "competition": {
-                    "root": str(demo),
-                    "train": "train.csv",
-                    "test": "test.csv",
-                    "id_column": "id",
-                    "image_column": "img_path",
-                    "label_column": "label",
-                    "group_column": "writer",
-                },
+                "competition": competition_section(demo),
                 "folds": {"k": 5},
                 "workdir": str(tmp / "work"),
                 "members": {"clip": member},

@@ -23,7 +23,7 @@ from kit.blend.spec import EnsembleSpec
 from kit.cli.app import app
 from kit.config.load import load_config, validate_data
 from kit.data.workspace import Workspace, open_workspace
-from kit.demo.digits import build_demo
+from kit.demo.digits import build_demo, competition_section
 from kit.errors import KitError
 from kit.metrics.scores import log_softmax
 
@@ -33,19 +33,7 @@ runner = CliRunner()
 
 def _kit_yaml(path: Path, demo: Path) -> Path:
     cfg = {
-        "competition": {
-            "name": "digits-demo",
-            "root": str(demo),
-            "train": "train.csv",
-            "test": "test.csv",
-            "sample_submission": "sample_submission.csv",
-            "id_column": "id",
-            "image_column": "img_path",
-            "label_column": "label",
-            "group_column": "writer",
-            "classes": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
-            "metric": "weighted_f1",
-        },
+        "competition": competition_section(demo),
         "folds": {"k": 5, "seed": 42},
         "workdir": str(path.parent / "work"),
     }

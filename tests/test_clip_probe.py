@@ -11,6 +11,7 @@ import pytest
 import yaml
 from conftest import invoke
 
+from kit.demo.digits import competition_section
 from kit.errors import KitError
 
 PROMPT = "a photo of a {}."
@@ -36,16 +37,7 @@ def write_config(tmp_path: Path, demo_dir: Path, tiny_dir: Path, **member: objec
     spec = {"kind": "clip_probe", "model": "local-dir:clip-tiny", "epochs": 5, "tta": ["plain", "hflip"]}
     spec.update(member)
     cfg = {
-        "competition": {
-            "root": str(demo_dir),
-            "train": "train.csv",
-            "test": "test.csv",
-            "id_column": "id",
-            "image_column": "img_path",
-            "label_column": "label",
-            "group_column": "writer",
-            "metric": "weighted_f1",
-        },
+        "competition": competition_section(demo_dir),
         "folds": {"k": 3},
         "workdir": "work",
         "members": {"clip": spec},

@@ -53,6 +53,23 @@ def long_tail_indices(y: np.ndarray, seed: int = 0, imbalance: float = IMBALANCE
     return np.sort(np.concatenate(keep))
 
 
+def competition_section(root: Path) -> dict[str, object]:
+    """The kit.yaml `competition:` section for a demo built at `root` (as the repository's kit.yaml has it)."""
+    return {
+        "name": "digits-demo",
+        "root": str(root),
+        "train": "train.csv",
+        "test": "test.csv",
+        "sample_submission": "sample_submission.csv",
+        "id_column": "id",
+        "image_column": "img_path",
+        "label_column": "label",
+        "group_column": "writer",
+        "classes": list(CLASS_WORDS),
+        "metric": "weighted_f1",
+    }
+
+
 def build_demo(out: Path, *, seed: int = 0, force: bool = False) -> Path:
     """Write the demo competition to `out` (atomically). Returns `out`; a complete existing one is kept."""
     if (out / "train.csv").exists() and (out / "answers" / "test_answers.csv").exists() and not force:
