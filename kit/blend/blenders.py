@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kit.blend.scoring import ARGMAX_METRICS, SWING_SAFETY, SWING_SLACK, FastScorer
+from kit.blend.scoring import ARGMAX_METRICS, FastScorer
 from kit.blend.spec import (
     BestSingleSpec,
     BlenderSpec,
@@ -126,9 +126,8 @@ def greedy_counts(
         best_gain, best_counts = scorer.gain(scorer.score(S, total)), counts.copy()
     pruning = scorer.metric in ARGMAX_METRICS
     if pruning:
-        swing = (
-            scorer.candidate_swings(Pt, idx) if fused else scorer.swing(Pt, idx) * SWING_SAFETY + SWING_SLACK
-        )
+        swing = scorer.candidate_swings(Pt, idx)  # [len(idx), n]
+        widest = swing.max(axis=0)  # per row, for the numpy engine's settled rows
     history = []
     for _ in range(rounds):
         if fused:
@@ -144,7 +143,7 @@ def greedy_counts(
             continue
         open_rows = None
         if pruning and total:
-            settled = settled_rows(S, swing)
+            settled = settled_rows(S, widest)
             if settled.mean() > 0.25:
                 open_rows = np.flatnonzero(~settled)
         if open_rows is None:

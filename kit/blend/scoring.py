@@ -174,16 +174,14 @@ class FastScorer:
             buf += s
         return self.score(buf, total)
 
-    def swing(self, X: np.ndarray, idx: list[int]) -> np.ndarray:
-        """Per row, the largest max - min over classes among candidates X[idx] (float32 [n])."""
-        if self.engine == "numba":
-            return self._k.candidate_swing(X, np.asarray(idx, dtype=np.int64)).max(axis=0)
-        return (X[idx].max(axis=1) - X[idx].min(axis=1)).max(axis=0)
-
     def candidate_swings(self, X: np.ndarray, idx: list[int]) -> np.ndarray:
-        """[len(idx), n] per candidate and row, max - min over classes with a margin of safety for float32
-        rounding of the sums (numba engine; the `swing` of gains_added)."""
-        return self._k.candidate_swing(X, np.asarray(idx, dtype=np.int64)) * SWING_SAFETY + SWING_SLACK
+        """[len(idx), n] per candidate X[idx[k]] and row, max - min over classes, with a margin of safety for
+        float32 rounding of the sums: how far adding that candidate can move the gap between two classes."""
+        if self.engine == "numba":
+            spread = self._k.candidate_swing(X, np.asarray(idx, dtype=np.int64))
+        else:
+            spread = X[idx].max(axis=1) - X[idx].min(axis=1)
+        return spread * SWING_SAFETY + SWING_SLACK
 
     def gains_added(
         self, S: np.ndarray, X: np.ndarray, idx: list[int], total: float, swing: np.ndarray | None = None
