@@ -57,42 +57,112 @@ def test_kernel_scores_equal_numpy_reference(metric: str, space: str) -> None:
         Sr, Sf = sum(Xr[j] for j in parts), sum(Xf[j] for j in parts)
         _same(metric, ref.score(Sr, total), fast.score(Sf, total))
         _same(metric, ref.score_added(Sr, Xr[m], total, scale), fast.score_added(Sf, Xf[m], total, scale))
-    # all candidates in one pass, with and without the row pruning, equal one-at-a-time numpy scoring
-    S_r, S_f = Xr[0] + Xr[3], Xf[0] + Xf[3]
+    if metric not in ARGMAX_METRICS:
+        return
+    # greedy's round evaluator: every candidate at once over quantized tiles, equal to one-at-a-time numpy
+    S_r = Xr[0] + Xr[3]
     want = [ref.gain(ref.score_added(S_r, Xr[m], 3.0)) for m in range(P.shape[1])]
-    swing = fast.candidate_swings(Xf, list(range(P.shape[1])))
-    for sw in (None, swing):
-        got = fast.gains_added(S_f, Xf, list(range(P.shape[1])), 3.0, sw)
-        for a, b in zip(want, got, strict=True):
-            _same(metric, a, b)
-    # the data exercise both shortcuts: settled rows, and single candidates skipped in unsettled rows
-    top2 = np.sort(S_f, axis=1)[:, -2:]
-    margin = top2[:, 1] - top2[:, 0]
-    row_settled = margin > swing.max(axis=0)
-    skipped = (margin[None, :] > swing) & ~row_settled[None, :]
-    assert row_settled.sum() >= 5 and skipped.sum() > 100
+    search = fast.search(Xf, list(range(P.shape[1])))
+    search.add(0)
+    search.add(3)
+    assert search.gains() == want
+    # the data exercise both paths: rows certified from the tiles, and rows recomputed exactly (ties included)
+    assert 40 * P.shape[1] <= search.exact < len(y) * P.shape[1] // 2
 
 
-def test_threaded_kernel_equals_one_thread() -> None:
+def _exact_confusions(S: np.ndarray, X: np.ndarray, idx: list[int], y: np.ndarray, C: int) -> np.ndarray:
+    """Row-major S [n, C] + X[m] for m in idx: confusion matrices by numpy's argmax (ties to the lowest)."""
+    return np.stack(
+        [np.bincount(y * C + (S + X[m]).argmax(axis=1), minlength=C * C).reshape(C, C) for m in idx]
+    )
+
+
+def test_tile_search_threads_and_rounds_equal_exact_argmax() -> None:
     from kit.blend import kernels
 
-    y, P = _candidates("probs", n=3001)
-    fast = FastScorer("weighted_f1", y, P.shape[2], engine="numba")
+    y, P = _candidates("logits", n=3001)  # not a multiple of the block: a padded last block
+    C = P.shape[2]
+    fast = FastScorer("weighted_f1", y, C, engine="numba")
     X = fast.layout(P)
-    S = X[0] + X[2]
-    idx = np.arange(P.shape[1], dtype=np.int64)
-    sw = fast.candidate_swings(X, list(idx))
-    for prune in (False, True):
-        out = []
-        for chunks in (None, 1, 4):
-            cms = np.zeros((len(idx), P.shape[2], P.shape[2]), dtype=np.int64)
+    idx = [1, 2, 4, 5]
+    search = fast.search(X, idx)
+    S = np.zeros_like(X[0])
+    for pick in (2, 5, 5, 1):  # rounds: the pending add is folded into the next pass
+        search.add(pick)
+        S += X[pick]
+        want = _exact_confusions(S, X, idx, fast.y, C)
+        for chunks in (None, 1, 3):
+            T = search.T.copy()
+            H = np.zeros((len(idx), kernels.LANES, C * C), dtype=np.int64)
+            args = (T, search.Q, search.step, X, search.idx, search.yC, search.pending, np.float32(1e-4), H)
             if chunks is None:
-                kernels.confusion_all(S, X, idx, fast.y, sw, prune, cms)
+                kernels.search_blocks(*args, 0, T.shape[0])
             else:
-                kernels.confusion_all_threads(S, X, idx, fast.y, sw, prune, cms, chunks)
-            out.append(cms)
-        assert (out[0] == out[1]).all() and (out[0] == out[2]).all()
-        assert (out[0].sum(axis=(1, 2)) == len(y)).all()
+                kernels.search_threads(*args, chunks)
+            np.testing.assert_array_equal(H.sum(axis=1).reshape(len(idx), C, C), want)
+        gains = search.gains()
+        assert gains == [fast.gain(fast.from_confusion(cm)) for cm in want]
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e4])
+def test_tile_search_is_exact_at_any_scale_and_near_ties(scale: float) -> None:
+    rng = np.random.default_rng(11)
+    n, M, C = 1500, 4, 5
+    y = rng.integers(0, C, n)
+    X = (rng.normal(size=(M, n, C)) * scale).astype(np.float32)
+    X[:, :300, 1] = np.nextafter(X[:, :300, 0], np.float32(np.inf))  # classes 0 and 1 one ulp apart
+    X[:, 300:400] = X[:, 300:400, :1]  # every class equal
+    X[2, 400:500] = np.round(X[2, 400:500] / scale * 2) * np.float32(
+        scale / 2
+    )  # coarse grid: exact ties in sums
+    fast = FastScorer("macro_f1", y, C, engine="numba")
+    search = fast.search(X, list(range(M)))
+    S = np.zeros((n, C), dtype=np.float32)
+    for pick in (2, 0, 2, 3, 1, 2):
+        want = _exact_confusions(S, X, list(range(M)), fast.y, C)
+        assert search.gains() == [fast.gain(fast.from_confusion(cm)) for cm in want]
+        search.add(pick)
+        S += X[pick]
+    assert search.exact >= 400 * M  # the tied rows went to the exact recomputation
+
+
+def test_tile_search_stays_exact_where_float32_rounding_decides() -> None:
+    """A large running sum plus a candidate with a tiny spread: the float32 sums round at ulp(1e4) ~ 1e-3, far
+    above the candidate's quantization step, so the quantized leader can lead by more than a step while the
+    exact sums tie. The rounding slack must send those rows to the exact path."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    big = np.float32(1e4)
+    A = np.stack([np.full(n, big), big + rng.integers(-3, 4, n) * np.spacing(big)], axis=1)
+    B = rng.random((n, 2)) * 3e-3
+    X = np.stack([A, B]).astype(np.float32)
+    y = rng.integers(0, 2, n)
+    fast = FastScorer("accuracy", y, 2, engine="numba")
+    search = fast.search(X, [0, 1])
+    search.add(0)
+    want = _exact_confusions(X[0], X, [0, 1], fast.y, 2)
+    assert search.gains() == [fast.gain(fast.from_confusion(cm)) for cm in want]
+
+
+def test_quantized_tiles_are_within_half_a_step() -> None:
+    from kit.blend import kernels
+
+    rng = np.random.default_rng(2)
+    n, C = 700, 7
+    X = rng.normal(size=(3, n, C)).astype(np.float32)
+    X[0, :50] = 0.25  # all classes equal: step is the floor value and every q is 0
+    X[1, :50] *= np.float32(1e-36)  # ranges below the float32 normal range
+    X[2] *= np.float32(1e4)  # large magnitudes (log-probabilities of confident members)
+    Q, step, big = kernels.quantize(X, np.arange(3, dtype=np.int64), 2)
+    nb = -(-n // kernels.BLOCK)
+    assert Q.shape == (nb, 3, C, kernels.BLOCK) and step.shape == (nb, 3, kernels.BLOCK)
+    q = Q.transpose(1, 0, 3, 2).reshape(3, nb * kernels.BLOCK, C)[:, :n].astype(np.float64)
+    st = step.transpose(1, 0, 2).reshape(3, -1)[:, :n, None].astype(np.float64)
+    lo = X.min(axis=2, keepdims=True).astype(np.float64)
+    err = np.abs(X - lo - q * st)
+    assert q.max() <= kernels.LEVELS and (q[0, :50] == 0).all()
+    assert (err <= st * (0.5 + 1e-4)).all()
+    np.testing.assert_allclose(big, np.abs(X).max(axis=(1, 2)))
 
 
 def test_kernel_ties_go_to_the_lowest_class() -> None:
@@ -134,8 +204,8 @@ def test_blenders_choose_the_same_weights_with_both_engines(metric: str) -> None
         assert w_fast.sum() == pytest.approx(1.0)
 
 
-def test_pruned_fused_greedy_matches_sklearn_scored_search() -> None:
-    """Strong members (most rows settled): the pruned one-pass search picks what f1_score per candidate picks."""
+def test_tile_greedy_matches_sklearn_scored_search() -> None:
+    """The quantized one-pass search picks what f1_score per candidate picks, with the same gains."""
     rng = np.random.default_rng(7)
     n, M, C = 3000, 5, 6
     y = rng.integers(0, C, n)

@@ -83,8 +83,8 @@ class Uniform(WeightedBlender):
         return self
 
 
-def settled_rows(S: np.ndarray, swing: np.ndarray) -> np.ndarray:
-    """Rows whose argmax no candidate can change: top-1 minus top-2 of S exceeds the row's largest swing.
+def settled_rows(S: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Rows whose argmax no candidate can change: top-1 minus top-2 of S exceeds the row's largest spread.
 
     Adding P_m moves each class score by at most max_c P_m - min_c P_m, so the leader stays strictly ahead.
     """
@@ -92,7 +92,7 @@ def settled_rows(S: np.ndarray, swing: np.ndarray) -> np.ndarray:
     is_top = top == S
     second = np.where(is_top, -np.inf, S).max(axis=0)
     tied = is_top.sum(axis=0) > 1
-    return ~tied & (top - second > swing)
+    return ~tied & (top - second > spread)
 
 
 def greedy_counts(
@@ -105,61 +105,51 @@ def greedy_counts(
     """Caruana selection with replacement over candidates Pt in the scorer's layout (`scorer.layout(P)`).
 
     Returns the pick counts of the best prefix (earliest among ties), its gain, and the gain per round.
-    For argmax metrics each round scores only the rows a candidate can still flip (exact: settled rows keep
-    their prediction, counted once per round into the confusion matrix). The numba engine scores all
-    candidates in one pass over rows; the numpy engine one candidate at a time.
+    Argmax metrics: the numba engine scores all candidates per round in one pass over quantized tiles
+    (FastScorer.search); the numpy engine scores only the rows a candidate can still flip (exact: settled rows
+    keep their prediction, counted once per round into the confusion matrix). Log loss scores one candidate at
+    a time.
     """
     M = Pt.shape[0]
-    fused = scorer.engine == "numba"
-    C = scorer.n_classes
     idx = list(range(M)) if allowed is None else list(allowed)
     counts = np.zeros(M, dtype=np.int64)
     S = scorer.zeros()
     total = 0
     best_gain, best_counts = -math.inf, counts.copy()
+    argmax = scorer.metric in ARGMAX_METRICS
+    tiles = scorer.search(Pt, idx) if argmax and scorer.engine == "numba" else None
     if init:
         order = np.argsort(-_single_gains(Pt, scorer, idx), kind="stable")
         for j in order[: min(init, len(idx))]:
             S += Pt[idx[j]]
             counts[idx[j]] += 1
             total += 1
+            if tiles is not None:
+                tiles.add(idx[j])
         best_gain, best_counts = scorer.gain(scorer.score(S, total)), counts.copy()
-    pruning = scorer.metric in ARGMAX_METRICS
-    if pruning:
-        swing = scorer.candidate_swings(Pt, idx)  # [len(idx), n]
-        widest = swing.max(axis=0)  # per row, for the numpy engine's settled rows
+    if argmax and tiles is None:
+        widest = scorer.candidate_spreads(Pt, idx).max(axis=0)  # per row, for settled rows
     history = []
     for _ in range(rounds):
-        if fused:
-            gains = scorer.gains_added(S, Pt, idx, total + 1, swing if pruning and total else None)
-            j = int(np.argmax(gains))
-            m = idx[j]
-            S += Pt[m]
-            counts[m] += 1
-            total += 1
-            history.append(gains[j])
-            if gains[j] > best_gain:
-                best_gain, best_counts = gains[j], counts.copy()
-            continue
-        open_rows = None
-        if pruning and total:
-            settled = settled_rows(S, widest)
-            if settled.mean() > 0.25:
-                open_rows = np.flatnonzero(~settled)
-        if open_rows is None:
-            gains = [scorer.gain(scorer.score_added(S, Pt[m], total + 1)) for m in idx]
-        else:
-            keep = np.flatnonzero(settled)
+        if tiles is not None:
+            gains = tiles.gains()
+        elif argmax and total and (settled := settled_rows(S, widest)).mean() > 0.25:
+            keep, open_rows = np.flatnonzero(settled), np.flatnonzero(~settled)
             base = scorer.confusion_of(keep, scorer.argmax(S)[keep])
-            sub = FastScorer(scorer.metric, scorer.y[open_rows], C, scorer.space)
+            sub = FastScorer(scorer.metric, scorer.y[open_rows], scorer.n_classes, scorer.space)
             S_open = np.ascontiguousarray(S[:, open_rows])
             gains = []
             for m in idx:
                 pred = sub.argmax(S_open + Pt[m][:, open_rows])
                 gains.append(scorer.gain(scorer.from_confusion(base + sub.confusion(pred))))
+        else:
+            gains = [scorer.gain(scorer.score_added(S, Pt[m], total + 1)) for m in idx]
         j = int(np.argmax(gains))
         m = idx[j]
-        S += Pt[m]
+        if tiles is not None:
+            tiles.add(m)  # the tiles keep their own running sum: S is only needed for the other paths
+        else:
+            S += Pt[m]
         counts[m] += 1
         total += 1
         history.append(gains[j])

@@ -1,7 +1,8 @@
 """Fused numba kernels for blend search: one pass over rows per candidate evaluation.
 
 Arrays are row-major: a running sum S [n, C] float32 and candidates [n, C] float32 (one contiguous block per
-candidate, `X` [M, n, C]). Each kernel computes every row's blended scores in float32 exactly as numpy does
+candidate, `X` [M, n, C]); greedy's round evaluator (search_blocks) reads tiled copies, see below. Each kernel
+computes every row's blended scores in float32 exactly as numpy does
 (`P * scale + S`, no fused multiply-add), takes the argmax with ties to the lowest class (numpy's rule) and
 counts (true class, prediction) into a confusion matrix, so scores equal kit.blend.scoring's numpy path.
 NaN scores are not handled (members with NaN logits are refused when loaded).
@@ -46,120 +47,237 @@ def confusion_added(S: np.ndarray, P: np.ndarray, scale: np.float32, y: np.ndarr
         cm[y[i], arg] += 1
 
 
-@numba.njit(cache=True, nogil=True)
-def candidate_swing(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """[K, n]: for candidate X[idx[k]] and row i, max_c - min_c (float32)."""
-    K = idx.shape[0]
-    n, C = X.shape[1], X.shape[2]
-    out = np.empty((K, n), dtype=np.float32)
-    for k in range(K):
-        Xk = X[idx[k]]
-        for i in range(n):
-            lo = Xk[i, 0]
-            hi = lo
-            for c in range(1, C):
-                v = Xk[i, c]
-                lo = min(lo, v)
-                hi = max(hi, v)
-            out[k, i] = hi - lo
-    return out
+# ------------------------------------------------------------------ greedy search: quantized tiles
+#
+# Greedy scores M candidates per round. Instead of reading every candidate's float32 rows, each round reads
+# uint8 copies made once per search: per candidate and row, q_c = round((x_c - min_c x) / step) with
+# step = (max_c x - min_c x) / LEVELS, so |x_c - min - q_c * step| <= step / 2 (plus float32 rounding, kept
+# below 1e-4 * step). Arrays are tiled by blocks of BLOCK rows: running sum T [nblocks, C, BLOCK] and
+# Q [nblocks, K, C, BLOCK], so a block's classes lie in one contiguous run (and a round reads Q front to back)
+# and the class loop vectorises across rows (SIMD) with the tiles in L1 cache. The approximate blend a_c = T_c + q_c * step differs from the
+# exact float32 blend e_c = T_c + x_c by the row's common min_c x plus at most step / 2 per class, so when the
+# approximate leader leads the runner-up by more than step (with margins for rounding), it is the exact argmax
+# and unique. Other rows (ties included) are recomputed exactly from the float32 candidate: counts equal the
+# exact kernel's, always.
+
+BLOCK = 256
+LANES = 4  # counters per candidate, see search_blocks
+LEVELS = 254  # quantization levels: q <= 254 even after rounding, so it fits uint8 unclipped
+STEP_SAFETY = np.float32(1.001)  # two classes' quantization errors: at most (0.5 + 1e-4) * step each
+_FAST = {"nnan", "ninf", "nsz", "contract"}  # no reassociation: selects below stay exact
+_NEG = np.float32(-3.0e38)
+_TINY = np.float32(1e-30)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _argmax_of_sum(Xi: np.ndarray, Si: np.ndarray) -> int:
-    """argmax_c (Xi[c] + Si[c]) in float32, ties to the lowest class (numpy's rule)."""
-    best = Xi[0] + Si[0]
-    arg = 0
-    for c in range(1, Si.shape[0]):
-        v = Xi[c] + Si[c]
-        if v > best:
-            best = v
-            arg = c
-    return arg
-
-
-@numba.njit(cache=True, nogil=True)
-def _confusion_rows(
-    S: np.ndarray,
-    X: np.ndarray,
-    idx: np.ndarray,
-    y: np.ndarray,
-    swing: np.ndarray,
-    prune: bool,
-    cms: np.ndarray,
-    lo: int,
-    hi: int,
-) -> None:
-    """confusion_all over rows lo..hi-1."""
-    C = S.shape[1]
-    K = idx.shape[0]
-    for i in range(lo, hi):
-        yi = y[i]
-        Si = S[i]
-        if prune:
-            top = Si[0]
-            arg = 0
-            second = -np.inf
-            for c in range(1, C):
-                v = Si[c]
-                if v > top:
-                    second = top
-                    top = v
-                    arg = c
-                elif v > second:
-                    second = v
-            margin = top - second  # 0 when tied: no candidate row can be skipped then
-            for k in range(K):
-                if margin > swing[k, i]:  # this candidate cannot overturn the leader: its row is not read
-                    cms[k, yi, arg] += 1
-                    continue
-                cms[k, yi, _argmax_of_sum(X[idx[k], i], Si)] += 1
-            continue
-        for k in range(K):
-            cms[k, yi, _argmax_of_sum(X[idx[k], i], Si)] += 1
-
-
-@numba.njit(cache=True, nogil=True)
-def confusion_all(
-    S: np.ndarray,
-    X: np.ndarray,
-    idx: np.ndarray,
-    y: np.ndarray,
-    swing: np.ndarray,
-    prune: bool,
-    cms: np.ndarray,
-) -> None:
-    """Confusion matrices of S + X[idx[k]] for every k, reading S once.
-
-    With `prune`, swing [K, n] holds each candidate's per-row spread (max_c - min_c, with a margin of safety,
-    see candidate_swings): adding candidate k moves the gap between two classes by at most swing[k, i], so
-    where the row's leader in S leads by more than that, the leader stays and candidate k's row is not read
-    (the rule of kit.blend.blenders.settled_rows, per candidate). Ties in S are never skipped.
-    """
-    _confusion_rows(S, X, idx, y, swing, prune, cms, 0, S.shape[0])
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _quantize_block(
+    Xk: np.ndarray,
+    i0: int,
+    nb: int,
+    tile: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    Qb: np.ndarray,
+    st: np.ndarray,
+) -> float:
+    """Quantize rows i0..i0+nb-1 of one candidate into tile Qb [C, BLOCK] and steps st; returns max |x|."""
+    C = tile.shape[0]
+    for j in range(nb):
+        row = Xk[i0 + j]
+        for c in range(C):
+            tile[c, j] = row[c]
+    for j in range(nb, BLOCK):
+        for c in range(C):
+            tile[c, j] = 0
+    for j in range(BLOCK):
+        lo[j] = tile[0, j]
+        hi[j] = tile[0, j]
+    one = np.float32(1)
+    for c in range(1, C):
+        tc = tile[c]
+        for j in range(
+            BLOCK
+        ):  # exact min and max as arithmetic selects (a conditional store would not vectorise)
+            t = tc[j]
+            a = lo[j]
+            m = np.float32(t < a)
+            lo[j] = t * m + a * (one - m)
+            h = hi[j]
+            m = np.float32(t > h)
+            hi[j] = t * m + h * (one - m)
+    big = np.float32(0)
+    for j in range(BLOCK):
+        big = max(big, max(abs(lo[j]), abs(hi[j])))
+        s = max((hi[j] - lo[j]) / np.float32(LEVELS), _TINY)
+        st[j] = s
+        hi[j] = one / s  # hi now holds 1 / step
+    for c in range(C):
+        tc = tile[c]
+        qc = Qb[c]
+        for j in range(BLOCK):
+            qc[j] = np.uint8(np.int32((tc[j] - lo[j]) * hi[j] + np.float32(0.5)))
+    return float(big)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def confusion_all_threads(
-    S: np.ndarray,
+def quantize(X: np.ndarray, idx: np.ndarray, chunks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates X[idx[k]] [n, C] -> Q [nblocks, K, C, BLOCK] uint8, step [nblocks, K, BLOCK] float32 and
+    max |x| per candidate [K] (padding rows are zeros). `chunks`: runs of blocks spread over threads."""
+    K = idx.shape[0]
+    n, C = X.shape[1], X.shape[2]
+    nblocks = (n + BLOCK - 1) // BLOCK
+    Q = np.empty((nblocks, K, C, BLOCK), dtype=np.uint8)
+    step = np.empty((nblocks, K, BLOCK), dtype=np.float32)
+    per = (K * nblocks + chunks - 1) // chunks
+    big = np.zeros((chunks, K), dtype=np.float64)
+    for t in numba.prange(chunks):
+        tile = np.empty((C, BLOCK), dtype=np.float32)
+        lo = np.empty(BLOCK, dtype=np.float32)
+        hi = np.empty(BLOCK, dtype=np.float32)
+        for u in range(t * per, min(K * nblocks, (t + 1) * per)):
+            k, b = u // nblocks, u % nblocks
+            i0 = b * BLOCK
+            m = _quantize_block(X[idx[k]], i0, min(BLOCK, n - i0), tile, lo, hi, Q[b, k], step[b, k])
+            big[t, k] = max(big[t, k], m)
+    out = np.zeros(K, dtype=np.float64)
+    for t in range(chunks):
+        for k in range(K):
+            out[k] = max(out[k], big[t, k])
+    return Q, step, out
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_block(Tb: np.ndarray, Xm: np.ndarray, i0: int, nb: int) -> None:
+    for j in range(nb):
+        row = Xm[i0 + j]
+        for c in range(Tb.shape[0]):
+            Tb[c, j] += row[c]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def add_tiles(T: np.ndarray, Xm: np.ndarray) -> None:
+    """T [nblocks, C, BLOCK] += Xm [n, C] (float32, the same sums as the row-major S + Xm)."""
+    n = Xm.shape[0]
+    for b in numba.prange(T.shape[0]):
+        _add_block(T[b], Xm, b * BLOCK, min(BLOCK, n - b * BLOCK))
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _approx_top2(Tb: np.ndarray, Qb: np.ndarray, st: np.ndarray, W: np.ndarray) -> None:
+    """Per row of the block: W[0] best and W[1] second-best of T_c + q_c * step, W[2] the best's class (lowest
+    on ties). Selects are written as exact arithmetic (x * 1 + y * 0) so the loop vectorises without masked
+    stores, which are slow on some CPUs."""
+    best, second, arg = W[0], W[1], W[2]
+    T0, Q0 = Tb[0], Qb[0]
+    for j in range(BLOCK):
+        best[j] = T0[j] + np.float32(Q0[j]) * st[j]
+        second[j] = _NEG
+        arg[j] = 0
+    one = np.float32(1)
+    for c in range(1, Tb.shape[0]):
+        cf = np.float32(c)
+        Tc, Qc = Tb[c], Qb[c]
+        for j in range(BLOCK):
+            v = Tc[j] + np.float32(Qc[j]) * st[j]
+            b = best[j]
+            m = np.float32(v > b)
+            k = one - m
+            low = b * m + v * k
+            s = second[j]
+            m2 = np.float32(low > s)
+            second[j] = low * m2 + s * (one - m2)
+            arg[j] = cf * m + arg[j] * k
+            best[j] = v * m + b * k
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _certify(W: np.ndarray, st: np.ndarray, yC: np.ndarray, slack: np.float32, code: np.ndarray) -> None:
+    """code[j] = y * C + the approximate argmax where it is certainly the exact one, else -1 (recompute)."""
+    for j in range(BLOCK):
+        ok = W[0, j] - W[1, j] > st[j] * STEP_SAFETY + slack
+        code[j] = yC[j] + np.int32(W[2, j]) if ok else np.int32(-1)
+
+
+@numba.njit(cache=True, nogil=True)
+def search_blocks(
+    T: np.ndarray,
+    Q: np.ndarray,
+    step: np.ndarray,
     X: np.ndarray,
     idx: np.ndarray,
-    y: np.ndarray,
-    swing: np.ndarray,
-    prune: bool,
-    cms: np.ndarray,
+    yC: np.ndarray,
+    add: int,
+    slack: np.float32,
+    H: np.ndarray,
+    b_lo: int,
+    b_hi: int,
+) -> int:
+    """Counts H[k, lane, y * C + prediction] for T + X[idx[k]] over blocks b_lo..b_hi-1, after T += X[add]
+    (add >= 0). yC: y * C per row (int32). H [K, LANES, C * C]: rows alternate between lanes so consecutive
+    increments rarely hit the same counter; sum over lanes for the confusion matrices.
+
+    Returns how many (row, candidate) pairs needed the exact float32 recomputation.
+    """
+    C = T.shape[1]
+    K = idx.shape[0]
+    n = X.shape[1]
+    lanes = H.shape[1]
+    W = np.empty((3, BLOCK), dtype=np.float32)
+    code = np.empty(BLOCK, dtype=np.int32)
+    exact = 0
+    for b in range(b_lo, b_hi):
+        lo = b * BLOCK
+        nb = min(BLOCK, n - lo)
+        Tb = T[b]
+        if add >= 0:
+            _add_block(Tb, X[add], lo, nb)
+        yb = yC[lo : lo + BLOCK]
+        for k in range(K):
+            _approx_top2(Tb, Q[b, k], step[b, k], W)
+            _certify(W, step[b, k], yb, slack, code)
+            Hk = H[k]
+            for j in range(nb):
+                cj = code[j]
+                if cj < 0:
+                    exact += 1
+                    Xi = X[idx[k], lo + j]
+                    best = Xi[0] + Tb[0, j]
+                    a = 0
+                    for c in range(1, C):
+                        v = Xi[c] + Tb[c, j]
+                        if v > best:
+                            best = v
+                            a = c
+                    cj = yb[j] + a
+                Hk[j % lanes, cj] += 1
+    return exact
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def search_threads(
+    T: np.ndarray,
+    Q: np.ndarray,
+    step: np.ndarray,
+    X: np.ndarray,
+    idx: np.ndarray,
+    yC: np.ndarray,
+    add: int,
+    slack: np.float32,
+    H: np.ndarray,
     chunks: int,
-) -> None:
-    """confusion_all with row blocks spread over threads; each block counts into its own matrices, summed at
-    the end (integer counts, so the result equals the one-thread kernel's exactly)."""
-    n = S.shape[0]
-    step = (n + chunks - 1) // chunks
-    K, C = cms.shape[0], cms.shape[1]
-    cms_t = np.zeros((chunks, K, C, C), dtype=np.int64)
+) -> int:
+    """search_blocks with the blocks split into `chunks` runs over threads, each counting into its own
+    counters (integer counts: the sum equals the one-thread result exactly)."""
+    nblocks = T.shape[0]
+    per = (nblocks + chunks - 1) // chunks
+    H_t = np.zeros((chunks, H.shape[0], H.shape[1], H.shape[2]), dtype=H.dtype)
+    exact = np.zeros(chunks, dtype=np.int64)
     for t in numba.prange(chunks):
-        _confusion_rows(S, X, idx, y, swing, prune, cms_t[t], t * step, min(n, (t + 1) * step))
+        b_lo, b_hi = min(nblocks, t * per), min(nblocks, (t + 1) * per)
+        exact[t] = search_blocks(T, Q, step, X, idx, yC, add, slack, H_t[t], b_lo, b_hi)
     for t in range(chunks):
-        cms += cms_t[t]
+        H += H_t[t]
+    return int(exact.sum())
 
 
 @numba.njit(cache=True, nogil=True)

@@ -22,7 +22,7 @@ from kit.metrics.scores import greater_is_better
 ARGMAX_METRICS = ("weighted_f1", "macro_f1", "accuracy")
 ENGINES = ("auto", "numba", "numpy")
 PARALLEL_MIN_ROWS = 50_000  # below this, starting threads costs more than it saves
-SWING_SAFETY, SWING_SLACK = 1 + 1e-5, 1e-6  # float32 rounding of the sums is far below this margin
+SPREAD_SAFETY, SPREAD_SLACK = 1 + 1e-5, 1e-6  # float32 rounding of the sums is far below this margin
 
 
 def resolve_engine(engine: str) -> str:
@@ -174,37 +174,67 @@ class FastScorer:
             buf += s
         return self.score(buf, total)
 
-    def candidate_swings(self, X: np.ndarray, idx: list[int]) -> np.ndarray:
-        """[len(idx), n] per candidate X[idx[k]] and row, max - min over classes, with a margin of safety for
-        float32 rounding of the sums: how far adding that candidate can move the gap between two classes."""
-        if self.engine == "numba":
-            spread = self._k.candidate_swing(X, np.asarray(idx, dtype=np.int64))
-        else:
-            spread = X[idx].max(axis=1) - X[idx].min(axis=1)
-        return spread * SWING_SAFETY + SWING_SLACK
+    def candidate_spreads(self, X: np.ndarray, idx: list[int]) -> np.ndarray:
+        """[len(idx), n] per candidate X[idx[k]] (numpy layout) and row, max - min over classes, with a margin
+        of safety for float32 rounding of the sums: how far adding that candidate can move the gap between two
+        classes."""
+        spread = X[idx].max(axis=1) - X[idx].min(axis=1)
+        return spread * SPREAD_SAFETY + SPREAD_SLACK
 
-    def gains_added(
-        self, S: np.ndarray, X: np.ndarray, idx: list[int], total: float, swing: np.ndarray | None = None
-    ) -> list[float]:
-        """Gains of S + X[m] for each m in idx (numba engine; argmax metrics read S once for all of them).
-
-        `swing` (candidate_swings(X, idx), argmax metrics) lets the kernel skip candidate rows that cannot
-        overturn a row's leader (see kit.blend.blenders.settled_rows).
-        """
-        if self.metric not in ARGMAX_METRICS:
-            return [self.gain(self.score_added(S, X[m], total)) for m in idx]
-        K, C = len(idx), self.n_classes
-        cms = np.zeros((K, C, C), dtype=np.int64)
-        prune = swing is not None
-        sw = np.zeros((0, 0), dtype=np.float32) if swing is None else swing
-        ix = np.asarray(idx, dtype=np.int64)
-        threads = self._threads()
-        if threads > 1 and len(S) >= PARALLEL_MIN_ROWS:
-            self._k.confusion_all_threads(S, X, ix, self.y, sw, prune, cms, threads)
-        else:
-            self._k.confusion_all(S, X, ix, self.y, sw, prune, cms)
-        return [self.gain(self.from_confusion(cms[k])) for k in range(K)]
+    def search(self, X: np.ndarray, idx: list[int]) -> TileSearch:
+        """Greedy's round evaluator over candidates X[idx] (numba engine, argmax metrics)."""
+        return TileSearch(self, X, idx)
 
     def gain(self, value: float) -> float:
         """Greater is better for every metric (log loss negated), for comparisons in searches."""
         return self.sign * value
+
+
+class TileSearch:
+    """Scores S + X[m] for every candidate m in idx at once, round after round, as greedy selection needs.
+
+    Numba engine, argmax metrics. Candidates are quantized to uint8 tiles once (kit.blend.kernels.quantize);
+    each round reads the running sum and the tiles, recomputing exactly from float32 only the rows where the
+    quantized blend cannot certify the argmax. Results equal the exact kernels' (and the numpy engine's).
+    `add(m)` is folded into the next `gains()` pass over the rows.
+    """
+
+    def __init__(self, scorer: FastScorer, X: np.ndarray, idx: list[int]) -> None:
+        if X.shape[1] != scorer.n:
+            raise ValueError(f"candidates have {X.shape[1]} rows, the scorer's labels {scorer.n}")
+        k = scorer._k
+        self.scorer, self.X, self._kernels = scorer, X, k
+        self.idx = np.asarray(idx, dtype=np.int64)
+        self.Q, self.step, big = k.quantize(X, self.idx, scorer._threads())
+        self.big = dict(zip(idx, big.tolist(), strict=True))
+        n, C = X.shape[1], X.shape[2]
+        self.T = np.zeros(((n + k.BLOCK - 1) // k.BLOCK, C, k.BLOCK), dtype=np.float32)
+        self.bound = 0.0  # upper bound of |T|
+        self.pending = -1
+        self.exact = 0  # (row, candidate) pairs recomputed exactly, for benchmarks and tests
+        threads = scorer._threads()
+        self.chunks = threads if threads > 1 and n >= PARALLEL_MIN_ROWS else 1
+        self.yC = np.zeros(self.T.shape[0] * k.BLOCK, dtype=np.int32)  # y * C, padded to whole blocks
+        self.yC[:n] = scorer.y * C
+
+    def add(self, m: int) -> None:
+        """Running sum += X[m] (m must be one of idx)."""
+        if self.pending >= 0:
+            self._kernels.add_tiles(self.T, self.X[self.pending])
+        self.pending = m
+        self.bound += self.big[m]
+
+    def gains(self) -> list[float]:
+        """Gains of S + X[m] for each m in idx."""
+        K, C = len(self.idx), self.scorer.n_classes
+        H = np.zeros((K, self._kernels.LANES, C * C), dtype=np.int64)
+        # float32 rounding of sums is below 2**-23 of the magnitudes involved: a 30x margin
+        slack = np.float32(4e-6 * (self.bound + 2 * max(self.big.values())) + 1e-30)
+        args = (self.T, self.Q, self.step, self.X, self.idx, self.yC, self.pending, slack, H)
+        if self.chunks > 1:
+            self.exact += self._kernels.search_threads(*args, self.chunks)
+        else:
+            self.exact += self._kernels.search_blocks(*args, 0, self.T.shape[0])
+        self.pending = -1
+        cms = H.sum(axis=1).reshape(K, C, C)
+        return [self.scorer.gain(self.scorer.from_confusion(cms[k])) for k in range(K)]
