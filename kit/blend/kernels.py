@@ -69,6 +69,13 @@ _NEG = np.float32(-3.0e38)
 _TINY = np.float32(1e-30)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _select(m: np.float32, a: np.float32, b: np.float32) -> np.float32:
+    """a where m == 1 else b (m is 0 or 1), as exact arithmetic: a * 1 + b * 0. A conditional store in its
+    place keeps loops from vectorising, or vectorises them with masked stores, which are slow on some CPUs."""
+    return a * m + b * (np.float32(1) - m)
+
+
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _quantize_block(
     Xk: np.ndarray,
@@ -92,25 +99,18 @@ def _quantize_block(
     for j in range(BLOCK):
         lo[j] = tile[0, j]
         hi[j] = tile[0, j]
-    one = np.float32(1)
     for c in range(1, C):
         tc = tile[c]
-        for j in range(
-            BLOCK
-        ):  # exact min and max as arithmetic selects (a conditional store would not vectorise)
+        for j in range(BLOCK):
             t = tc[j]
-            a = lo[j]
-            m = np.float32(t < a)
-            lo[j] = t * m + a * (one - m)
-            h = hi[j]
-            m = np.float32(t > h)
-            hi[j] = t * m + h * (one - m)
+            lo[j] = _select(np.float32(t < lo[j]), t, lo[j])
+            hi[j] = _select(np.float32(t > hi[j]), t, hi[j])
     big = np.float32(0)
     for j in range(BLOCK):
         big = max(big, max(abs(lo[j]), abs(hi[j])))
         s = max((hi[j] - lo[j]) / np.float32(LEVELS), _TINY)
         st[j] = s
-        hi[j] = one / s  # hi now holds 1 / step
+        hi[j] = np.float32(1) / s  # hi now holds 1 / step
     for c in range(C):
         tc = tile[c]
         qc = Qb[c]
@@ -165,15 +165,13 @@ def add_tiles(T: np.ndarray, Xm: np.ndarray) -> None:
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _approx_top2(Tb: np.ndarray, Qb: np.ndarray, st: np.ndarray, W: np.ndarray) -> None:
     """Per row of the block: W[0] best and W[1] second-best of T_c + q_c * step, W[2] the best's class (lowest
-    on ties). Selects are written as exact arithmetic (x * 1 + y * 0) so the loop vectorises without masked
-    stores, which are slow on some CPUs."""
+    on ties)."""
     best, second, arg = W[0], W[1], W[2]
     T0, Q0 = Tb[0], Qb[0]
     for j in range(BLOCK):
         best[j] = T0[j] + np.float32(Q0[j]) * st[j]
         second[j] = _NEG
         arg[j] = 0
-    one = np.float32(1)
     for c in range(1, Tb.shape[0]):
         cf = np.float32(c)
         Tc, Qc = Tb[c], Qb[c]
@@ -181,13 +179,10 @@ def _approx_top2(Tb: np.ndarray, Qb: np.ndarray, st: np.ndarray, W: np.ndarray) 
             v = Tc[j] + np.float32(Qc[j]) * st[j]
             b = best[j]
             m = np.float32(v > b)
-            k = one - m
-            low = b * m + v * k
-            s = second[j]
-            m2 = np.float32(low > s)
-            second[j] = low * m2 + s * (one - m2)
-            arg[j] = cf * m + arg[j] * k
-            best[j] = v * m + b * k
+            low = _select(m, b, v)  # the smaller of v and the best so far
+            second[j] = _select(np.float32(low > second[j]), low, second[j])
+            arg[j] = _select(m, cf, arg[j])
+            best[j] = _select(m, v, b)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
