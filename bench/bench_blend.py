@@ -153,8 +153,8 @@ def main() -> None:
             f"greedy, {ROUNDS} rounds x {M} candidates, {label} (accuracy {min(accs):.2f}-{max(accs):.2f}): "
             f"kit numba {t_fast:.3f} s, sklearn f1_score per candidate {t_slow:.2f} s -> {t_slow / t_fast:.1f}x "
             f"faster (goal >= 20x); numpy reference {t_ref:.2f} s ({t_slow / t_ref:.1f}x); same weights "
-            f"(all three): {(fast_counts / fast_counts.sum()).round(4).tolist()}; rows recomputed exactly after the "
-            f"search: {recomputed:.2%}"
+            f"(all three): {(fast_counts / fast_counts.sum()).round(4).tolist()}; rows recomputed exactly "
+            f"after the search: {recomputed:.2%}"
         )
     print(f"loadavg at end {loadavg()}")
 

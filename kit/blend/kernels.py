@@ -54,11 +54,11 @@ def confusion_added(S: np.ndarray, P: np.ndarray, scale: np.float32, y: np.ndarr
 # step = (max_c x - min_c x) / LEVELS, so |x_c - min - q_c * step| <= step / 2 (plus float32 rounding, kept
 # below 1e-4 * step). Arrays are tiled by blocks of BLOCK rows: running sum T [nblocks, C, BLOCK] and
 # Q [nblocks, K, C, BLOCK], so a block's classes lie in one contiguous run (and a round reads Q front to back)
-# and the class loop vectorises across rows (SIMD) with the tiles in L1 cache. The approximate blend a_c = T_c + q_c * step differs from the
-# exact float32 blend e_c = T_c + x_c by the row's common min_c x plus at most step / 2 per class, so when the
-# approximate leader leads the runner-up by more than step (with margins for rounding), it is the exact argmax
-# and unique. Other rows (ties included) are recomputed exactly from the float32 candidate: counts equal the
-# exact kernel's, always.
+# and the class loop vectorises across rows (SIMD) with the tiles in L1 cache. The approximate blend
+# a_c = T_c + q_c * step differs from the exact float32 blend e_c = T_c + x_c by the row's common min_c x plus
+# at most step / 2 per class, so when the approximate leader leads the runner-up by more than step (with margins
+# for rounding), it is the exact argmax and unique. Other rows (ties included) are recomputed exactly from the
+# float32 candidate: counts equal the exact kernel's, always.
 
 BLOCK = 256
 LANES = 4  # counters per candidate, see search_blocks
