@@ -2,9 +2,9 @@
 
 Arrays are row-major: a running sum S [n, C] float32 and candidates [n, C] float32 (one contiguous block per
 candidate, `X` [M, n, C]); greedy's round evaluator (search_blocks) reads tiled copies, see below. Each kernel
-computes every row's blended scores in float32 exactly as numpy does
-(`P * scale + S`, no fused multiply-add), takes the argmax with ties to the lowest class (numpy's rule) and
-counts (true class, prediction) into a confusion matrix, so scores equal kit.blend.scoring's numpy path.
+computes every row's blended scores in float32 exactly as numpy does (`P * scale + S`, no fused multiply-add),
+takes the argmax with ties to the lowest class (numpy's rule) and counts (true class, prediction) into a
+confusion matrix, so scores equal kit.blend.scoring's numpy path.
 NaN scores are not handled (members with NaN logits are refused when loaded).
 
 Importing this module imports numba (about 0.5 s); kit.blend.scoring imports it lazily. `cache=True` keeps the

@@ -205,14 +205,14 @@ class TileSearch:
         k = scorer._k
         self.scorer, self.X, self._kernels = scorer, X, k
         self.idx = np.asarray(idx, dtype=np.int64)
-        self.Q, self.step, big = k.quantize(X, self.idx, scorer._threads())
+        threads = scorer._threads()
+        self.Q, self.step, big = k.quantize(X, self.idx, threads)
         self.big = dict(zip(idx, big.tolist(), strict=True))
         n, C = X.shape[1], X.shape[2]
         self.T = np.zeros(((n + k.BLOCK - 1) // k.BLOCK, C, k.BLOCK), dtype=np.float32)
         self.bound = 0.0  # upper bound of |T|
         self.pending = -1
         self.exact = 0  # (row, candidate) pairs recomputed exactly, for benchmarks and tests
-        threads = scorer._threads()
         self.chunks = threads if threads > 1 and n >= PARALLEL_MIN_ROWS else 1
         self.yC = np.zeros(self.T.shape[0] * k.BLOCK, dtype=np.int32)  # y * C, padded to whole blocks
         self.yC[:n] = scorer.y * C
