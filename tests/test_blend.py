@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from kit.artifacts.member import write_member
 from kit.blend.blenders import Greedy, HillClimb, Subsets, class_major, combine, greedy_counts
 from kit.blend.io import load_blend
+from kit.blend.report import TABLE_KEYS
 from kit.blend.run import blend, load_spec
 from kit.blend.scoring import FastScorer
 from kit.blend.spec import EnsembleSpec
@@ -272,7 +273,7 @@ def test_cli_blend_writes_outputs(ws: Workspace, digits: dict, tmp_path: Path) -
     assert winner["metric"] == "macro_f1"
     assert set(winner["candidates"]) == {"logreg", "knn"}
     table = (ws.workdir / "blends" / "x" / "table.csv").read_text().splitlines()
-    assert table[0] == "blender,insample,nested,overstatement,seconds" and len(table) == 3
+    assert table[0] == ",".join(TABLE_KEYS) and len(table) == 3
 
 
 def test_shipped_specs_run_on_renamed_members(ws: Workspace, digits: dict, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Blenders, scikit-learn style: `__init__` stores parameters, `fit(P, y)` returns self, fitted state ends in `_`.
+"""Blenders, scikit-learn style: `__init__` stores parameters, `fit(P, y, fold=None)` returns self, fitted state ends in `_`.
+`fold` (the saved fold of each fit row) is used only by blenders that tune inside the fit rows (stack).
 
 `P` is [n, M, C] float32: M candidates' probabilities (space='probs') or log-probabilities (space='logits').
 Weighted blenders learn `weights_` (M, non-negative, summing to one); `predict(P)` returns blended
@@ -69,7 +70,7 @@ def _single_gains(X: np.ndarray, scorer: FastScorer, allowed: list[int] | None =
 
 
 class BestSingle(WeightedBlender):
-    def fit(self, P: np.ndarray, y: np.ndarray) -> BestSingle:
+    def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> BestSingle:
         scorer = self._scorer(y, P.shape[2])
         gains = _single_gains(scorer.layout(P), scorer)
         self.best_ = int(np.argmax(gains))
@@ -78,7 +79,7 @@ class BestSingle(WeightedBlender):
 
 
 class Uniform(WeightedBlender):
-    def fit(self, P: np.ndarray, y: np.ndarray) -> Uniform:
+    def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> Uniform:
         self.weights_ = np.full(P.shape[1], 1.0 / P.shape[1])
         return self
 
@@ -177,7 +178,7 @@ class Greedy(WeightedBlender):
         self.bag_fraction = bag_fraction
         self.seed = seed
 
-    def fit(self, P: np.ndarray, y: np.ndarray) -> Greedy:
+    def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> Greedy:
         scorer = self._scorer(y, P.shape[2])
         Pt = scorer.layout(P)
         M = P.shape[1]
@@ -212,7 +213,7 @@ class HillClimb(WeightedBlender):
         self.max_steps = max_steps
         self.tol = tol
 
-    def fit(self, P: np.ndarray, y: np.ndarray) -> HillClimb:
+    def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> HillClimb:
         scorer = self._scorer(y, P.shape[2])
         Pt = scorer.layout(P)
         M = P.shape[1]
@@ -259,7 +260,7 @@ class Subsets(WeightedBlender):
         self.rounds = rounds
         self.max_subsets = max_subsets
 
-    def fit(self, P: np.ndarray, y: np.ndarray) -> Subsets:
+    def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> Subsets:
         M = P.shape[1]
         top = min(self.max_size, M)
         n_subsets = sum(math.comb(M, k) for k in range(1, top + 1))
@@ -288,38 +289,84 @@ class Subsets(WeightedBlender):
         return self
 
 
+STACK_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
 class Stack:
-    """Multinomial logistic regression (L2, scikit-learn) on the stacked candidate probabilities."""
+    """Multinomial logistic regression (L2, scikit-learn) on the stacked candidate probabilities.
+
+    `C="auto"` chooses the L2 strength inside the fit rows: an inner CV over `fold` (the saved folds of the fit
+    rows, so groups stay apart; 3 stratified splits when no folds are given) scores each C in `C_grid` by pooled
+    held-out log loss and keeps the best (ties: the stronger regularisation). Inside kit's nested CV this makes
+    the choice of C itself nested. Each inner split walks the grid from strong to weak regularisation with warm
+    starts.
+    """
 
     def __init__(
         self,
         metric: str = "weighted_f1",
         space: str = "probs",
-        C: float = 1.0,
+        C: float | str = "auto",
         features: str = "probs",
         max_iter: int = 1000,
+        C_grid: tuple[float, ...] = STACK_C_GRID,
     ) -> None:
         self.metric = metric
         self.space = space
         self.C = C
         self.features = features
         self.max_iter = max_iter
+        self.C_grid = C_grid
 
     def _features(self, P: np.ndarray) -> np.ndarray:
         probs = np.exp(P.astype(np.float64)) if self.space == "logits" else P.astype(np.float64)
         x = np.log(np.clip(probs, 1e-7, 1.0)) if self.features == "log_probs" else probs
         return x.reshape(len(P), -1)
 
-    def fit(self, P: np.ndarray, y: np.ndarray) -> Stack:
+    def _model(self, C: float, warm: bool = False) -> Any:
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=C, max_iter=self.max_iter, warm_start=warm)
+
+    def _choose_C(self, X: np.ndarray, y: np.ndarray, fold: np.ndarray | None) -> tuple[float, list[float]]:
+        """The C of `C_grid` with the best pooled inner-CV log loss on the fit rows, and every C's loss."""
+        from sklearn.model_selection import StratifiedKFold
+
+        grid = sorted(self.C_grid)
+        if fold is not None and len(np.unique(fold)) >= 2:
+            splits = [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in np.unique(fold)]
+        else:
+            k = int(min(3, np.bincount(y).max()))
+            if k < 2:
+                return grid[0], []
+            splits = list(StratifiedKFold(k, shuffle=True, random_state=0).split(X, y))
+        loss = np.zeros(len(grid))
+        for tr, va in splits:
+            model = self._model(grid[0], warm=True)
+            for i, C in enumerate(grid):
+                model.set_params(C=C)
+                model.fit(X[tr], y[tr])
+                proba = np.full((len(va), self.n_classes_), 1e-15)
+                proba[:, model.classes_] = np.clip(model.predict_proba(X[va]), 1e-15, 1.0)
+                loss[i] -= np.log(proba[np.arange(len(va)), y[va]]).sum()
+        loss /= sum(len(va) for _, va in splits)
+        best = int(np.flatnonzero(loss <= loss.min() + 1e-12)[0])
+        return grid[best], loss.tolist()
+
+    def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> Stack:
         import warnings
 
         from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import LogisticRegression
 
         self.n_classes_ = P.shape[2]
+        X = self._features(P)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(self._features(P), y)
+            if self.C == "auto":
+                self.C_, self.C_losses_ = self._choose_C(X, y, fold)
+            else:
+                self.C_, self.C_losses_ = float(self.C), []
+            self.model_ = self._model(self.C_).fit(X, y)
         coef = np.abs(self.model_.coef_).reshape(-1, P.shape[1], P.shape[2])
         share = coef.sum(axis=(0, 2))
         self.weights_ = share / share.sum() if share.sum() > 0 else np.full(P.shape[1], 1.0 / P.shape[1])
@@ -333,7 +380,10 @@ class Stack:
 
     def fitted_params(self) -> dict[str, Any]:
         return {
-            "C": self.C,
+            "C": self.C_,
+            "C_choice": "inner CV on the fit rows (log loss)" if self.C == "auto" else "fixed",
+            "C_grid": list(self.C_grid) if self.C == "auto" else None,
+            "C_inner_log_loss": self.C_losses_ or None,
             "features": self.features,
             "classes_seen": [int(c) for c in self.model_.classes_],
             "coef": self.model_.coef_.tolist(),
@@ -357,5 +407,5 @@ def make_blender(spec: BlenderSpec, metric: str, space: str) -> Blender:
     if isinstance(spec, SubsetsSpec):
         return Subsets(metric, space, spec.max_size, spec.weights, spec.rounds, spec.max_subsets)
     if isinstance(spec, StackSpec):
-        return Stack(metric, space, spec.C, spec.features, spec.max_iter)
+        return Stack(metric, space, spec.C, spec.features, spec.max_iter, tuple(spec.C_grid))
     raise TypeError(f"unknown blender spec {spec!r}")

@@ -14,7 +14,18 @@ import numpy as np
 
 from kit.blend.blenders import Blender, make_blender
 from kit.blend.postprocess import Chain, make_chain
-from kit.blend.spec import BlenderSpec, PostprocessSpec
+from kit.blend.selection import (
+    BootstrapScorer,
+    Comparison,
+    Resampler,
+    SelectionAware,
+    compare,
+    complexity,
+    fold_comparisons,
+    select,
+    selection_aware,
+)
+from kit.blend.spec import BlenderSpec, PostprocessSpec, SelectionSpec
 from kit.metrics.scores import greater_is_better, score
 
 
@@ -24,6 +35,7 @@ class Candidate:
 
     label: str
     blender_label: str
+    kind: str  # the blender's kind (its complexity rank)
     postprocess: tuple[str, ...]
     insample: float
     nested: float
@@ -34,6 +46,10 @@ class Candidate:
     insample_oof: np.ndarray  # [n, C]
     fold_weights: list[list[float]] = field(default_factory=list)
     metric_hint: str = "weighted_f1"
+
+    @property
+    def complexity(self) -> int:
+        return complexity(self.kind, self.postprocess)
 
     @property
     def overstatement(self) -> float:
@@ -58,7 +74,7 @@ def evaluate_blender(
 ) -> list[Candidate]:
     """In-sample and nested scores of one blender under each post-processing chain."""
     t0 = time.perf_counter()
-    blender = make_blender(spec, metric, space).fit(P, y)
+    blender = make_blender(spec, metric, space).fit(P, y, fold=fold)
     Q_all = blender.predict(P)
     base_seconds = time.perf_counter() - t0
     pooled = {v: np.zeros((len(y), P.shape[2])) for v in pp_variants}
@@ -67,7 +83,7 @@ def evaluate_blender(
     for f in np.unique(fold):
         tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         t1 = time.perf_counter()
-        b = make_blender(spec, metric, space).fit(P[tr], y[tr])
+        b = make_blender(spec, metric, space).fit(P[tr], y[tr], fold=fold[tr])
         Q_tr, Q_va = b.predict(P[tr]), b.predict(P[va])
         base_seconds += time.perf_counter() - t1
         fold_weights.append([float(w) for w in b.weights_])
@@ -86,6 +102,7 @@ def evaluate_blender(
             Candidate(
                 label="+".join((spec.label, *v)),
                 blender_label=spec.label,
+                kind=spec.kind,
                 postprocess=v,
                 insample=metric_of(metric, y, Q_in),
                 nested=metric_of(metric, y, pooled[v]),
@@ -101,24 +118,66 @@ def evaluate_blender(
     return out
 
 
-def pick_winner(rows: list[Candidate], metric: str) -> Candidate:
-    """The best nested estimate; ties go to the earlier row (spec order, no post-processing first)."""
-    sign = 1.0 if greater_is_better(metric) else -1.0
-    best = rows[0]
-    for r in rows[1:]:
-        if sign * r.nested > sign * best.nested:
-            best = r
-    return best
+@dataclass
+class Judgement:
+    """The table's rows compared under uncertainty, the pick, and the estimate of the whole procedure."""
+
+    winner: int
+    max_nested: int  # the row the raw maximum would pick (reported beside the rule's pick)
+    baseline: int  # the best_single row
+    comparison: Comparison
+    intervals: np.ndarray  # [R, 2]
+    p_beats_single: np.ndarray  # [R]
+    aware: SelectionAware
+    n_groups: int
 
 
-def describe(rows: list[Candidate]) -> list[dict[str, Any]]:
+def baseline_row(rows: list[Candidate]) -> int:
+    """The best_single row without post-processing: what `kit submit --member` of the best member gives."""
+    for i, r in enumerate(rows):
+        if r.kind == "best_single" and not r.postprocess:
+            return i
+    raise ValueError("the table has no plain best_single row")
+
+
+def judge(
+    rows: list[Candidate], y: np.ndarray, fold: np.ndarray, codes: np.ndarray, metric: str, sel: SelectionSpec
+) -> Judgement:
+    """Compare every row with a paired group bootstrap of its pooled nested predictions, pick by `sel.rule`,
+    and estimate the whole procedure (the pick included) by running the rule inside each outer fold."""
+    preds = [r.nested_oof for r in rows]
+    comp = [r.complexity for r in rows]
+    base = baseline_row(rows)
+    rs = Resampler.make(codes, sel.resamples, sel.seed)
+    bs = BootstrapScorer(metric, y, preds[0].shape[1], rs)
+    cmp = compare(bs, preds, comp, base)
+    per_fold = fold_comparisons(metric, y, preds, comp, base, fold, rs, sel.seed)
+    aware = selection_aware(bs, preds, fold, per_fold, sel.rule, sel.confidence, sel.level)
+    return Judgement(
+        winner=select(cmp, sel.rule, sel.confidence),
+        max_nested=select(cmp, "max_nested", sel.confidence),
+        baseline=base,
+        comparison=cmp,
+        intervals=cmp.interval(sel.level),
+        p_beats_single=cmp.p_beats(base),
+        aware=aware,
+        n_groups=rs.n_groups,
+    )
+
+
+def describe(rows: list[Candidate], j: Judgement) -> list[dict[str, Any]]:
     return [
         {
             "blender": r.label,
+            "complexity": r.complexity,
             "insample": r.insample,
             "nested": r.nested,
+            "nested_lo": float(j.intervals[i, 0]),
+            "nested_hi": float(j.intervals[i, 1]),
+            "p_beats_single": float(j.p_beats_single[i]),
             "overstatement": r.overstatement,
             "seconds": r.seconds,
+            "picked": i == j.winner,
         }
-        for r in rows
+        for i, r in enumerate(rows)
     ]

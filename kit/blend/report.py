@@ -22,9 +22,25 @@ def _csv(header: list[str], rows: list[list[Any]]) -> str:
     return buf.getvalue()
 
 
+TABLE_KEYS = [
+    "blender",
+    "complexity",
+    "insample",
+    "nested",
+    "nested_lo",
+    "nested_hi",
+    "p_beats_single",
+    "overstatement",
+    "seconds",
+    "picked",
+]
+
+
 def table_csv(rows: list[dict[str, Any]]) -> str:
-    keys = ["blender", "insample", "nested", "overstatement", "seconds"]
-    return _csv(keys, [[r[k] if k == "blender" else f"{r[k]:.6f}" for k in keys] for r in rows])
+    def cell(k: str, v: Any) -> Any:
+        return v if isinstance(v, (str, bool, int)) else f"{v:.6f}"
+
+    return _csv(TABLE_KEYS, [[cell(k, r[k]) for k in TABLE_KEYS] for r in rows])
 
 
 def per_class_rows(
@@ -114,26 +130,43 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     """The selection table and the winner, as `kit blend` shows them."""
     metric = summary["metric"]
     t = Table(title=f"blend '{summary['name']}': {summary['n_candidates']} candidates, metric {metric}")
+    sel = summary["selection"]
+    pct = round(100 * sel["level"])
     t.add_column("blender")
     t.add_column("in-sample", justify="right")
     t.add_column("nested CV", justify="right")
+    t.add_column(f"{pct}% interval", justify="right")
+    t.add_column("P(beats single)", justify="right")
     t.add_column("overstates by", justify="right")
     t.add_column("seconds", justify="right")
     for r in summary["table"]:
-        mark = " ←" if r["blender"] == summary["winner"] else ""
+        mark = " ←" if r["picked"] else ""
         t.add_row(
             r["blender"] + mark,
             f"{r['insample']:.4f}",
             f"{r['nested']:.4f}",
+            f"{r['nested_lo']:.4f}-{r['nested_hi']:.4f}",
+            f"{r['p_beats_single']:.2f}",
             f"{r['overstatement']:+.4f}",
             f"{r['seconds']:.2f}",
         )
     console.print(t)
     w = summary["weights"]
+    lo, hi = summary["nested_interval"]
+    alo, ahi = summary["selection_aware_interval"]
     console.print(
-        f"winner [bold]{summary['winner']}[/]: nested {metric} {summary['nested_score']:.4f} "
-        f"(in-sample {summary['insample_score']:.4f} overstates by {summary['overstatement']:+.4f}); "
-        f"best single {summary['best_single']} {summary['best_single_score']:.4f}",
+        f"winner [bold]{summary['winner']}[/] by rule {sel['rule']} (confidence {sel['confidence']}, "
+        f"{sel['resamples']} resamples by {sel['resampled_by']}, {sel['groups']} {sel['resampled_by']}s): "
+        f"nested {metric} {summary['nested_score']:.4f} [{lo:.4f}, {hi:.4f}], "
+        f"P(beats best single) {sel['p_beats_best_single']:.2f}; "
+        f"in-sample {summary['insample_score']:.4f} overstates by {summary['overstatement']:+.4f}",
+        highlight=False,
+    )
+    console.print(
+        f"estimate of the whole procedure (selection inside each outer fold): {metric} "
+        f"{summary['selection_aware_score']:.4f} [{alo:.4f}, {ahi:.4f}]; "
+        f"best single {summary['best_single']} {summary['best_single_score']:.4f}; "
+        f"the raw maximum would pick {sel['max_nested_row']}",
         highlight=False,
     )
     console.print("weights: " + ", ".join(f"{k} {v:.4f}" for k, v in w.items()), highlight=False)

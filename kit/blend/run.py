@@ -13,10 +13,11 @@ from kit.artifacts.atomic import atomic_dir
 from kit.blend.blenders import Stack
 from kit.blend.candidates import build_candidates, load_members, resolve_members
 from kit.blend.io import OOF_FILE, TEST_FILE, WINNER_FILE, blend_dir
-from kit.blend.nested import describe, evaluate_blender, pick_winner
+from kit.blend.nested import describe, evaluate_blender, judge
 from kit.blend.postprocess import variants
 from kit.blend.report import per_class_csv, per_class_rows, table_csv, write_png
-from kit.blend.spec import EnsembleSpec
+from kit.blend.selection import group_codes
+from kit.blend.spec import BestSingleSpec, BlenderSpec, EnsembleSpec
 from kit.config.load import apply_overrides, load_config, read_yaml, validate_data
 from kit.data.workspace import Workspace, open_workspace
 from kit.errors import KitError
@@ -35,6 +36,15 @@ def split_overrides(overrides: list[str] | None) -> tuple[list[str], list[str]]:
     spec_o = [o[len(SPEC_PREFIX) :] for o in overrides or [] if o.startswith(SPEC_PREFIX)]
     cfg_o = [o for o in overrides or [] if not o.startswith(SPEC_PREFIX)]
     return spec_o, cfg_o
+
+
+def with_baseline(blenders: list[BlenderSpec]) -> list[BlenderSpec]:
+    """The spec's blenders, with a best_single row first when the spec has none: every row is compared with it."""
+    if any(b.kind == "best_single" for b in blenders):
+        return list(blenders)
+    labels = {b.label for b in blenders}
+    name = next(n for n in ("best_single", "best_single_baseline", "baseline_best_single") if n not in labels)
+    return [BestSingleSpec(kind="best_single", name=None if name == "best_single" else name), *blenders]
 
 
 def blend(spec: EnsembleSpec, ws: Workspace, name: str, spec_path: Path | None = None) -> dict[str, Any]:
@@ -56,9 +66,11 @@ def blend(spec: EnsembleSpec, ws: Workspace, name: str, spec_path: Path | None =
     P, fold = cands.oof, ws.folds.fold
     pp = variants(spec.postprocess)
     rows = []
-    for b in spec.blenders:
+    for b in with_baseline(spec.blenders):
         rows.extend(evaluate_blender(b, pp, spec.postprocess, P, y, fold, metric, spec.space))
-    win = pick_winner(rows, metric)
+    codes = group_codes(ws.train.groups, len(y))
+    judged = judge(rows, y, fold, codes, metric, spec.selection)
+    win = rows[judged.winner]
     test_probs = (
         win.chain.transform(win.blender.predict(cands.test))
         if len(cands.test)
@@ -75,12 +87,27 @@ def blend(spec: EnsembleSpec, ws: Workspace, name: str, spec_path: Path | None =
     used = [c for c in cands.specs if c.name in weights]
     members = list(dict.fromkeys(c.member for c in used))
     views = {m: sorted({v for c in used if c.member == m for v in c.views}) for m in members}
-    table = describe(rows)
+    table = describe(rows, judged)
+    sel = spec.selection
+    lo, hi = judged.intervals[judged.winner]
+    selection = {
+        "rule": sel.rule,
+        "confidence": sel.confidence,
+        "resamples": sel.resamples,
+        "seed": sel.seed,
+        "level": sel.level,
+        "resampled_by": "group" if ws.train.groups is not None else "row",
+        "groups": judged.n_groups,
+        "max_nested_row": rows[judged.max_nested].label,
+        "baseline_row": rows[judged.baseline].label,
+        "p_beats_best_single": float(judged.p_beats_single[judged.winner]),
+        "selection_aware_picks": {str(f): rows[r].label for f, r in judged.aware.picks.items()},
+    }
     winner: dict[str, Any] = {
         "name": name,
         "metric": metric,
         "blender": win.blender_label,
-        "blender_kind": next(b.kind for b in spec.blenders if b.label == win.blender_label),
+        "blender_kind": win.kind,
         "row": win.label,
         "space": spec.space,
         "members": members,
@@ -95,9 +122,13 @@ def blend(spec: EnsembleSpec, ws: Workspace, name: str, spec_path: Path | None =
         },
         "postprocess": win.chain.fitted_params(),
         "nested_score": win.nested,
+        "nested_interval": [float(lo), float(hi)],
+        "selection_aware_score": judged.aware.score,
+        "selection_aware_interval": list(judged.aware.interval),
         "insample_score": win.insample,
         "overstatement": win.overstatement,
         "best_single": {"candidate": cands.specs[best].name, "score": single_scores[best]},
+        "selection": selection,
         "fold_weights": win.fold_weights,
         "classes": list(ws.classes),
         "train_ids_fingerprint": ws.train.ids_fingerprint(),
@@ -127,7 +158,7 @@ def blend(spec: EnsembleSpec, ws: Workspace, name: str, spec_path: Path | None =
         )
         write_png(
             tmp / "report.png",
-            title=f"{name}: {win.label}, nested {metric} {win.nested:.4f} "
+            title=f"{name}: {win.label} ({sel.rule}), nested {metric} {win.nested:.4f} [{lo:.4f}, {hi:.4f}] "
             f"(in-sample {win.insample:.4f}; best single {single_scores[best]:.4f})",
             weights=weights,
             per_class=per_class,
@@ -144,6 +175,10 @@ def blend(spec: EnsembleSpec, ws: Workspace, name: str, spec_path: Path | None =
         "winner": win.label,
         "weights": weights,
         "nested_score": win.nested,
+        "nested_interval": (float(lo), float(hi)),
+        "selection_aware_score": judged.aware.score,
+        "selection_aware_interval": judged.aware.interval,
+        "selection": selection,
         "insample_score": win.insample,
         "overstatement": win.overstatement,
         "best_single": cands.specs[best].name,

@@ -118,9 +118,30 @@ class StackSpec(BlenderBase):
     """L2-regularised multinomial logistic regression on the stacked OOF probabilities."""
 
     kind: Literal["stack"]
-    C: float = Field(1.0, gt=0, description="inverse L2 strength (scikit-learn's C)")
+    C: float | Literal["auto"] = Field(
+        "auto",
+        description="inverse L2 strength (scikit-learn's C); auto: chosen from C_grid by an inner CV over the "
+        "fit rows' folds (nested inside kit's nested CV)",
+    )
+    C_grid: list[float] = Field(
+        default_factory=lambda: [0.003, 0.01, 0.03, 0.1, 0.3, 1.0], description="values C: auto chooses from"
+    )
     features: Literal["probs", "log_probs"] = "probs"
     max_iter: int = Field(1000, ge=10)
+
+    @field_validator("C", mode="before")
+    @classmethod
+    def _positive_C(cls, v: object) -> object:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0:
+            raise ValueError(f"C must be > 0 or 'auto' (got {v})")
+        return v
+
+    @field_validator("C_grid")
+    @classmethod
+    def _grid(cls, v: list[float]) -> list[float]:
+        if not v or any(c <= 0 for c in v):
+            raise ValueError(f"C_grid needs positive values (got {v})")
+        return v
 
 
 BlenderSpec = Annotated[
@@ -150,6 +171,22 @@ class PostprocessSpec(StrictModel):
     class_bias: ClassBiasSpec = Field(default_factory=ClassBiasSpec)
 
 
+class SelectionSpec(StrictModel):
+    """How the winner is picked from the table: rows compared on the same held-out rows, resampled by group."""
+
+    rule: Literal["max_nested", "one_se", "beat_single", "stepwise"] = Field(
+        "beat_single",
+        description="beat_single: the best nested row among those that beat best_single in >= `confidence` of "
+        "the group-bootstrap resamples (else best_single); one_se: the simplest row within one paired standard "
+        "error of the best; stepwise: from best_single, move to a more complex row only when it beats the "
+        "current pick in >= `confidence` of the resamples; max_nested: the best nested estimate (no uncertainty)",
+    )
+    confidence: float = Field(0.9, ge=0.5, lt=1.0, description="the share of resamples a row must win")
+    resamples: int = Field(1000, ge=100, le=100000, description="group-bootstrap resamples")
+    seed: int = 0
+    level: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the reported intervals")
+
+
 class EnsembleSpec(StrictModel):
     """ensembles/NAME.yaml. The blend lands in workdir/blends/NAME/."""
 
@@ -165,6 +202,7 @@ class EnsembleSpec(StrictModel):
     )
     blenders: list[BlenderSpec] = Field(min_length=1)
     postprocess: PostprocessSpec = Field(default_factory=PostprocessSpec)
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
 
     @field_validator("views")
     @classmethod

@@ -1,0 +1,312 @@
+"""Selection under uncertainty: the blend table's rows compared on the same held-out rows, resampled by group.
+
+Every row of a blend table has pooled nested predictions on the same train rows. The rows' scores are noisy
+estimates: taking the maximum of many of them picks noise (the winner's curse). Here rows are compared with a
+paired group bootstrap: each resample draws the groups (a patient, a writer; each row its own group when the
+competition has none) with replacement, and every row is scored on the same resampled rows, so the differences
+between rows are measured with their uncertainty. Rules then prefer simpler rows unless a more complex one is
+reliably better (docs/blend.md shows the benchmark that chose the rule kit ships).
+
+Everything here is pure array code: predictions in, indices and numbers out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from kit.metrics.scores import greater_is_better, score
+
+ARGMAX_METRICS = ("weighted_f1", "macro_f1", "accuracy")
+RULES = ("max_nested", "one_se", "beat_single", "stepwise")
+KIND_COMPLEXITY = {"best_single": 0, "uniform": 1, "greedy": 2, "hill_climb": 2, "subsets": 3, "stack": 4}
+
+
+def complexity(kind: str, postprocess: Sequence[str]) -> int:
+    """best_single < uniform < weighted blends (greedy, hill_climb) < subsets < stack; +1 per post-processing step."""
+    return KIND_COMPLEXITY[kind] + len(postprocess)
+
+
+def group_codes(groups: Sequence[str] | None, n: int) -> np.ndarray:
+    """Row -> group index. No groups: every row is its own group. Blank group values are each their own group."""
+    if groups is None:
+        return np.arange(n, dtype=np.int64)
+    keys = [g if str(g).strip() else f"\x00row{i}" for i, g in enumerate(groups)]
+    _, codes = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    return codes.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Resampler:
+    """A group bootstrap: each resample draws G of the G groups with replacement (multinomial counts).
+
+    The [B, G] counts are generated in chunks from (seed, chunk), so memory stays bounded on large tables and
+    every caller sees the same resamples: comparisons between rows are paired.
+    """
+
+    codes: np.ndarray  # [n] group index per row, 0..G-1
+    resamples: int
+    seed: int
+    chunk_bytes: int = 32 << 20
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.codes.max()) + 1 if len(self.codes) else 0
+
+    @classmethod
+    def make(cls, codes: np.ndarray, resamples: int, seed: int) -> Resampler:
+        _, dense = np.unique(np.asarray(codes), return_inverse=True)
+        return cls(codes=dense.astype(np.int64).ravel(), resamples=resamples, seed=seed)
+
+    def subset(self, rows: np.ndarray, seed: int) -> Resampler:
+        """A fresh group bootstrap over `rows` only (their groups re-indexed and redrawn)."""
+        return Resampler.make(self.codes[rows], self.resamples, seed)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """[b, G] float64 draw counts, chunk by chunk, B rows in all."""
+        G = self.n_groups
+        step = max(1, min(self.resamples, self.chunk_bytes // (8 * max(G, 1))))
+        for i, start in enumerate(range(0, self.resamples, step)):
+            b = min(step, self.resamples - start)
+            draws = np.random.default_rng([self.seed, i]).integers(0, G, size=(b, G))
+            draws += np.arange(b)[:, None] * G
+            yield np.bincount(draws.ravel(), minlength=b * G).reshape(b, G).astype(np.float64)
+
+
+def _group_class_matrix(codes: np.ndarray, classes: np.ndarray, weights: np.ndarray | None, G: int, C: int):
+    from scipy.sparse import csr_matrix
+
+    w = np.ones(len(codes)) if weights is None else weights.astype(np.float64)
+    return csr_matrix((w, (codes, classes)), shape=(G, C))
+
+
+class BootstrapScorer:
+    """Scores of many prediction arrays on the same group-bootstrap resamples of (y, groups).
+
+    Argmax metrics need only three per-class counts per resample (true, predicted, correct); each is a sparse
+    [G, C] group-by-class matrix multiplied by the [b, G] draw counts, so one row of the table costs
+    O(B * n) whatever the number of classes. Log loss resamples per-row losses. Other metrics fall back to
+    scoring each resample's rows.
+    """
+
+    def __init__(self, metric: str, y: np.ndarray, n_classes: int, rs: Resampler) -> None:
+        self.metric, self.y, self.C, self.rs = metric, np.asarray(y, dtype=np.int64), n_classes, rs
+
+    def point(self, Q: np.ndarray) -> float:
+        return score(self.metric, self.y, Q, logits=False)
+
+    def scores(self, Q: np.ndarray) -> np.ndarray:
+        """[B] the metric of probabilities Q [n, C] on each resample."""
+        return self.scores_many([Q])[0]
+
+    def scores_many(self, preds: Sequence[np.ndarray]) -> np.ndarray:
+        """[R, B] the metric of each prediction array on each resample (the same resamples for all)."""
+        rs, y, G, C = self.rs, self.y, self.rs.n_groups, self.C
+        if self.metric in ARGMAX_METRICS:
+            labels = _group_class_matrix(rs.codes, y, None, G, C)
+            mats = []
+            for Q in preds:
+                pred = np.asarray(Q).argmax(axis=1)
+                correct = (pred == y).astype(np.float64)
+                mats.append(
+                    (
+                        _group_class_matrix(rs.codes, pred, None, G, C),
+                        _group_class_matrix(rs.codes, y, correct, G, C),
+                    )
+                )
+            parts = []
+            for counts in rs.chunks():
+                support = counts @ labels
+                parts.append(
+                    np.stack([self._argmax_metric(support, counts @ p, counts @ t) for p, t in mats])
+                )
+            return np.concatenate(parts, axis=1)
+        if self.metric == "log_loss":
+            losses = [np.bincount(rs.codes, weights=_row_log_loss(y, Q), minlength=G) for Q in preds]
+            sizes = np.bincount(rs.codes, minlength=G).astype(np.float64)
+            parts = [np.stack([(c @ g) / (c @ sizes) for g in losses]) for c in rs.chunks()]
+            return np.concatenate(parts, axis=1)
+        return np.stack([self._generic(Q) for Q in preds])
+
+    def _argmax_metric(self, support: np.ndarray, predicted: np.ndarray, tp: np.ndarray) -> np.ndarray:
+        if self.metric == "accuracy":
+            return np.asarray(tp.sum(axis=1) / support.sum(axis=1))
+        denom = support + predicted
+        f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+        if self.metric == "weighted_f1":
+            return np.asarray((f1 * support).sum(axis=1) / support.sum(axis=1))
+        present = denom > 0  # scikit-learn's labels: present in y_true or in the predictions
+        return np.asarray((f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1))
+
+    def _generic(self, Q: np.ndarray) -> np.ndarray:
+        rows = np.arange(len(self.y))
+        out = []
+        for counts in self.rs.chunks():
+            per_row = counts[:, self.rs.codes].astype(np.int64)
+            for b in range(len(counts)):
+                idx = np.repeat(rows, per_row[b])
+                out.append(score(self.metric, self.y[idx], np.asarray(Q)[idx], logits=False))
+        return np.asarray(out)
+
+
+def _row_log_loss(y: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """Per-row -log p(true class), renormalised and clipped as kit.metrics.log_loss (probabilities)."""
+    s = np.asarray(Q, dtype=np.float64)
+    eps = np.finfo(np.asarray(Q).dtype if np.asarray(Q).dtype.kind == "f" else np.float64).eps
+    p = np.clip(s[np.arange(len(y)), y] / s.sum(axis=1), eps, 1 - eps)
+    return -np.log(p)
+
+
+@dataclass
+class Comparison:
+    """The table's rows on one set of rows: point scores, bootstrap scores, and their paired comparisons."""
+
+    metric: str
+    point: np.ndarray  # [R]
+    boot: np.ndarray  # [R, B]
+    complexity: np.ndarray  # [R]
+    baseline: int  # the best_single row
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if greater_is_better(self.metric) else -1.0
+
+    def gain(self) -> tuple[np.ndarray, np.ndarray]:
+        """Point and bootstrap scores with the sign that makes larger better."""
+        return self.sign * self.point, self.sign * self.boot
+
+    def p_beats(self, j: int) -> np.ndarray:
+        """[R] share of resamples in which each row scores strictly better than row j."""
+        _, b = self.gain()
+        return np.asarray((b > b[j]).mean(axis=1))
+
+    def interval(self, level: float = 0.95) -> np.ndarray:
+        """[R, 2] percentile interval of each row's score."""
+        a = (1 - level) / 2
+        return np.quantile(self.boot, [a, 1 - a], axis=1).T
+
+
+def compare(
+    bs: BootstrapScorer, preds: Sequence[np.ndarray], complexities: Sequence[int], baseline: int
+) -> Comparison:
+    return Comparison(
+        metric=bs.metric,
+        point=np.array([bs.point(Q) for Q in preds]),
+        boot=bs.scores_many(preds),
+        complexity=np.asarray(complexities),
+        baseline=baseline,
+    )
+
+
+def _best(point: np.ndarray, among: np.ndarray) -> int:
+    """The row with the best (signed) point score among `among`; ties go to the earliest row."""
+    idx = np.flatnonzero(among)
+    return int(idx[np.argmax(point[idx])])
+
+
+def _simplest(point: np.ndarray, complexity: np.ndarray, among: np.ndarray) -> int:
+    """The simplest row among `among`; ties on complexity go to the best point score, then the earliest row."""
+    idx = np.flatnonzero(among)
+    c = complexity[idx]
+    keep = idx[c == c.min()]
+    return int(keep[np.argmax(point[keep])])
+
+
+def rule_max_nested(cmp: Comparison, confidence: float) -> int:
+    """Today's rule before selection under uncertainty: the best point estimate."""
+    g, _ = cmp.gain()
+    return _best(g, np.ones(len(g), dtype=bool))
+
+
+def rule_one_se(cmp: Comparison, confidence: float) -> int:
+    """The simplest row within one (paired) standard error of the best row."""
+    g, b = cmp.gain()
+    top = _best(g, np.ones(len(g), dtype=bool))
+    se = (b[top] - b).std(axis=1)
+    return _simplest(g, cmp.complexity, g[top] - g <= se)
+
+
+def rule_beat_single(cmp: Comparison, confidence: float) -> int:
+    """The best row among those that beat best_single in at least `confidence` of the resamples
+    (best_single itself when none does)."""
+    g, _ = cmp.gain()
+    ok = cmp.p_beats(cmp.baseline) >= confidence
+    ok[cmp.baseline] = True
+    return _best(g, ok)
+
+
+def rule_stepwise(cmp: Comparison, confidence: float) -> int:
+    """Start from best_single; walk the rows from simple to complex and move to a row only when it beats the
+    current pick in at least `confidence` of the resamples."""
+    g, b = cmp.gain()
+    pick = cmp.baseline
+    for r in sorted(range(len(g)), key=lambda i: (cmp.complexity[i], i)):
+        if r != pick and g[r] > g[pick] and (b[r] > b[pick]).mean() >= confidence:
+            pick = r
+    return pick
+
+
+RULE_FUNCS: dict[str, Callable[[Comparison, float], int]] = {
+    "max_nested": rule_max_nested,
+    "one_se": rule_one_se,
+    "beat_single": rule_beat_single,
+    "stepwise": rule_stepwise,
+}
+
+
+def select(cmp: Comparison, rule: str, confidence: float) -> int:
+    return RULE_FUNCS[rule](cmp, confidence)
+
+
+@dataclass
+class SelectionAware:
+    """The whole procedure (rows judged, then one picked by the rule) estimated by running the selection inside
+    each outer fold: fold f's rows get the nested predictions of the row the rule picks on the other folds."""
+
+    oof: np.ndarray  # [n, C] pooled predictions of the per-fold picks
+    picks: dict[int, int]  # fold -> row index
+    score: float
+    interval: tuple[float, float]
+
+
+def fold_comparisons(
+    metric: str,
+    y: np.ndarray,
+    preds: Sequence[np.ndarray],
+    complexities: Sequence[int],
+    baseline: int,
+    fold: np.ndarray,
+    rs: Resampler,
+    seed: int,
+) -> dict[int, Comparison]:
+    """For each outer fold f: the rows compared on the other folds' rows only (a fresh group bootstrap of them)."""
+    C = preds[0].shape[1]
+    out = {}
+    for f in np.unique(fold):
+        keep = np.flatnonzero(fold != f)
+        bs = BootstrapScorer(metric, y[keep], C, rs.subset(keep, seed + 1 + int(f)))
+        out[int(f)] = compare(bs, [np.asarray(Q)[keep] for Q in preds], complexities, baseline)
+    return out
+
+
+def selection_aware(
+    bs: BootstrapScorer,
+    preds: Sequence[np.ndarray],
+    fold: np.ndarray,
+    per_fold: dict[int, Comparison],
+    rule: str,
+    confidence: float,
+    level: float = 0.95,
+) -> SelectionAware:
+    """Apply `rule` inside each outer fold (`fold_comparisons`) and score the pooled picks on all rows."""
+    out = np.zeros(np.shape(preds[0]), dtype=np.float64)
+    picks = {}
+    for f, cmp in per_fold.items():
+        r = select(cmp, rule, confidence)
+        picks[f] = r
+        held = fold == f
+        out[held] = preds[r][held]
+    lo, hi = np.quantile(bs.scores(out), [(1 - level) / 2, (1 + level) / 2])
+    return SelectionAware(oof=out, picks=picks, score=bs.point(out), interval=(float(lo), float(hi)))
