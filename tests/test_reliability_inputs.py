@@ -253,3 +253,113 @@ def test_blank_groups_are_each_their_own_group_and_counted(tmp_path: Path, runne
     assert "train.csv row 2: blank group in column 'patient'" in out and "row 21: blank group" in out
     assert "set blank_groups: own" in out
     assert invoke(runner, ["validate", str(cfg)]).exit_code == 1
+
+
+# ---------------------------------------------------------------- 17: CJK class names in every PNG kit writes
+
+CJK = ["가구수정", "ひらがなカタカナ", "汉字类别"]  # Korean, Japanese, Chinese
+
+
+def cjk_workspace(tmp_path: Path) -> Path:
+    """A competition whose classes are Korean, Japanese and Chinese, and two members' logits written the way
+    `kit train` writes them (kit.artifacts.member.write_member)."""
+    from kit.artifacts.member import write_member
+    from kit.config.load import load_config
+    from kit.data.workspace import open_workspace
+
+    data = make_competition(tmp_path / "data")
+    text = (data / "train.csv").read_text(encoding="utf-8")
+    for old, new in zip(["cat", "dog", "eel"], CJK, strict=True):
+        text = text.replace(f",{old}\n", f",{new}\n")
+    (data / "train.csv").write_text(text, encoding="utf-8")
+    cfg = write_config(tmp_path / "kit.yaml", data, {})
+    ws = open_workspace(load_config(cfg))
+    assert ws.classes == sorted(CJK)
+    rng = np.random.default_rng(0)
+    exp = ws.expected()
+    assert ws.train.labels is not None and ws.test is not None
+    for name in ("a", "b"):
+        oof = np.eye(3, dtype=np.float32)[ws.train.labels] * 2 + rng.normal(0, 1, (34, 3)).astype(np.float32)
+        write_member(
+            ws.workdir,
+            name,
+            oof=oof[:, None],
+            test=rng.normal(0, 1, (len(ws.test), 1, 3)).astype(np.float32),
+            views=["plain"],
+            classes=ws.classes,
+            train_ids_fingerprint=exp.train_ids_fingerprint,
+            test_ids_fingerprint=exp.test_ids_fingerprint or "",
+            folds_fingerprint=exp.folds_fingerprint,
+            data_fingerprint=ws.data_fingerprint,
+            config={"kind": "random"},
+            metrics={},
+            timings={},
+        )
+    spec = {"members": ["a", "b"], "blenders": [{"kind": "best_single"}, {"kind": "uniform"}]}
+    (tmp_path / "ensembles").mkdir()
+    (tmp_path / "ensembles" / "cjk.yaml").write_text(yaml.safe_dump(spec))
+    return cfg
+
+
+def test_blend_report_draws_cjk_class_names_without_missing_glyphs(tmp_path: Path, runner: CliRunner) -> None:
+    import warnings
+
+    cfg = cjk_workspace(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # a warning shown once elsewhere in the session must show here too
+        r = invoke(runner, ["blend", "ensembles/cjk.yaml", "-c", str(cfg)], cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    assert "Glyph" not in r.output and "missing from font" not in r.output
+    png = tmp_path / "work" / "blends" / "cjk" / "report.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_fallback_font_has_every_glyph_and_latin_stays_dejavu(tmp_path: Path) -> None:
+    import warnings
+
+    import matplotlib
+    from matplotlib import font_manager, ft2font
+
+    from kit.blend.report import write_png
+    from kit.plots.fonts import cjk_font_path, font_families
+
+    path = cjk_font_path()
+    assert path is not None and path.stat().st_size > 1_000_000
+    charmap = ft2font.FT2Font(str(path)).get_charmap()
+    assert all(ord(ch) in charmap for name in CJK for ch in name)
+    dejavu = ft2font.FT2Font(font_manager.findfont("DejaVu Sans")).get_charmap()
+    assert not any(ord(ch) in dejavu for name in CJK for ch in name)  # why the fallback is needed
+    families = font_families()
+    assert families[0] == matplotlib.rcParams["font.family"][0] and families[-1] == "Noto Sans CJK JP"
+    before = list(matplotlib.rcParams["font.family"])
+    classes = [*CJK, "cat"]
+    y = np.repeat(np.arange(4), 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Glyph ... missing from font(s)" would raise here
+        write_png(
+            tmp_path / "r.png",
+            title="cjk",
+            weights={"a": 0.5, "b": 0.5},
+            per_class=[{"class": c, "support": 3, "best_single": 0.5, "blend": 0.6} for c in classes],
+            single_name="a",
+            y=y,
+            blend=np.eye(4)[y],
+            classes=classes,
+        )
+    assert (tmp_path / "r.png").stat().st_size > 0
+    assert matplotlib.rcParams["font.family"] == before  # only while the PNG is drawn
+
+
+def test_help_does_not_load_matplotlib_or_the_font() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from kit.cli.app import app\n"
+        "assert CliRunner().invoke(app, ['--help']).exit_code == 0\n"
+        "print('LOADED', [m for m in sys.modules if m.startswith(('matplotlib', 'kit.plots'))])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "LOADED []" in out
