@@ -363,3 +363,83 @@ def test_help_does_not_load_matplotlib_or_the_font() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "LOADED []" in out
+
+
+# ---------------------------------------------------------------- 14: caches and batches that cannot fit
+
+GB = 1024**3
+
+
+def test_estimate_and_assess_refuse_with_the_numbers() -> None:
+    from kit.train.preflight import Resources, assess, estimate
+
+    e = estimate("big", 2048, 1000, batch_size=32, n_train_rows=800)
+    assert e.cache_bytes == 1000 * 2048 * 2048 * 3 and e.batch == 32
+    assert e.batch_lean_bytes == 32 * 3 * 2048 * 2048 * 4 * 32
+    assert estimate("x", 64, 10, batch_size=32, n_train_rows=17).batch == 17  # a fold has only 17 rows
+    res = Resources(
+        free_disk=5 * GB, disk_path=Path("/w"), free_memory={"big": 16 * GB}, device={"big": "cpu"}
+    )
+    problems, warns = assess([e], res, image_side=32)
+    disk, mem = problems
+    assert (
+        "the image caches need 11.7 GB (big: 1000 images at 2048 px" in disk and "/w has 5.0 GB free" in disk
+    )
+    assert "one training batch of 32 images at 2048 px needs at least 48.0 GB" in mem
+    assert "16.0 GB of memory is free; use members.big.batch_size=10" in mem
+    assert "img_size is 2048 but the images are at most 32 px (64x upscaled)" in warns[0]
+    # the same member at its images' size fits without a word
+    small = estimate("big", 32, 1000, batch_size=32, n_train_rows=800)
+    assert assess([small], res, image_side=32) == ([], [])
+    # fits, but most of the disk and a typical backbone's memory: warnings, not refusals
+    mid = estimate("mid", 512, 2000, batch_size=32, n_train_rows=800)
+    res = Resources(
+        free_disk=2 * GB, disk_path=Path("/w"), free_memory={"mid": 8 * GB}, device={"mid": "cuda"}
+    )
+    problems, warns = assess([mid], res, image_side=600)
+    assert problems == [] and len(warns) == 2
+    assert "1.5 GB of the 2.0 GB free" in warns[0] and "more than the 8.0 GB of free GPU memory" in warns[1]
+
+
+def test_train_at_2048_px_on_32_px_images_is_refused_before_any_cache(tmp_path: Path) -> None:
+    """The user path of the report: `kit train` with img_size 2048 on 32 px images, under a memory limit
+    (`ulimit -v`, as a container or a shared machine sets one), stops at once with the numbers and the fix."""
+    import resource
+    import subprocess
+    import sys
+
+    data = make_competition(tmp_path / "data", size=32)
+    cfg = write_config(
+        tmp_path / "kit.yaml", data, {"big": member(img_size=2048, batch_size=32, device="cpu")}
+    )
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 * GB, 4 * GB))
+
+    r = subprocess.run(
+        [sys.executable, "-c", "from kit.cli.app import main; main()", "train", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 1, out
+    assert "not starting: this run cannot fit on this machine" in out
+    assert "members.big: one training batch of 17 images at 2048 px needs at least 25.5 GB" in out
+    assert "of memory is free; use members.big.batch_size=" in out
+    assert "members.big.img_size is 2048 but the images are at most 32 px (64x upscaled)" in out
+    assert "Traceback" not in out
+    assert not list((tmp_path / "work").glob("cache/images/*.npy"))  # nothing was decoded
+
+
+def test_a_large_upscale_that_fits_trains_with_a_warning(tmp_path: Path, runner: CliRunner) -> None:
+    data = make_competition(tmp_path / "data", size=8)
+    cfg = write_config(tmp_path / "kit.yaml", data, {"cnx": member(img_size=48, device="cpu")})
+    r = invoke(runner, ["train", "-c", str(cfg)], cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "warning: members.cnx.img_size is 48 but the images are at most 8 px (6x upscaled)" in out
+    assert "the cache takes" in out
+    assert (tmp_path / "work" / "members" / "cnx" / "meta.json").is_file()
