@@ -72,7 +72,7 @@ def test_other_modes_and_exif_orientation_still_decode(tmp_path: Path) -> None:
     rgba = np.dstack([rgb, np.full((16, 24), 7, np.uint8)])
     Image.fromarray(rgba).save(tmp_path / "a.png")
     assert np.array_equal(
-        decode_image(tmp_path / "a.png", 16)[:, :, :],
+        decode_image(tmp_path / "a.png", 16),
         np.asarray(Image.fromarray(rgb).resize((16, 16), Image.Resampling.BICUBIC)),
     )
     Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
@@ -193,7 +193,6 @@ def test_integer_class_names_in_yaml_are_strings(tmp_path: Path, runner: CliRunn
     data = labelled(tmp_path / "d", ["0", "1"] * 4)
     cfg = tmp_path / "kit.yaml"
     kit_yaml(cfg, data)
-    cfg.write_text(cfg.read_text() + "")
     raw = yaml.safe_load(cfg.read_text())
     cfg.write_text(yaml.safe_dump(raw).replace("competition:\n", "competition:\n  classes: [1, 0]\n"))
     assert yaml.safe_load(cfg.read_text())["competition"]["classes"] == [1, 0]  # ints, as YAML reads them
