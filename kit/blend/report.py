@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kit.metrics.scores import confusion_matrix, f1_from_confusion
+from kit.plots.fonts import with_cjk_fallback
 
 
 def _csv(header: list[str], rows: list[list[Any]]) -> str:
@@ -66,6 +67,7 @@ def per_class_csv(rows: list[dict[str, Any]]) -> str:
     return _csv(keys, [[r[k] if k in ("class", "support") else f"{r[k]:.6f}" for k in keys] for r in rows])
 
 
+@with_cjk_fallback  # class names in Korean, Japanese or Chinese
 def write_png(
     path: Path,
     *,

@@ -134,7 +134,7 @@ def validate(
         else:
             console.print(f"[green]✓[/] {r.path} ({r.kind})", highlight=False)
         for w in r.warnings:
-            console.print(f"    [yellow]not there yet:[/] {w}", highlight=False)
+            console.print(f"    [yellow]warning:[/] {w}", highlight=False)
     if failed:
         raise typer.Exit(1)
 
@@ -164,6 +164,12 @@ def folds(config: ConfigOpt = Path("kit.yaml"), overrides: SetOpt = None) -> Non
         counts = [int(((ws.folds.fold == f) & (y == c)).sum()) for f in range(ws.folds.k)]  # type: ignore[operator]
         t.add_row(name, *map(str, counts), str(sum(counts)))
     console.print(t)
+    if ws.folds.blank_groups:
+        console.print(
+            f"{ws.folds.blank_groups} row(s) have a blank '{ws.cfg.competition.group_column}': each is its own "
+            "group (competition.blank_groups: own; set it to error to refuse them)",
+            highlight=False,
+        )
     console.print(f"wrote {folds_table_path(ws.cfg)} (fingerprint {ws.folds.fingerprint})")
 
 

@@ -63,11 +63,26 @@ def _set_path(data: dict[str, Any], parts: list[str], value: Any) -> str | None:
     return None
 
 
+def _new_member_problem(data: dict[str, Any], parts: list[str], known: list[str] | None) -> str | None:
+    """`members.cnxx.epochs=1` names no member of the file: say so (a new member needs `members.NAME.kind=`
+    first, and `members.NAME={...}` defines one whole)."""
+    if known is None or len(parts) < 3 or parts[0] != "members" or parts[1] in known:
+        return None
+    current = data["members"].get(parts[1]) if isinstance(data.get("members"), dict) else None
+    if parts[2] == "kind" or (isinstance(current, dict) and "kind" in current):
+        return None
+    close = difflib.get_close_matches(parts[1], known, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"kit.yaml defines {known}"
+    return f"no member '{parts[1]}'; {hint}"
+
+
 def apply_overrides(
     data: dict[str, Any], overrides: list[str] | None, source: str = "--set"
 ) -> dict[str, Any]:
     """`members.convnext.epochs=1` -> data['members']['convnext']['epochs'] = 1 (value parsed as YAML)."""
     problems = []
+    members = data.get("members")
+    known = list(members) if isinstance(members, dict) else None
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -78,7 +93,7 @@ def apply_overrides(
         except yaml.YAMLError:
             value = raw
         parts = key.strip().split(".")
-        problem = _set_path(data, parts, value)
+        problem = _new_member_problem(data, parts, known) or _set_path(data, parts, value)
         if problem:
             problems.append(f"{source} {item!r}: {problem}")
     if problems:

@@ -18,6 +18,13 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _label_text(v: object, key: str) -> object:
+    """Labels are strings in kit: YAML reads `classes: [0, 1]` as integers; take them as '0', '1'."""
+    if isinstance(v, bool):  # YAML 1.1 reads yes/no/on/off as booleans
+        raise ValueError(f"{key}: YAML read {v!r} as true/false, not a class name; quote it, e.g. 'yes'")
+    return str(v) if isinstance(v, (int, float)) else v
+
+
 # ---------------------------------------------------------------- submission (kit submit; docs/submit.md)
 
 
@@ -28,6 +35,11 @@ class SubmissionConfig(StrictModel):
     k: int = Field(3, ge=1, description="topk: labels per row (default: as many as the sample shows)")
     positive_class: str | None = Field(None, description="binary_proba: the class the column holds")
     id_column: str | None = Field(None, description="the sample's id column; default competition.id_column")
+
+    @field_validator("positive_class", mode="before")
+    @classmethod
+    def _positive_as_text(cls, v: object) -> object:
+        return _label_text(v, "competition.submission.positive_class")
 
 
 # ---------------------------------------------------------------- competition
@@ -50,6 +62,9 @@ class Competition(StrictModel):
     group_column: str | None = None
     classes: list[str] | None = Field(None, description="class order; default: sorted labels of train")
     metric: Metric = "weighted_f1"
+    blank_groups: Literal["own", "error"] = Field(
+        "own", description="rows with an empty group_column cell: each its own group, or an error"
+    )
 
     @property
     def train_is_table(self) -> bool:
@@ -58,6 +73,15 @@ class Competition(StrictModel):
     @property
     def test_is_table(self) -> bool:
         return self.test is not None and self.test.suffix.lower() in TABLE_SUFFIXES
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes_as_text(cls, v: object) -> object:
+        return (
+            [_label_text(c, f"competition.classes[{i}]") for i, c in enumerate(v)]
+            if isinstance(v, list)
+            else v
+        )
 
     @field_validator("classes")
     @classmethod

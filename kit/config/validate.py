@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kit.config.load import apply_overrides, read_yaml, resolve_paths, validate_data
 from kit.config.schema import KitConfig
 from kit.errors import KitError
+
+T = TypeVar("T")
 
 
 @dataclass
 class Checked:
     path: Path
     kind: str
-    problems: list[str] = field(default_factory=list)  # invalid config: exit 1
-    warnings: list[str] = field(default_factory=list)  # valid, but something it names is not there yet
+    problems: list[str] = field(
+        default_factory=list
+    )  # invalid config, or data train/submit would refuse: exit 1
+    warnings: list[str] = field(default_factory=list)  # valid, but worth a look
 
 
 def config_kind(path: Path, data: dict[str, Any]) -> str:
@@ -28,15 +33,62 @@ def config_kind(path: Path, data: dict[str, Any]) -> str:
 
 
 def check_paths(cfg: KitConfig) -> list[str]:
-    """Files the config names that are not there (the config itself can still be valid)."""
+    """Files the config names that are not there, and the ones `kit submit` needs that it does not name."""
     comp = cfg.competition
     if not comp.root.is_dir():
-        return [f"competition.root: folder {comp.root} does not exist"]
+        return [
+            f"competition.root: folder {comp.root} does not exist; point it at the competition's data folder"
+        ]
     problems = []
     for key in ("train", "train_images", "test", "test_images", "sample_submission"):
         p = getattr(comp, key)
         if p is not None and not p.exists():
-            problems.append(f"competition.{key}: {p} does not exist")
+            problems.append(
+                f"competition.{key}: {p} does not exist; fix the path (relative to competition.root)"
+            )
+    if comp.test is None:
+        problems.append("competition.test is not set; `kit submit` needs the test table or test image folder")
+    if comp.sample_submission is None:
+        problems.append(
+            "competition.sample_submission is not set; `kit submit` copies the submission's shape from it"
+        )
+    return problems
+
+
+def check_data(cfg: KitConfig) -> list[str]:
+    """What `kit train` and `kit submit` would refuse: the config's files, tables, fold plan and sample.
+
+    Reads tables and file names only (no image is decoded, nothing heavy is imported)."""
+    from kit.cv.folds import check_fold_plan
+    from kit.data.table import load_test, load_train
+    from kit.submit.format import match_ids
+    from kit.submit.sample import detect_layout, read_csv_exact
+
+    problems = check_paths(cfg)
+    if problems:
+        return problems
+    comp = cfg.competition
+
+    def attempt(step: Callable[[], T]) -> T | None:
+        try:
+            return step()
+        except KitError as e:
+            problems.append(str(e))
+            return None
+
+    train = attempt(lambda: load_train(comp))
+    if train is None:
+        return problems
+    attempt(lambda: check_fold_plan(cfg, train))
+    test = attempt(lambda: load_test(comp, train.classes))
+    assert comp.sample_submission is not None  # check_paths reports it unset
+    sample = attempt(lambda: read_csv_exact(comp.sample_submission, "sample submission"))  # type: ignore[arg-type]
+    if sample is not None and not sample.rows:
+        problems.append(f"{comp.sample_submission}: the sample submission has a header but no rows")
+    elif sample is not None:
+        layout = attempt(lambda: detect_layout(sample, train.classes, comp.submission, comp.id_column))
+        if layout is not None and test is not None:
+            attempt(lambda: match_ids(sample.column(layout.id_col), test.ids, lines=sample.lines))
     return problems
 
 
@@ -49,7 +101,7 @@ def validate_file(path: Path, overrides: list[str] | None = None) -> Checked:
     try:
         if kind == "kit.yaml":
             cfg = validate_data(apply_overrides(data, overrides), KitConfig, str(path))
-            return Checked(path, kind, warnings=check_paths(resolve_paths(cfg, path.parent.resolve())))
+            return Checked(path, kind, check_data(resolve_paths(cfg, path.parent.resolve())))
         if kind == "ensemble":
             from kit.blend.spec import EnsembleSpec
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from kit.artifacts.atomic import atomic_write_text
 from kit.config.schema import KitConfig
-from kit.data.table import Table
+from kit.data.table import Table, is_blank_group
 from kit.errors import KitError
 
 
@@ -30,6 +30,7 @@ class Folds:
     fold: np.ndarray  # int64 [n], fold index each row is validated in
     k: int
     grouped: bool
+    blank_groups: int = 0  # rows whose group cell was empty, each made its own group
 
     @property
     def fingerprint(self) -> str:
@@ -58,8 +59,7 @@ def assign_folds(
     labels = np.asarray(labels)
     n = len(labels)
     counts = np.bincount(labels, minlength=len(classes) if classes else 0)
-    if n < k:
-        raise KitError(f"folds.k = {k} but there are only {n} train images; lower folds.k")
+    check_fold_inputs(labels, k, groups)
     small = [(classes[c] if classes else str(c), int(m)) for c, m in enumerate(counts) if 0 < m < k]
     if small:
         names = ", ".join(f"'{c}' ({m})" for c, m in small)
@@ -73,24 +73,44 @@ def assign_folds(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # sklearn's own 'least populated class' note
         if groups is not None:
-            n_groups = len(set(groups))
-            if n_groups < k:
-                raise KitError(
-                    f"competition.group_column has {n_groups} distinct groups but folds.k = {k}; lower folds.k "
-                    f"to at most {n_groups}, or set folds.use_groups: false (only if groups do not leak)"
-                )
             splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
             _, group_codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
             split = splitter.split(np.zeros(n), labels, group_codes)
         else:
-            if counts.max() < k:
-                raise KitError(
-                    f"every class has fewer than folds.k = {k} images; lower folds.k to {int(counts.max())}"
-                )
             split = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), labels)
         for f, (_, valid) in enumerate(split):
             fold[valid] = f
     return fold
+
+
+def check_fold_inputs(labels: np.ndarray, k: int, groups: list[str] | None) -> None:
+    """The fold plans no splitter can make (too few images, groups or class members for folds.k)."""
+    n = len(labels)
+    if n < k:
+        raise KitError(f"folds.k = {k} but there are only {n} train images; lower folds.k")
+    if groups is not None:
+        n_groups = len(set(groups))
+        if n_groups < k:
+            raise KitError(
+                f"competition.group_column has {n_groups} distinct groups but folds.k = {k}; lower folds.k "
+                f"to at most {n_groups}, or set folds.use_groups: false (only if groups do not leak)"
+            )
+    elif np.bincount(labels).max() < k:
+        raise KitError(
+            f"every class has fewer than folds.k = {k} images; lower folds.k to {int(np.bincount(labels).max())}"
+        )
+
+
+def check_fold_plan(cfg: KitConfig, train: Table) -> None:
+    """`make_folds`'s refusals without splitting (no scikit-learn import): for `kit validate`."""
+    assert train.labels is not None
+    groups, _ = _fold_groups(cfg, train)
+    check_fold_inputs(train.labels, cfg.folds.k, groups)
+
+
+def _fold_groups(cfg: KitConfig, train: Table) -> tuple[list[str] | None, int]:
+    use_groups = cfg.folds.use_groups and cfg.competition.group_column is not None
+    return own_blank_groups(train.groups) if use_groups and train.groups else (None, 0)
 
 
 def make_folds(cfg: KitConfig, train: Table) -> Folds:
@@ -104,10 +124,15 @@ def make_folds(cfg: KitConfig, train: Table) -> Folds:
             stacklevel=2,
         )
     assert train.labels is not None
-    fold = assign_folds(
-        train.labels, cfg.folds.k, cfg.folds.seed, train.groups if use_groups else None, train.classes
-    )
-    return Folds(ids=train.ids, fold=fold, k=cfg.folds.k, grouped=use_groups)
+    groups, n_blank = _fold_groups(cfg, train)
+    fold = assign_folds(train.labels, cfg.folds.k, cfg.folds.seed, groups, train.classes)
+    return Folds(ids=train.ids, fold=fold, k=cfg.folds.k, grouped=use_groups, blank_groups=n_blank)
+
+
+def own_blank_groups(groups: list[str]) -> tuple[list[str], int]:
+    """Groups with every blank cell made a group of its own (not one big group of all blanks), and their count."""
+    out = [f"\x00blank-row-{i}" if is_blank_group(g) else g for i, g in enumerate(groups)]
+    return out, sum(1 for g in groups if is_blank_group(g))
 
 
 def folds_table_path(cfg: KitConfig) -> Path:

@@ -15,6 +15,7 @@ import numpy as np
 from kit.data.table import Table
 from kit.errors import KitError
 
+DECODE_VERSION = 2  # bumped when decode_image's pixels change (2: 16-bit scaling, EXIF orientation)
 RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1, "box": 4, "hamming": 5}
 
 
@@ -24,12 +25,32 @@ class DecodeStats:
     decoded = 0
 
 
+# modes whose values go past 255: 16-bit PNG/TIFF ("I;16*"), 32-bit integer ("I") and float ("F") images
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def to_uint8(a: np.ndarray) -> np.ndarray:
+    """Scale a wide grayscale array to 0..255: integers by the 16-bit range (x / 257), floats in [0, 1] by 255;
+    values outside those ranges (negative, or past 65535 or 1.0) by the image's own min and max."""
+    x = a.astype(np.float64)
+    lo, hi = (0.0, 1.0) if np.issubdtype(a.dtype, np.floating) else (0.0, 65535.0)
+    if x.size and (x.min() < lo or x.max() > hi):
+        lo, hi = float(x.min()), float(x.max())
+    scaled = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
 def decode_image(path: Path, size: int, resample: str = "bicubic") -> np.ndarray:
-    from PIL import Image
+    """uint8 RGB [size, size, 3]: EXIF orientation applied; 16-bit and float images scaled to 8 bits, not
+    clipped (PIL's convert("RGB") clips 16-bit values at 255)."""
+    from PIL import Image, ImageOps
 
     with Image.open(path) as im:
         im.load()
-        rgb = im.convert("RGB")
+        img = ImageOps.exif_transpose(im)
+        if img.mode in WIDE_MODES:
+            img = Image.fromarray(to_uint8(np.asarray(img)))
+        rgb = img.convert("RGB")
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), resample=RESAMPLE[resample])
     DecodeStats.decoded += 1
@@ -37,7 +58,7 @@ def decode_image(path: Path, size: int, resample: str = "bicubic") -> np.ndarray
 
 
 def cache_path(cache_dir: Path, split: str, fingerprint: str, size: int, resample: str) -> Path:
-    return cache_dir / "images" / f"{split}-{fingerprint}-{size}px-{resample}.npy"
+    return cache_dir / "images" / f"{split}-{fingerprint}-{size}px-{resample}-d{DECODE_VERSION}.npy"
 
 
 def build_image_cache(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +15,23 @@ from pathlib import Path
 import numpy as np
 
 from kit.config.schema import Competition
+from kit.data.encoding import decode_bytes
 from kit.errors import KitError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
+# how a missing value reads after a round trip through pandas (`df.to_csv` writes NaN as 'nan' or '')
+MISSING_SPELLINGS = ("nan", "NaN", "NAN")
+
+
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTS
+
+
+def is_blank_group(value: str) -> bool:
+    """An empty (or NaN) group cell: each such row is its own group (competition.blank_groups)."""
+    return value.strip() == "" or value.strip() in MISSING_SPELLINGS
 
 
 @dataclass(frozen=True)
@@ -57,10 +68,11 @@ def _digest(text: str) -> str:
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Header and rows as strings exactly as written (BOM stripped, ids keep their zero padding)."""
+    """Header and rows as strings exactly as written (encoding detected, BOM stripped, ids keep their zero padding)."""
     if not path.exists():
         raise KitError(f"{path}: file not found; check competition paths in kit.yaml")
-    with path.open(newline="", encoding="utf-8-sig") as f:
+    _, text = decode_bytes(path.read_bytes())  # UTF-8 (BOM or not), cp949/EUC-KR, latin-1
+    with io.StringIO(text, newline="") as f:
         sample = f.read(4096)
         f.seek(0)
         delimiter = "\t" if path.suffix.lower() == ".tsv" or ("\t" in sample and "," not in sample) else ","
@@ -147,12 +159,22 @@ def _table_split(
             lab = row.get(comp.label_column or "", "").strip()
             if lab == "":
                 problems.append(f"{table.name} row {n}: empty label in column '{comp.label_column}'")
+            elif lab in MISSING_SPELLINGS and lab not in (comp.classes or []):
+                problems.append(
+                    f"{table.name} row {n}: label '{lab}' in column '{comp.label_column}' is a missing value "
+                    "(pandas writes NaN for an empty cell); fill in the class or remove the row"
+                )
             labels.append(lab)
             if comp.group_column:
                 groups.append(row[comp.group_column])
+                if comp.blank_groups == "error" and is_blank_group(groups[-1]):
+                    problems.append(
+                        f"{table.name} row {n}: blank group in column '{comp.group_column}' "
+                        "(competition.blank_groups: error); fill it in, or set blank_groups: own"
+                    )
     if problems:
         raise KitError(
-            f"{table}: {len(problems)} row(s) point at missing images or lack labels; fix the table or "
+            f"{table}: {len(problems)} row(s) point at missing images or lack labels or groups; fix the table or "
             f"competition.{split}_images:",
             problems=problems[:50] + ([f"... and {len(problems) - 50} more"] if len(problems) > 50 else []),
         )
@@ -202,6 +224,12 @@ def load_train(comp: Competition) -> Table:
             "remove competition.classes to take the labels found"
         )
     y = np.fromiter((lookup[lab] for lab in labels), dtype=np.int64, count=len(labels))
+    unseen = [c for i, c in enumerate(classes) if not (y == i).any()]
+    if unseen:
+        raise KitError(
+            f"{comp.train}: competition.classes lists {unseen[:10]} but no train image has that label; kit "
+            "cannot learn a class it never sees: remove it from competition.classes or add its images"
+        )
     return Table(ids=ids, paths=paths, labels=y, groups=groups, classes=classes)
 
 

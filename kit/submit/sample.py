@@ -7,7 +7,6 @@ the line ending. `detect_layout` decides the output kind from the sample and the
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import re
@@ -16,11 +15,11 @@ from pathlib import Path
 from typing import Literal
 
 from kit.config.schema import SubmissionConfig
+from kit.data.encoding import decode_bytes
 from kit.errors import KitError
 
 Kind = Literal["label", "label_code", "proba", "binary_proba", "topk"]
 KINDS: tuple[Kind, ...] = ("label", "label_code", "proba", "binary_proba", "topk")
-FALLBACK_ENCODINGS = ("utf-8", "cp949", "latin-1")
 UNNAMED = re.compile(r"^(Unnamed: \d+)?$")
 _INT = re.compile(r"^[+-]?\d+$")
 
@@ -54,16 +53,7 @@ class CsvFile:
 def read_csv_exact(path: Path, what: str = "submission file") -> CsvFile:
     if not path.is_file():
         raise KitError(f"{path}: {what} not found; check the path")
-    raw = path.read_bytes()
-    if raw.startswith(codecs.BOM_UTF8):
-        encoding, text = "utf-8-sig", raw[len(codecs.BOM_UTF8) :].decode("utf-8", errors="replace")
-    else:
-        for encoding in FALLBACK_ENCODINGS:
-            try:
-                text = raw.decode(encoding)
-                break
-            except UnicodeDecodeError:
-                continue
+    encoding, text = decode_bytes(path.read_bytes())
     first, _, _ = text.partition("\n")
     newline = "\r\n" if first.endswith("\r") else "\n"
     header_line = first.rstrip("\r")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kit.config.schema import KitConfig
+from kit.train.preflight import preflight
 from kit.train.progress import NullReporter, Reporter
 from kit.train.registry import get_trainer, select_members
 
@@ -20,6 +21,7 @@ def train_members(
 
     chosen = select_members(cfg.members, names)
     ws = open_workspace(cfg)
+    preflight(ws, {n: cfg.members[n] for n in chosen})  # caches fit on disk, a batch in memory
     rep = reporter or NullReporter()
     out = []
     for name in chosen:

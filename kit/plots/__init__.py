@@ -1,0 +1,1 @@
+"""Helpers shared by the PNGs kit writes (the blend report): fonts for class names in any script."""

@@ -1,0 +1,231 @@
+"""Before training: will the image caches fit on disk and a batch in memory, and is img_size sensible?
+
+`img_size: 2048` on 32 px images used to start quietly, grow a cache of gigabytes and end under the OOM killer
+with no message. `estimate` is pure arithmetic over sizes; `assess` turns an estimate and the free resources
+into refusals (it cannot fit) and warnings (it fits but looks wrong); `preflight` gathers the numbers for the
+members about to train and raises or warns before any image is decoded.
+
+The batch figure is rough on purpose: a backbone keeps activations for the backward pass worth a multiple of
+its input. Refusals use a low multiple (LEAN_FACTOR: even a small network needs that much), warnings a typical
+one (TYPICAL_FACTOR, near convnext_tiny/resnet50 in fp32), so a refusal is never a guess in the user's disfavour.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kit.config.schema import ClipProbeMember, TimmMember
+    from kit.data.workspace import Workspace
+
+from kit.errors import KitError
+
+GB = 1024**3
+LEAN_FACTOR = 32  # training memory per byte of float32 input, at least (refuse above free memory)
+TYPICAL_FACTOR = 256  # and typically (warn above free memory)
+UPSCALE_WARN = 4.0  # warn when img_size is more than this many times the images' own largest side
+DISK_WARN = 0.5  # warn when the new caches take more than this share of the free disk
+SAMPLED_IMAGES = 32  # image headers read to learn the images' own size
+
+
+class PreflightWarning(UserWarning):
+    """Training can start, but the numbers look wrong (a huge upscale, most of the disk, tight memory)."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What one member needs: bytes of new image caches (train + test) and of one training batch."""
+
+    member: str
+    img_size: int
+    n_images: int  # images in the caches still to be built
+    cache_bytes: int
+    batch: int  # images per training batch (batch_size, at most the rows of a fold's train split)
+    batch_lean_bytes: int
+    batch_typical_bytes: int
+
+
+@dataclass(frozen=True)
+class Resources:
+    free_disk: int  # bytes free where the caches go
+    disk_path: Path
+    free_memory: dict[str, int]  # member -> bytes free where it trains (RAM, or its GPU's memory)
+    device: dict[str, str]  # member -> "cpu" | "cuda"
+
+
+def estimate(
+    member: str, img_size: int, n_new_images: int, batch_size: int, n_train_rows: int, *, trains: bool = True
+) -> Estimate:
+    """Pure: the uint8 cache [N, S, S, 3] and one float32 batch [B, 3, S, S] times the activation factors."""
+    batch = min(batch_size, max(1, n_train_rows)) if trains else 0
+    batch_input = batch * 3 * img_size * img_size * 4
+    return Estimate(
+        member=member,
+        img_size=img_size,
+        n_images=n_new_images,
+        cache_bytes=n_new_images * img_size * img_size * 3,
+        batch=batch,
+        batch_lean_bytes=batch_input * LEAN_FACTOR,
+        batch_typical_bytes=batch_input * TYPICAL_FACTOR,
+    )
+
+
+def _gb(n: float) -> str:
+    return f"{n / GB:.1f} GB" if n >= GB / 10 else f"{n / 1024**2:.0f} MB"
+
+
+def assess(estimates: list[Estimate], res: Resources, image_side: int | None) -> tuple[list[str], list[str]]:
+    """Pure: (problems that refuse the run, warnings), each with the numbers and the fix."""
+    problems: list[str] = []
+    warns: list[str] = []
+    cache = sum(e.cache_bytes for e in estimates)
+    if cache > res.free_disk:
+        parts = ", ".join(
+            f"{e.member}: {e.n_images} images at {e.img_size} px" for e in estimates if e.cache_bytes
+        )
+        problems.append(
+            f"the image caches need {_gb(cache)} ({parts}; N x S x S x 3 bytes) but {res.disk_path} has "
+            f"{_gb(res.free_disk)} free; lower members.NAME.img_size or free disk space"
+        )
+    elif cache > DISK_WARN * res.free_disk:
+        warns.append(
+            f"the image caches will take {_gb(cache)} of the {_gb(res.free_disk)} free at {res.disk_path}"
+        )
+    for e in estimates:
+        free = res.free_memory.get(e.member)
+        where = "GPU memory" if res.device.get(e.member) == "cuda" else "memory"
+        if not e.batch or free is None:
+            pass
+        elif e.batch_lean_bytes > free:
+            fits = max(0, e.batch * free // e.batch_lean_bytes)
+            fix = (
+                f"members.{e.member}.batch_size={fits}" if fits else f"a smaller members.{e.member}.img_size"
+            )
+            problems.append(
+                f"members.{e.member}: one training batch of {e.batch} images at {e.img_size} px needs at least "
+                f"{_gb(e.batch_lean_bytes)} (roughly; {_gb(e.batch_typical_bytes)} for a typical backbone) but "
+                f"{_gb(free)} of {where} is free; use {fix} (e.g. --set), or lower img_size"
+            )
+        elif e.batch_typical_bytes > free:
+            warns.append(
+                f"members.{e.member}: a batch of {e.batch} images at {e.img_size} px may need about "
+                f"{_gb(e.batch_typical_bytes)}, more than the {_gb(free)} of free {where}; if training "
+                f"runs out of memory, lower members.{e.member}.batch_size"
+            )
+        if image_side and e.img_size > UPSCALE_WARN * image_side:
+            warns.append(
+                f"members.{e.member}.img_size is {e.img_size} but the images are at most {image_side} px "
+                f"({e.img_size / image_side:.0f}x upscaled); the cache takes {_gb(e.cache_bytes)} and training "
+                f"is slower for no new detail; set img_size near {max(image_side, 32)} (or the backbone's own "
+                "size, e.g. 224) unless the upscale is intended"
+            )
+    return problems, warns
+
+
+# ---------------------------------------------------------------- measuring the machine
+
+
+def free_memory() -> int:
+    """Bytes this process can still get: MemAvailable, capped by a cgroup limit and the address-space limit."""
+    avail = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:  # containers: the OOM killer acts on the cgroup's limit, not the machine's memory
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            avail.append(max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)  # `ulimit -v`: allocations past it fail
+    if soft != resource.RLIM_INFINITY:
+        try:
+            vm = next(
+                int(line.split()[1]) * 1024
+                for line in Path("/proc/self/status").read_text().splitlines()
+                if line.startswith("VmSize:")
+            )
+        except (OSError, StopIteration):
+            vm = 0
+        avail.append(max(0, soft - vm))
+    return min(avail) if avail else 1 << 62
+
+
+def device_memory(device: str) -> tuple[str, int]:
+    """("cpu", free RAM) or ("cuda", free memory of the current GPU) for a member's `device` setting."""
+    if device == "cpu":
+        return "cpu", free_memory()
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", int(torch.cuda.mem_get_info()[0])
+    return "cpu", free_memory()
+
+
+def free_disk(path: Path) -> tuple[int, Path]:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free, p
+
+
+def images_side(paths: list[Path], k: int = SAMPLED_IMAGES) -> int | None:
+    """The largest side among up to k images spread over the table (headers only, no pixels decoded)."""
+    from PIL import Image
+
+    if not paths:
+        return None
+    step = max(1, len(paths) // k)
+    sides = []
+    for p in paths[::step][:k]:
+        try:
+            with Image.open(p) as im:
+                sides.append(max(im.size))
+        except OSError:
+            continue  # the cache build names unreadable files
+    return max(sides) if sides else None
+
+
+def _cached(ws: Workspace, split: str, fingerprint: str, size: int) -> bool:
+    return any((ws.cache_dir / "images").glob(f"{split}-{fingerprint}-{size}px-*.npy"))
+
+
+def preflight(ws: Workspace, members: dict[str, TimmMember | ClipProbeMember]) -> None:
+    """Refuse (KitError) or warn (PreflightWarning) before the members train; see the module docstring."""
+    n_train_rows = max(len(ws.folds.train_idx(f)) for f in range(ws.folds.k))
+    estimates, sizes_seen = [], set()
+    for name, m in members.items():
+        if m.img_size is None:  # clip_probe at the model's own size: small, known only once it loads
+            continue
+        n_new = 0
+        if m.img_size not in sizes_seen:  # members at one size share the caches
+            sizes_seen.add(m.img_size)
+            n_new += 0 if _cached(ws, "train", ws.data_fingerprint, m.img_size) else len(ws.train)
+            if ws.test is not None and not _cached(ws, "test", ws.test_fingerprint, m.img_size):
+                n_new += len(ws.test)
+        trains_images = m.kind == "timm"  # clip_probe trains a head on embeddings
+        estimates.append(estimate(name, m.img_size, n_new, m.batch_size, n_train_rows, trains=trains_images))
+    if not estimates:
+        return
+    disk, where = free_disk(ws.cache_dir)
+    on = {e.member: device_memory(members[e.member].device) for e in estimates if e.batch}
+    res = Resources(
+        free_disk=disk,
+        disk_path=where,
+        free_memory={n: free for n, (_, free) in on.items()},
+        device={n: dev for n, (dev, _) in on.items()},
+    )
+    problems, warns = assess(estimates, res, images_side(ws.train.paths))
+    for w in warns:
+        warnings.warn(w, PreflightWarning, stacklevel=2)
+    if problems:
+        raise KitError("not starting: this run cannot fit on this machine:", problems=problems)
