@@ -92,11 +92,13 @@ class Sim:
     info: dict = field(default_factory=dict)
 
 
-def simulate(seed: int, n_test: int = 4000, small: bool = False) -> Sim:
+def simulate(
+    seed: int, n_test: int = 4000, small: bool = False, max_n: int = 20000, max_classes: int = 50
+) -> Sim:
     rng = np.random.default_rng(seed)
-    lo, hi = (300, 1500) if small else (500, 20000)
+    lo, hi = (300, 1500) if small else (500, max_n)
     N = int(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-    C = round(float(np.exp(rng.uniform(np.log(5), np.log(50 if not small else 12)))))
+    C = round(float(np.exp(rng.uniform(np.log(5), np.log(max_classes if not small else 12)))))
     ratio = float(np.exp(rng.uniform(0, np.log(100))))
     M = int(rng.integers(2, 13 if not small else 6))
     gmax = int(rng.integers(1, 6))
@@ -216,9 +218,16 @@ def judge_rules(
     return picks, reported
 
 
-def run_one(seed: int, spec: EnsembleSpec, resamples: int, small: bool = False) -> Outcome:
+def run_one(
+    seed: int,
+    spec: EnsembleSpec,
+    resamples: int,
+    small: bool = False,
+    max_n: int = 20000,
+    max_classes: int = 50,
+) -> Outcome:
     t0 = time.perf_counter()
-    sim = simulate(seed, small=small)
+    sim = simulate(seed, small=small, max_n=max_n, max_classes=max_classes)
     metric = sim.info["metric"]
     rows = table_rows(sim, spec, metric)
 
@@ -278,9 +287,9 @@ def print_summary(res: dict[str, dict[str, float]], n: int, seconds: float) -> N
         )
 
 
-def _work(args: tuple[int, int]) -> Outcome:
-    seed, resamples = args
-    return run_one(seed, EnsembleSpec.model_validate(BENCH_SPEC), resamples)
+def _work(args: tuple[int, int, int, int]) -> Outcome:
+    seed, resamples, max_n, max_classes = args
+    return run_one(seed, EnsembleSpec.model_validate(BENCH_SPEC), resamples, False, max_n, max_classes)
 
 
 def main() -> None:
@@ -292,19 +301,25 @@ def main() -> None:
     ap.add_argument("--log", type=Path, default=None, help="append each competition's outcome (JSON lines)")
     ap.add_argument("--summarise", type=Path, default=None, help="only summarise a --log file")
     ap.add_argument("--demo", type=Path, default=None)
+    ap.add_argument(
+        "--max-n", type=int, default=20000, help="largest train size drawn (log-uniform from 500)"
+    )
+    ap.add_argument("--max-classes", type=int, default=50, help="most classes drawn (log-uniform from 5)")
     a = ap.parse_args()
     if a.summarise is not None:
         outcomes = [Outcome.from_json(line) for line in a.summarise.read_text().splitlines() if line.strip()]
         print_summary(summarise(outcomes), len(outcomes), sum(o.seconds for o in outcomes) / max(a.jobs, 1))
         return
     import json
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     t0 = time.perf_counter()
     outcomes = []
-    seeds = [(a.seed * 100003 + i, a.resamples) for i in range(a.competitions)]
+    seeds = [(a.seed * 100003 + i, a.resamples, a.max_n, a.max_classes) for i in range(a.competitions)]
     with ProcessPoolExecutor(a.jobs, initializer=_one_thread) as pool:
-        for i, o in enumerate(pool.map(_work, seeds)):
+        futures = [pool.submit(_work, s) for s in seeds]
+        for i, fut in enumerate(as_completed(futures)):
+            o = fut.result()
             outcomes.append(o)
             if a.log is not None:
                 with a.log.open("a") as f:

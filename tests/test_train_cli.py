@@ -10,6 +10,8 @@ from conftest import invoke
 from train_helpers import make_competition, member, write_config
 from typer.testing import CliRunner
 
+from kit.config.load import load_config
+
 
 def test_train_then_runs(tmp_path: Path, runner: CliRunner) -> None:
     data = make_competition(tmp_path / "data")
@@ -28,6 +30,16 @@ def test_train_then_runs(tmp_path: Path, runner: CliRunner) -> None:
     per_view = meta["metrics"]["per_view"]
     assert f"plain {per_view['plain']:.4f}, hflip {per_view['hflip']:.4f}" in r.output
     assert "later: not trained; run `kit train later`" in r.output
+    # the pooled score's group-bootstrap interval (the competition metric, plain view)
+    from kit.blend.selection import score_interval
+    from kit.data.table import load_train
+    from kit.metrics.scores import softmax
+
+    train = load_train(load_config(cfg).competition)
+    oof = softmax(np.load(d / "oof_logits.npy")[:, 0, :].astype(np.float64))
+    point, lo, hi = score_interval("weighted_f1", train.labels, oof, train.groups)
+    assert lo <= point <= hi
+    assert f"{lo:.4f}-{hi:.4f}" in r.output.replace("\n", "")
 
 
 def test_bad_inputs_exit_1_with_the_fix(tmp_path: Path, runner: CliRunner) -> None:

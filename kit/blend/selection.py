@@ -310,3 +310,19 @@ def selection_aware(
         out[held] = preds[r][held]
     lo, hi = np.quantile(bs.scores(out), [(1 - level) / 2, (1 + level) / 2])
     return SelectionAware(oof=out, picks=picks, score=bs.point(out), interval=(float(lo), float(hi)))
+
+
+def score_interval(
+    metric: str,
+    y: np.ndarray,
+    probs: np.ndarray,
+    groups: Sequence[str] | None,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """(score, low, high): one prediction array's score with its group-bootstrap percentile interval."""
+    rs = Resampler.make(group_codes(groups, len(y)), resamples, seed)
+    bs = BootstrapScorer(metric, y, probs.shape[1], rs)
+    lo, hi = np.quantile(bs.scores(probs), [(1 - level) / 2, (1 + level) / 2])
+    return bs.point(probs), float(lo), float(hi)

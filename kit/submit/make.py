@@ -79,6 +79,7 @@ def _sidecar(
         "source": {"kind": src.kind, "name": src.name, **src.details},
         "metric": src.metric,
         "cv_score": src.cv_score,
+        "cv_interval": src.cv_interval,
         "score_kind": src.score_kind,
         "kind": layout.kind,
         "n_rows": len(sample.rows),

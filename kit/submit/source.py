@@ -26,6 +26,7 @@ class Source:
     cv_score: float | None
     score_kind: str
     details: dict[str, Any] = field(default_factory=dict)
+    cv_interval: list[float] | None = None  # group-bootstrap interval of cv_score
 
 
 def mean_view_probs(logits: np.ndarray) -> np.ndarray:
@@ -72,18 +73,25 @@ def member_source(ws: Workspace, name: str) -> Source:
     submitted = score(metric, ws.train.labels, oof, logits=False)
     recorded, key = member_meta_score(art.meta, metric)
     cv = recorded if recorded is not None else submitted
+    from kit.blend.selection import score_interval
+
+    plain, lo, hi = score_interval(
+        metric, ws.train.labels, softmax(np.asarray(art.oof[:, 0, :], np.float64)), ws.train.groups
+    )
     return Source(
         kind="member",
         name=name,
         test_probs=test,
         metric=metric,
         cv_score=cv,
+        cv_interval=[lo, hi],
         score_kind="pooled OOF",
         details={
             "path": str(art.path),
             "score_from": f"meta.json {key}" if recorded is not None else "computed from oof_logits.npy",
             "views": art.views,
             "oof_score_of_submitted_probs": submitted,
+            "cv_interval_of": f"plain-view pooled OOF {metric} {plain:.6f}, 95% group bootstrap (1000 resamples)",
             "probabilities": "mean over views of softmax(logits)",
         },
     )
@@ -107,6 +115,7 @@ def blend_source(ws: Workspace, name: str) -> Source:
         test_probs=np.asarray(test, dtype=np.float64),
         metric=str(winner.get("metric", ws.cfg.competition.metric)),
         cv_score=float(nested) if isinstance(nested, (int, float)) else None,
+        cv_interval=winner.get("nested_interval"),
         score_kind="nested CV",
         details={
             "score_from": "winner.json nested_score",
@@ -114,5 +123,8 @@ def blend_source(ws: Workspace, name: str) -> Source:
             "blender": winner.get("blender"),
             "members": winner.get("members"),
             "insample_score": winner.get("insample_score"),
+            "selection_rule": (winner.get("selection") or {}).get("rule"),
+            "selection_aware_score": winner.get("selection_aware_score"),
+            "selection_aware_interval": winner.get("selection_aware_interval"),
         },
     )

@@ -23,6 +23,36 @@ class RunRow:
     train_s: float | None = None
     worst: list[tuple[str, float]] = field(default_factory=list)
     metric: str = ""
+    interval: tuple[float, float, float] | None = None  # (score, low, high) of the competition metric
+
+
+def member_intervals(cfg: KitConfig, rows: list[RunRow], level: float = 0.95) -> None:
+    """Each trained member's pooled OOF score (plain view) under the competition metric, with a group-bootstrap
+    interval (groups from competition.group_column; rows when there is none). Skipped when the train table
+    cannot be read or a member's rows do not match it (`kit blend`/`kit submit` name that problem)."""
+    import numpy as np
+
+    from kit.artifacts.member import OOF_FILE, member_dir
+    from kit.blend.selection import score_interval
+    from kit.data.table import load_train
+    from kit.errors import KitError
+    from kit.metrics.scores import softmax
+
+    try:
+        train = load_train(cfg.competition)
+    except (KitError, OSError):
+        return
+    if train.labels is None:
+        return
+    for r in rows:
+        path = member_dir(cfg.workdir, r.name) / OOF_FILE
+        if not r.trained or not path.exists():
+            continue
+        oof = np.load(path, mmap_mode="r")
+        if oof.ndim != 3 or len(oof) != len(train.labels):
+            continue
+        probs = softmax(np.asarray(oof[:, 0, :], dtype=np.float64))
+        r.interval = score_interval(cfg.competition.metric, train.labels, probs, train.groups, level=level)
 
 
 def run_rows(workdir: Path, configured: dict[str, Any] | None = None) -> list[RunRow]:
@@ -61,15 +91,17 @@ def print_runs(cfg: KitConfig, console: Console) -> None:
     if not rows:
         console.print(f"no members in {cfg.workdir}; add members to kit.yaml and run `kit train`")
         return
+    member_intervals(cfg, rows)
+    metric = cfg.competition.metric
     t = Table(title=f"members in {cfg.workdir}: pooled out-of-fold scores (plain view)")
     for col in ("member", "kind"):
         t.add_column(col, overflow="fold")
-    for col in ("w-F1", "macro-F1", "acc", "logloss", "epochs", "time"):
+    for col in ("w-F1", "macro-F1", "acc", "logloss", f"{metric} 95% interval", "epochs", "time"):
         t.add_column(col, justify="right", no_wrap=True)
     notes = []
     for r in rows:
         if not r.trained:
-            t.add_row(r.name, r.kind, *["-"] * 6)
+            t.add_row(r.name, r.kind, *["-"] * 7)
             notes.append(f"[bold]{r.name}[/]: not trained; run `kit train {r.name}`")
             continue
         p = r.pooled
@@ -78,6 +110,7 @@ def print_runs(cfg: KitConfig, console: Console) -> None:
             r.name,
             r.kind,
             *(f"{p.get(k, float('nan')):.4f}" for k in ("weighted_f1", "macro_f1", "accuracy", "log_loss")),
+            "-" if r.interval is None else f"{r.interval[1]:.4f}-{r.interval[2]:.4f}",
             "-" if not r.epochs else (str(lo) if lo == hi else f"{lo}-{hi}"),
             f"{r.train_s:.0f}s" if r.train_s is not None else "-",
         )
