@@ -9,6 +9,7 @@ from pathlib import Path
 from kit.artifacts.member import Expected
 from kit.config.schema import KitConfig
 from kit.cv.folds import Folds, folds_table_path, make_folds, write_folds
+from kit.data.fingerprint import HASH_CACHE_FILE, FileHashes, TableFingerprints, table_fingerprints
 from kit.data.table import Table, load_test, load_train
 
 
@@ -32,19 +33,52 @@ class Workspace:
         return self.cfg.workdir / "cache"
 
     @cached_property
-    def data_fingerprint(self) -> str:
-        return self.train.fingerprint(self.cfg.competition.root)
+    def file_hashes(self) -> FileHashes:
+        return FileHashes(self.cache_dir / HASH_CACHE_FILE)
 
     @cached_property
-    def test_fingerprint(self) -> str:
-        return self.test.fingerprint(self.cfg.competition.root) if self.test is not None else ""
+    def train_fingerprints(self) -> TableFingerprints:
+        return table_fingerprints(self.train, self.cfg.competition.root, self.file_hashes)
 
-    def expected(self) -> Expected:
+    @cached_property
+    def test_fingerprints(self) -> TableFingerprints | None:
+        if self.test is None:
+            return None
+        return table_fingerprints(self.test, self.cfg.competition.root, self.file_hashes)
+
+    @property
+    def data_fingerprint(self) -> str:
+        """The train table's content: labels, groups and image bytes."""
+        return self.train_fingerprints.combined
+
+    @property
+    def test_fingerprint(self) -> str:
+        """The test table's content: ids, paths and image bytes ('' without a test table)."""
+        return self.test_fingerprints.combined if self.test_fingerprints is not None else ""
+
+    def fingerprint_parts(self) -> dict[str, str]:
+        """What changed, by part: stored with every member and blend so a refusal can name it."""
+        parts = {
+            "train_labels": self.train_fingerprints.labels,
+            "train_images": self.train_fingerprints.images,
+        }
+        if self.test_fingerprints is not None:
+            parts["test_images"] = self.test_fingerprints.images
+        return parts
+
+    def expected(self, *, allow_stale: bool = False) -> Expected:
+        """What artifacts must match to be used with this config and data (kit.artifacts.member.Expected)."""
         return Expected(
             classes=self.classes,
             train_ids_fingerprint=self.train.ids_fingerprint(),
             folds_fingerprint=self.folds.fingerprint,
             test_ids_fingerprint=self.test.ids_fingerprint() if self.test is not None else None,
+            data_fingerprint=self.data_fingerprint,
+            test_fingerprint=self.test_fingerprint if self.test is not None else None,
+            fingerprint_parts=self.fingerprint_parts(),
+            member_configs={n: m.model_dump(mode="json") for n, m in self.cfg.members.items()},
+            metric=self.cfg.competition.metric,
+            allow_stale=allow_stale,
         )
 
 

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 
 
 @register_trainer("timm")
-def train_timm(ws: Workspace, name: str, member: TimmMember, reporter: Reporter) -> Path:
-    """Train member `name` over every fold and write its artifacts; returns workdir/members/NAME."""
+def train_timm(ws: Workspace, name: str, member: TimmMember, reporter: Reporter) -> Path | None:
+    """Train member `name` over every fold and write its artifacts; returns workdir/members/NAME (None while
+    another process still trains some folds)."""
     spec = resolve_model(name, member, len(ws.classes))
     size, resample = member.img_size, spec.interpolation
     train_cache = build_image_cache(
