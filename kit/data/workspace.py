@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from kit.artifacts.atomic import clean_stale_temps
 from kit.artifacts.member import Expected
 from kit.config.schema import KitConfig
 from kit.cv.folds import Folds, folds_table_path, make_folds, write_folds
@@ -87,6 +89,14 @@ def open_workspace(cfg: KitConfig, *, need_test: bool = True, write: bool = True
     test = load_test(cfg.competition, train.classes) if (need_test and cfg.competition.test) else None
     folds = make_folds(cfg, train)
     if write:
+        removed = clean_stale_temps(cfg.workdir)
+        if removed:
+            size = sum(n for _, n in removed) / 1e6
+            warnings.warn(
+                f"removed {len(removed)} temporary file(s) that killed kit processes left in {cfg.workdir} "
+                f"({size:.1f} MB): {', '.join(str(p) for p, _ in removed[:5])}",
+                stacklevel=2,
+            )
         path = folds_table_path(cfg)
         fp_file = path.with_suffix(".fingerprint")
         if not (fp_file.exists() and fp_file.read_text().strip() == folds.fingerprint):
