@@ -5,7 +5,7 @@ assembly of the member artifacts under a member lock.
         run.json                     the member config the hash was taken over
         fold{f}.lock                 held while a process trains fold f (a second `kit train` skips the fold)
         fold{f}/done.json            written last: the fold is finished and never retrained
-    workdir/runs/NAME/member.lock    held while a process writes workdir/members/NAME
+    workdir/locks/member-NAME.lock   held while a process writes workdir/members/NAME
 
 A kind supplies `fit_fold(f) -> info` (train fold f, leave its files in fold{f}/) and `assemble(infos)`;
 `run_locked_folds` does the rest. Locks are `filelock` file locks: the OS releases them when a process dies,
@@ -145,7 +145,7 @@ def member_lock(ws: Workspace, name: str) -> Iterator[None]:
     """Held while workdir/members/NAME is written: two processes never assemble one member at once."""
     from filelock import FileLock
 
-    root = runs_root(ws, name)
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / "member.lock")):
+    locks = ws.workdir / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / f"member-{name}.lock")):
         yield
