@@ -126,6 +126,8 @@ def test_changed_labels_with_same_ids_and_folds_refuse_members_and_blends(
     assert "member 'cnx'" in r.output and "run `kit train cnx`" in r.output
     assert "the train labels or groups changed since it was made (same ids)" in r.output
     assert "folds differ" not in r.output and "train ids differ" not in r.output
+    r = invoke(runner, ["runs"], cwd=base)
+    assert r.exit_code == 0 and "cnx is stale: the train labels or groups changed" in r.output, r.output
 
     out = tmp_path / "sub.csv"
     r = invoke(runner, ["submit", "--member", "cnx", "--out", str(out)], cwd=base)
@@ -239,6 +241,8 @@ def test_changed_member_config_refused_unless_allow_stale(
     r = invoke(runner, ["blend", "ensembles/all.yaml"], cwd=base)
     assert r.exit_code == 1 and "members.cnx.lr: 0.001 -> 0.002" in r.output
     assert not out.exists()
+    r = invoke(runner, ["runs"], cwd=base)
+    assert r.exit_code == 0 and "cnx is stale: members.cnx.lr: 0.001 -> 0.002" in r.output, r.output
 
     r = invoke(runner, ["submit", "--member", "cnx", "--out", str(out), "--allow-stale"], cwd=base)
     assert r.exit_code == 0, r.output
