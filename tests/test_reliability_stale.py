@@ -141,9 +141,12 @@ def test_changed_labels_with_same_ids_and_folds_refuse_members_and_blends(
     assert "`kit train cnx`), then run `kit blend ensembles/all.yaml`" in r.output
     assert not out.exists()
 
-    # the command named rebuilds it: retrain, reblend, submit
+    # the command named rebuilds it: retrain (the image cache keys on pixels only: no image decoded again),
+    # reblend, submit
+    caches = sorted((base / "work" / "cache" / "images").glob("*.npy"))
     r = invoke(runner, ["train", "cnx"], cwd=base)
     assert r.exit_code == 0 and "done earlier" not in r.output, r.output
+    assert sorted((base / "work" / "cache" / "images").glob("*.npy")) == caches
     r = invoke(runner, ["blend", "ensembles/all.yaml"], cwd=base)
     assert r.exit_code == 0, r.output
     r = invoke(runner, ["submit", "ensembles/all.yaml", "--out", str(out)], cwd=base)
@@ -192,7 +195,7 @@ def test_swapped_equal_size_train_images_retrain_and_rebuild_the_cache(
     assert "done earlier" not in r.output and "cnx fold 0 epoch 1/1" in r.output
     ws = open_workspace(load_config(base / "kit.yaml"), write=False)
     new = set((base / "work" / "cache" / "images").glob("train-*.npy")) - caches_before
-    assert [p.name.split("-")[1] for p in new] == [ws.data_fingerprint]
+    assert [p.name.split("-")[1] for p in new] == [ws.train_images_fingerprint]
     cache = np.load(next(iter(new)), mmap_mode="r")
     resample = next(iter(new)).stem.split("-")[-1]
     for path in (a, b):

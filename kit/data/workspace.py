@@ -58,6 +58,16 @@ class Workspace:
         """The test table's content: ids, paths and image bytes ('' without a test table)."""
         return self.test_fingerprints.combined if self.test_fingerprints is not None else ""
 
+    @property
+    def train_images_fingerprint(self) -> str:
+        """Ids, paths and bytes of the train images (no labels): what the image and embedding caches key on,
+        so a corrected label retrains without decoding every image again."""
+        return self.train_fingerprints.images
+
+    @property
+    def test_images_fingerprint(self) -> str:
+        return self.test_fingerprints.images if self.test_fingerprints is not None else ""
+
     def fingerprint_parts(self) -> dict[str, str]:
         """What changed, by part: stored with every member and blend so a refusal can name it."""
         parts = {

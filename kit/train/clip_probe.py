@@ -107,9 +107,9 @@ def train_clip_probe(
     names = prompt_names(name, member, classes) if member.prompt is not None else []
     cache = EmbeddingCache(src, ws.cache_dir, device=device, batch_size=min(member.batch_size, 256))
 
-    train_emb = cache.images(ws.train, "train", ws.data_fingerprint, views, reporter)
+    train_emb = cache.images(ws.train, "train", ws.train_images_fingerprint, views, reporter)
     if ws.test is not None:
-        test_emb = cache.images(ws.test, "test", ws.test_fingerprint, views, reporter)
+        test_emb = cache.images(ws.test, "test", ws.test_images_fingerprint, views, reporter)
     else:
         test_emb = np.zeros((0, len(views), train_emb.shape[-1]), np.float32)
     init: LinearHead | None = None
