@@ -98,6 +98,7 @@ def write_members(ws: Workspace, digits: dict, names: dict[str, str] | None = No
             test_ids_fingerprint=exp.test_ids_fingerprint or "",
             folds_fingerprint=overrides.get("folds_fingerprint", exp.folds_fingerprint),
             data_fingerprint=ws.data_fingerprint,
+            test_fingerprint=ws.test_fingerprint,
             config={"kind": "sklearn", "source": source},
             metrics={},
             timings={},

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from kit.artifacts.member import Expected, write_member
+from kit.artifacts.member import Expected, artifact_id, write_member
 from kit.cli.app import app
 from kit.config.load import load_config
 from kit.data.workspace import Workspace, open_workspace
@@ -73,6 +73,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Demo:
         test_ids_fingerprint=str(e.test_ids_fingerprint),
         folds_fingerprint=e.folds_fingerprint,
         data_fingerprint=ws.data_fingerprint,
+        test_fingerprint=ws.test_fingerprint,
         config={"kind": "timm"},
         metrics={"metric": "weighted_f1", "pooled": {"weighted_f1": 0.4321, "accuracy": 0.5}},
         timings={},
@@ -103,6 +104,9 @@ def write_blend(
         "train_ids_fingerprint": e.train_ids_fingerprint,
         "test_ids_fingerprint": e.test_ids_fingerprint,
         "folds_fingerprint": e.folds_fingerprint,
+        "data_fingerprint": e.data_fingerprint,
+        "test_fingerprint": e.test_fingerprint,
+        "member_artifacts": {"m": artifact_id(workdir, "m")},
         "created": "2025-01-01T00:00:00",
     }
     (d / "winner.json").write_text(json.dumps(winner), encoding="utf-8")

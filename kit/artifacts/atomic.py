@@ -1,11 +1,19 @@
-"""Atomic writes: everything lands under a temporary name first and is renamed into place."""
+"""Atomic writes: everything lands under a temporary name first and is renamed into place.
+
+Temporary names carry the writer's host and pid, `.NAME.kit-HOST-PID-RAND.tmp` (`.old` for a folder being
+replaced), so a later process can tell a dead writer's leftovers from a live one's: `clean_stale_temps`
+removes those of dead processes on this host (kill -9 while a multi-GB image cache was written) and nothing
+else.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,14 +21,92 @@ from typing import Any
 
 import numpy as np
 
+HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+TMP_PATTERN = re.compile(
+    r"^\.(?P<name>.+)\.kit-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]{8}\.(?P<kind>tmp|old)$"
+)
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+def tmp_name(path: Path, kind: str = "tmp") -> Path:
+    """A hidden sibling of `path` naming this host and process: `.NAME.kit-HOST-PID-RAND.tmp`."""
+    return path.with_name(f".{path.name}.kit-{HOST}-{os.getpid()}-{secrets.token_hex(4)}.{kind}")
+
+
+def _process_start(pid: int) -> float | None:
+    """When process `pid` started (epoch seconds), from /proc; None where there is no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+        if stat[0] == "Z":  # a zombie: dead, not yet reaped by its parent
+            return float("inf")
+        return boot + int(stat[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+
+
+def writer_alive(pid: int, written: float) -> bool:
+    """Whether process `pid` may still be writing a temp last modified at `written` (epoch seconds).
+
+    A pid that runs but started after the temp was last written is a reused pid, not the writer."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    start = _process_start(pid)
+    return start is None or start <= written + 1.0
+
+
+def clean_stale_temps(folder: Path, *, recursive: bool = True) -> list[tuple[Path, int]]:
+    """Remove kit's temporary files and folders left by dead processes of this host under `folder`.
+
+    Only names made by `tmp_name` are touched; temps of live processes and of other hosts are kept. A `.old`
+    folder whose target is missing (killed between the two renames of `atomic_dir`) is put back in place.
+    Returns the removed paths with their sizes in bytes."""
+    removed: list[tuple[Path, int]] = []
+    if not folder.is_dir():
+        return removed
+    for dirpath, dirnames, filenames in os.walk(folder):
+        base = Path(dirpath)
+        for entry in [*dirnames, *filenames]:
+            m = TMP_PATTERN.match(entry)
+            if m is None or m["host"] != HOST:
+                continue
+            path = base / entry
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            if writer_alive(int(m["pid"]), st.st_mtime):
+                continue
+            target = base / m["name"]
+            if m["kind"] == "old" and not target.exists():
+                os.replace(path, target)
+            else:
+                size = _size(path)
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append((path, size))
+        dirnames[:] = [d for d in dirnames if recursive and not TMP_PATTERN.match(d)]
+    return removed
+
+
+def _size(path: Path) -> int:
+    if not path.is_dir() or path.is_symlink():
+        return path.lstat().st_size
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     try:
         with tmp.open("w", encoding=encoding, newline="") as f:
             f.write(text)
@@ -35,7 +121,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     try:
         with tmp.open("wb") as f:
             np.save(f, arr)
@@ -48,12 +134,13 @@ def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it replaces `path` whole, on failure it is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = tmp_name(path)
+    tmp.mkdir()
     try:
         yield tmp
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.{os.getpid()}.old")
+            old = tmp_name(path, "old")
             os.replace(path, old)
         os.replace(tmp, path)
         if old is not None:

@@ -9,9 +9,11 @@ workdir/members/NAME/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,14 +30,27 @@ TEST_FILE = "test_logits.npy"
 META_FILE = "meta.json"
 
 
+NOT_COMPARED = {"name", "num_workers"}  # member settings that cannot make an artifact stale
+
+
+class StaleWarning(UserWarning):
+    """An artifact made with another config is used because of --allow-stale."""
+
+
 @dataclass(frozen=True)
 class Expected:
-    """What the current config says the artifacts must match."""
+    """What the current config and data say the artifacts must match (None: not checked)."""
 
     classes: list[str]
     train_ids_fingerprint: str
     folds_fingerprint: str
     test_ids_fingerprint: str | None = None
+    data_fingerprint: str | None = None  # train content: labels, groups, image bytes
+    test_fingerprint: str | None = None  # test content: ids, paths, image bytes
+    fingerprint_parts: dict[str, str] | None = None  # train_labels, train_images, test_images
+    member_configs: dict[str, dict[str, Any]] | None = None  # kit.yaml's members, as JSON
+    metric: str | None = None
+    allow_stale: bool = False  # config changes warn instead of refusing
 
 
 @dataclass
@@ -104,6 +119,8 @@ def write_member(
     metrics: dict[str, Any],
     timings: dict[str, float],
     extra: dict[str, Any] | None = None,
+    test_fingerprint: str | None = None,
+    fingerprint_parts: dict[str, str] | None = None,
 ) -> Path:
     """Validate and write a member's artifacts atomically (a folder renamed into place)."""
     oof = np.ascontiguousarray(oof, dtype=np.float32)
@@ -125,6 +142,8 @@ def write_member(
         "test_ids_fingerprint": test_ids_fingerprint,
         "folds_fingerprint": folds_fingerprint,
         "data_fingerprint": data_fingerprint,
+        "test_fingerprint": test_fingerprint,
+        "fingerprint_parts": fingerprint_parts or {},
         "metrics": metrics,
         "timings": timings,
         "versions": library_versions(),
@@ -165,6 +184,95 @@ def read_meta(workdir: Path, name: str) -> dict[str, Any]:
     return meta
 
 
+def artifact_id(workdir: Path, name: str) -> str:
+    """Identifies one training of a member (a digest of its meta.json); blends record it per member."""
+    path = member_dir(workdir, name) / META_FILE
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return ""
+
+
+def _show(v: Any) -> str:
+    return json.dumps(v, ensure_ascii=False, default=str)
+
+
+def _diff(old: Any, new: Any, key: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        # keys only one side has are settings added to or removed from kit's schema since: not compared
+        for k in [k for k in old if k in new and k not in NOT_COMPARED]:
+            out += _diff(old[k], new[k], f"{key}.{k}")
+        return out
+    return [] if old == new else [f"{key}: {_show(old)} -> {_show(new)}"]
+
+
+def config_changes(name: str, meta: dict[str, Any], expected: Expected) -> list[str]:
+    """Keys of kit.yaml that changed since the artifact was made, as 'key: old -> new'."""
+    saved: dict[str, Any] = meta["config"] if isinstance(meta.get("config"), dict) else {}
+    changes: list[str] = []
+    old_member, current = saved.get("member"), (expected.member_configs or {}).get(name)
+    if isinstance(old_member, dict) and current is not None:
+        changes += _diff(old_member, current, f"members.{name}")
+    comp: dict[str, Any] = saved["competition"] if isinstance(saved.get("competition"), dict) else {}
+    old_metric = comp.get("metric")
+    if expected.metric is not None and old_metric is not None and old_metric != expected.metric:
+        changes.append(
+            f"competition.metric: {_show(old_metric)} -> {_show(expected.metric)} (it picked the best epochs)"
+        )
+    return changes
+
+
+def data_changes(meta: dict[str, Any], expected: Expected, what: str = "it") -> list[str]:
+    """How the train or test data differ from what the artifact was made from (content fingerprints)."""
+    out: list[str] = []
+    old_parts = meta.get("fingerprint_parts") or {}
+    new_parts = expected.fingerprint_parts or {}
+
+    def part(key: str, message: str) -> None:
+        if key in old_parts and key in new_parts and old_parts[key] != new_parts[key]:
+            out.append(message)
+
+    ids_same = meta.get("train_ids_fingerprint") == expected.train_ids_fingerprint
+    if expected.data_fingerprint is not None and meta.get("data_fingerprint") != expected.data_fingerprint:
+        n = len(out)
+        part("train_labels", f"the train labels or groups changed since {what} was made (same ids)")
+        part("train_images", f"train image files changed since {what} was made (same names, other bytes)")
+        if len(out) == n and ids_same:
+            out.append(
+                f"the train data (labels, groups or image bytes) differ from what {what} was made from"
+            )
+    test_ids_same = meta.get("test_ids_fingerprint") == expected.test_ids_fingerprint
+    if expected.test_fingerprint is not None and meta.get("test_fingerprint") != expected.test_fingerprint:
+        n = len(out)
+        part(
+            "test_images",
+            f"test image files changed since {what} was made: its test predictions are for the old images",
+        )
+        if len(out) == n and test_ids_same:
+            out.append(
+                f"the test images differ from what {what} was made from"
+                if meta.get("test_fingerprint")
+                else f"{what} records no test-image fingerprint (an older kit made it)"
+            )
+    return out
+
+
+def stale_use(kind: str, name: str, changes: list[str], expected: Expected) -> list[str]:
+    """Config changes: problems that refuse the artifact, or (with --allow-stale) a warning and no problem."""
+    if not changes:
+        return []
+    if expected.allow_stale:
+        warnings.warn(
+            f"{kind} '{name}' was made with another config ({'; '.join(changes)}); used as it is because of "
+            "--allow-stale",
+            StaleWarning,
+            stacklevel=3,
+        )
+        return []
+    return [f"its config changed since it was made: {c}" for c in changes]
+
+
 def load_member(
     workdir: Path, name: str, expected: Expected | None = None, *, mmap: bool = False
 ) -> MemberArtifact:
@@ -199,6 +307,11 @@ def load_member(
             and meta["test_ids_fingerprint"] != expected.test_ids_fingerprint
         ):
             problems.append("its test ids differ from the current test table")
+        problems += data_changes(meta, expected)
+        changed = stale_use("member", name, config_changes(name, meta, expected), expected)
+        if changed and not problems:
+            fix = f"run `kit train {name}` again, or pass --allow-stale to use it as it is"
+        problems += changed
     if problems:
         raise KitError(f"member '{name}' ({d}) cannot be used; {fix}:", problems=problems)
     return MemberArtifact(name=name, oof=oof, test=test, views=views, classes=classes, meta=meta)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kit.artifacts.member import Expected
+from kit.artifacts.member import Expected, artifact_id, config_changes, data_changes, read_meta, stale_use
 from kit.errors import KitError
 
 OOF_FILE = "oof_probs.npy"
@@ -70,6 +70,7 @@ def load_blend(workdir: Path, name: str, expected: Expected | None = None) -> Bl
     except (OSError, ValueError) as e:
         raise KitError(f"blend '{name}' in {d} is unreadable ({e}); {fix} again") from None
     problems = []
+    remedy = f"{fix} again"
     C = len(winner.get("classes", []))
     for which, arr in (("OOF", oof), ("test", test)):
         if arr.ndim != 2 or arr.shape[1] != C:
@@ -90,6 +91,27 @@ def load_blend(workdir: Path, name: str, expected: Expected | None = None) -> Bl
             and winner.get("test_ids_fingerprint") != expected.test_ids_fingerprint
         ):
             problems.append("its test ids differ from the current test table")
+        data = data_changes(winner, expected, "the blend")
+        problems += data
+        members = dict(winner.get("member_artifacts") or {})
+        if "member_artifacts" not in winner:
+            problems.append(
+                "it does not record which member artifacts it was made from (an older kit made it)"
+            )
+        changes = []
+        for m, made_from in members.items():
+            if artifact_id(workdir, m) != made_from:
+                problems.append(f"member '{m}' was retrained or removed after the blend was made")
+            else:
+                changes += config_changes(m, read_meta(workdir, m), expected)
+        if data:
+            remedy = f"retrain its members (`kit train {' '.join(members)}`), then run `kit blend ensembles/{name}.yaml`"
+        changed = stale_use("blend", name, changes, expected)
+        if changed and not problems:
+            remedy = (
+                f"retrain the members named and run `kit blend ensembles/{name}.yaml`, or pass --allow-stale"
+            )
+        problems += changed
     if problems:
-        raise KitError(f"blend '{name}' ({d}) cannot be used; {fix} again:", problems=problems)
+        raise KitError(f"blend '{name}' ({d}) cannot be used; {remedy}:", problems=problems)
     return BlendResult(name=name, oof_probs=oof, test_probs=test, winner=winner)

@@ -10,6 +10,7 @@ import numpy as np
 import yaml
 
 from kit.artifacts.atomic import atomic_dir
+from kit.artifacts.member import artifact_id
 from kit.blend.blenders import Stack
 from kit.blend.candidates import build_candidates, load_members, resolve_members
 from kit.blend.io import OOF_FILE, TEST_FILE, WINNER_FILE, blend_dir
@@ -47,15 +48,19 @@ def with_baseline(blenders: list[BlenderSpec]) -> list[BlenderSpec]:
     return [BestSingleSpec(kind="best_single", name=None if name == "best_single" else name), *blenders]
 
 
-def blend(spec: EnsembleSpec, ws: Workspace, name: str, spec_path: Path | None = None) -> dict[str, Any]:
-    """Run the spec against a workspace and write workdir/blends/NAME/. Returns the summary printed by the CLI."""
+def blend(
+    spec: EnsembleSpec, ws: Workspace, name: str, spec_path: Path | None = None, *, allow_stale: bool = False
+) -> dict[str, Any]:
+    """Run the spec against a workspace and write workdir/blends/NAME/. Returns the summary printed by the CLI.
+
+    Members made from other data are refused; members made with another config too, unless `allow_stale`."""
     started = time.time()
     metric = spec.metric or ws.cfg.competition.metric
     y = ws.train.labels
     if y is None:
         raise KitError("the train table has no labels; kit blend needs labelled train rows")
     choices = resolve_members(spec, ws.workdir)
-    arts = load_members(list(choices), ws.workdir, ws.expected())
+    arts = load_members(list(choices), ws.workdir, ws.expected(allow_stale=allow_stale))
     cands = build_candidates(spec, choices, arts, y)
     n_test = 0 if ws.test is None else len(ws.test)
     if cands.test.shape[0] != n_test and ws.test is not None:
@@ -134,6 +139,10 @@ def blend(spec: EnsembleSpec, ws: Workspace, name: str, spec_path: Path | None =
         "train_ids_fingerprint": ws.train.ids_fingerprint(),
         "test_ids_fingerprint": ws.test.ids_fingerprint() if ws.test is not None else None,
         "folds_fingerprint": ws.folds.fingerprint,
+        "data_fingerprint": ws.data_fingerprint,
+        "test_fingerprint": ws.test_fingerprint if ws.test is not None else None,
+        "fingerprint_parts": ws.fingerprint_parts(),
+        "member_artifacts": {m: artifact_id(ws.workdir, m) for m in choices},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(time.time() - started, 3),
     }
@@ -187,9 +196,11 @@ def blend(spec: EnsembleSpec, ws: Workspace, name: str, spec_path: Path | None =
     }
 
 
-def run_blend(spec_path: Path, config: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+def run_blend(
+    spec_path: Path, config: Path, overrides: list[str] | None = None, *, allow_stale: bool = False
+) -> dict[str, Any]:
     """What `kit blend` runs: spec + kit.yaml (with `--set` overrides) -> workdir/blends/<spec stem>/."""
     spec_o, cfg_o = split_overrides(overrides)
     spec = load_spec(spec_path, spec_o)
     ws = open_workspace(load_config(config, cfg_o))
-    return blend(spec, ws, spec_path.stem, spec_path)
+    return blend(spec, ws, spec_path.stem, spec_path, allow_stale=allow_stale)

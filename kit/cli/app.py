@@ -41,6 +41,14 @@ SetOpt = Annotated[
     typer.Option("--set", help="override a config key, e.g. `--set members.convnext.epochs=1` (repeatable)"),
 ]
 
+AllowStaleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-stale",
+        help="use members (or a blend) made with another kit.yaml config; changed keys are printed as warnings",
+    ),
+]
+
 
 def _show_warning(
     message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None

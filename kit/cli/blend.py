@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kit.cli.app import ConfigOpt, SetOpt, app, console, kit_command
+from kit.cli.app import AllowStaleOpt, ConfigOpt, SetOpt, app, console, kit_command
 
 
 @app.command()
@@ -16,6 +16,7 @@ def blend(
     spec: Annotated[Path, typer.Argument(help="ensemble spec, e.g. ensembles/all.yaml")],
     config: ConfigOpt = Path("kit.yaml"),
     overrides: SetOpt = None,
+    allow_stale: AllowStaleOpt = False,
 ) -> None:
     """Blend trained members as an ensemble spec says; writes workdir/blends/NAME/ (NAME = the spec's stem).
 
@@ -26,4 +27,4 @@ def blend(
     from kit.blend.report import print_summary
     from kit.blend.run import run_blend
 
-    print_summary(run_blend(spec, config, overrides), console)
+    print_summary(run_blend(spec, config, overrides, allow_stale=allow_stale), console)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kit.cli.app import ConfigOpt, SetOpt, app, console, err_console, kit_command, load
+from kit.cli.app import AllowStaleOpt, ConfigOpt, SetOpt, app, console, err_console, kit_command, load
 from kit.errors import KitError
 
 
@@ -26,6 +26,7 @@ def submit(
         Path | None, typer.Option("--out", "-o", help="file to write (default submissions/NAME-TIME.csv)")
     ] = None,
     overrides: SetOpt = None,
+    allow_stale: AllowStaleOpt = False,
 ) -> None:
     """Write the submission CSV in the exact shape of the sample submission, validated, with a sidecar.
 
@@ -35,7 +36,9 @@ def submit(
 
     if ensemble is not None and member is not None:
         raise KitError("give an ensemble spec or --member NAME, not both")
-    res = make_submission(load(config, overrides), ensemble=ensemble, member=member, out=out)
+    res = make_submission(
+        load(config, overrides), ensemble=ensemble, member=member, out=out, allow_stale=allow_stale
+    )
     src = res.source
     score = f"{src.cv_score:.4f}" if src.cv_score is not None else "n/a"
     console.print(f"[green]wrote[/] {res.path} ({res.n_rows} rows, {res.layout.kind})", highlight=False)

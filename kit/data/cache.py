@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kit.artifacts.atomic import clean_stale_temps, tmp_name
 from kit.data.table import Table
 from kit.errors import KitError
 
@@ -81,7 +82,8 @@ def build_image_cache(
         if arr.shape == (len(table), size, size, 3):
             return arr
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    clean_stale_temps(path.parent, recursive=False)  # caches of killed builds can be gigabytes
+    tmp = tmp_name(path)
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(table), size, size, 3))
     bad: list[str] = []
 

@@ -11,12 +11,16 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kit.config.schema import Competition
 from kit.data.encoding import decode_bytes
 from kit.errors import KitError
+
+if TYPE_CHECKING:
+    from kit.data.fingerprint import FileHashes
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -50,17 +54,12 @@ class Table:
     def ids_fingerprint(self) -> str:
         return _digest("\n".join(self.ids))
 
-    def fingerprint(self, root: Path | None = None) -> str:
-        """Ids, labels, groups, file names and sizes: changes when the data does, not when it moves."""
-        h = hashlib.sha256()
-        h.update("\x1f".join(self.classes).encode())
-        for i, (id_, p) in enumerate(zip(self.ids, self.paths, strict=True)):
-            rel = p.name if root is None else os.path.relpath(p, root)
-            size = p.stat().st_size if p.exists() else -1
-            lab = "" if self.labels is None else str(int(self.labels[i]))
-            grp = "" if self.groups is None else self.groups[i]
-            h.update(f"{id_}\x1f{rel}\x1f{size}\x1f{lab}\x1f{grp}\n".encode())
-        return h.hexdigest()[:16]
+    def fingerprint(self, root: Path | None = None, hashes: FileHashes | None = None) -> str:
+        """Ids, labels, groups, relative paths and image bytes (kit.data.fingerprint): changes when the data
+        does, not when it moves."""
+        from kit.data.fingerprint import table_fingerprints
+
+        return table_fingerprints(self, root, hashes).combined
 
 
 def _digest(text: str) -> str:

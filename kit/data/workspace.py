@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from kit.artifacts.atomic import clean_stale_temps
 from kit.artifacts.member import Expected
 from kit.config.schema import KitConfig
 from kit.cv.folds import Folds, folds_table_path, make_folds, write_folds
+from kit.data.fingerprint import HASH_CACHE_FILE, FileHashes, TableFingerprints, table_fingerprints
 from kit.data.table import Table, load_test, load_train
 
 
@@ -32,19 +35,62 @@ class Workspace:
         return self.cfg.workdir / "cache"
 
     @cached_property
-    def data_fingerprint(self) -> str:
-        return self.train.fingerprint(self.cfg.competition.root)
+    def file_hashes(self) -> FileHashes:
+        return FileHashes(self.cache_dir / HASH_CACHE_FILE)
 
     @cached_property
-    def test_fingerprint(self) -> str:
-        return self.test.fingerprint(self.cfg.competition.root) if self.test is not None else ""
+    def train_fingerprints(self) -> TableFingerprints:
+        return table_fingerprints(self.train, self.cfg.competition.root, self.file_hashes)
 
-    def expected(self) -> Expected:
+    @cached_property
+    def test_fingerprints(self) -> TableFingerprints | None:
+        if self.test is None:
+            return None
+        return table_fingerprints(self.test, self.cfg.competition.root, self.file_hashes)
+
+    @property
+    def data_fingerprint(self) -> str:
+        """The train table's content: labels, groups and image bytes."""
+        return self.train_fingerprints.combined
+
+    @property
+    def test_fingerprint(self) -> str:
+        """The test table's content: ids, paths and image bytes ('' without a test table)."""
+        return self.test_fingerprints.combined if self.test_fingerprints is not None else ""
+
+    @property
+    def train_images_fingerprint(self) -> str:
+        """Ids, paths and bytes of the train images (no labels): what the image and embedding caches key on,
+        so a corrected label retrains without decoding every image again."""
+        return self.train_fingerprints.images
+
+    @property
+    def test_images_fingerprint(self) -> str:
+        return self.test_fingerprints.images if self.test_fingerprints is not None else ""
+
+    def fingerprint_parts(self) -> dict[str, str]:
+        """What changed, by part: stored with every member and blend so a refusal can name it."""
+        parts = {
+            "train_labels": self.train_fingerprints.labels,
+            "train_images": self.train_fingerprints.images,
+        }
+        if self.test_fingerprints is not None:
+            parts["test_images"] = self.test_fingerprints.images
+        return parts
+
+    def expected(self, *, allow_stale: bool = False) -> Expected:
+        """What artifacts must match to be used with this config and data (kit.artifacts.member.Expected)."""
         return Expected(
             classes=self.classes,
             train_ids_fingerprint=self.train.ids_fingerprint(),
             folds_fingerprint=self.folds.fingerprint,
             test_ids_fingerprint=self.test.ids_fingerprint() if self.test is not None else None,
+            data_fingerprint=self.data_fingerprint,
+            test_fingerprint=self.test_fingerprint if self.test is not None else None,
+            fingerprint_parts=self.fingerprint_parts(),
+            member_configs={n: m.model_dump(mode="json") for n, m in self.cfg.members.items()},
+            metric=self.cfg.competition.metric,
+            allow_stale=allow_stale,
         )
 
 
@@ -53,6 +99,14 @@ def open_workspace(cfg: KitConfig, *, need_test: bool = True, write: bool = True
     test = load_test(cfg.competition, train.classes) if (need_test and cfg.competition.test) else None
     folds = make_folds(cfg, train)
     if write:
+        removed = clean_stale_temps(cfg.workdir)
+        if removed:
+            size = sum(n for _, n in removed) / 1e6
+            warnings.warn(
+                f"removed {len(removed)} temporary file(s) that killed kit processes left in {cfg.workdir} "
+                f"({size:.1f} MB): {', '.join(str(p) for p, _ in removed[:5])}",
+                stacklevel=2,
+            )
         path = folds_table_path(cfg)
         fp_file = path.with_suffix(".fingerprint")
         if not (fp_file.exists() and fp_file.read_text().strip() == folds.fingerprint):

@@ -105,6 +105,7 @@ def make_submission(
     out: Path | None = None,
     folder: Path = SUBMISSIONS_DIR,
     now: datetime | None = None,
+    allow_stale: bool = False,
 ) -> SubmitResult:
     """Fill the sample with a blend's or a member's test probabilities, validate, write CSV + sidecar."""
     if (ensemble is None) == (member is None):
@@ -113,7 +114,11 @@ def make_submission(
     if ws.test is None:
         raise KitError("competition.test is not set; kit needs the test table to match the sample's ids")
     sample, layout = load_sample(cfg, ws.classes)
-    src = blend_source(ws, blend_name(ensemble)) if ensemble is not None else member_source(ws, str(member))
+    src = (
+        blend_source(ws, blend_name(ensemble), allow_stale=allow_stale)
+        if ensemble is not None
+        else member_source(ws, str(member), allow_stale=allow_stale)
+    )
     sub = build_rows(sample, layout, ws.test.ids, src.test_probs)
     rep = check_submission_rows(sub, sample, layout)
     raise_if_failed(rep, f"submission from {src.kind} '{src.name}'", "; nothing was written")

@@ -64,8 +64,8 @@ def member_meta_score(meta: dict[str, Any], metric: str) -> tuple[float | None, 
     return None, ""
 
 
-def member_source(ws: Workspace, name: str) -> Source:
-    art = load_member(ws.workdir, name, ws.expected())
+def member_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Source:
+    art = load_member(ws.workdir, name, ws.expected(allow_stale=allow_stale))
     metric = ws.cfg.competition.metric
     test = mean_view_probs(np.asarray(art.test))
     oof = mean_view_probs(np.asarray(art.oof))
@@ -103,10 +103,10 @@ def blend_name(ensemble: str | Path) -> str:
     return p.stem if p.suffix.lower() in (".yaml", ".yml") else str(ensemble)
 
 
-def blend_source(ws: Workspace, name: str) -> Source:
+def blend_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Source:
     from kit.blend.io import blend_dir, load_blend
 
-    res = load_blend(ws.workdir, name, ws.expected())
+    res = load_blend(ws.workdir, name, ws.expected(allow_stale=allow_stale))
     test, winner, path = np.asarray(res.test_probs), dict(res.winner), blend_dir(ws.workdir, name)
     nested = winner.get("nested_score")
     return Source(

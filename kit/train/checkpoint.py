@@ -6,12 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kit.artifacts.atomic import tmp_name
+
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = tmp_name(path)
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)

@@ -16,12 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from kit.artifacts.atomic import atomic_save_npy
 from kit.artifacts.member import write_member
 from kit.config.schema import ClipProbeMember
 from kit.data.workspace import Workspace
 from kit.errors import KitError
 from kit.train.device import select_device
 from kit.train.embeddings import ClipSource, EmbeddingCache
+from kit.train.fold_loop import member_lock, open_run, run_locked_folds
 from kit.train.linear_head import LinearHead, fit_linear_head, zero_shot_head
 from kit.train.losses import warn_stacked_rebalancers
 from kit.train.progress import NullReporter, Reporter
@@ -90,8 +92,9 @@ def fit_member_head(
 @register_trainer("clip_probe")
 def train_clip_probe(
     ws: Workspace, name: str, member: ClipProbeMember, reporter: Reporter | None = None
-) -> Path:
-    """Train the probe over all folds and write its member artifacts; returns their folder."""
+) -> Path | None:
+    """Train the probe over every fold this process can take (kit.train.fold_loop) and write its member
+    artifacts; returns their folder, or None while other processes still train some folds."""
     t0 = time.perf_counter()
     reporter = reporter or NullReporter()
     classes, views = ws.classes, list(member.tta)
@@ -104,9 +107,9 @@ def train_clip_probe(
     names = prompt_names(name, member, classes) if member.prompt is not None else []
     cache = EmbeddingCache(src, ws.cache_dir, device=device, batch_size=min(member.batch_size, 256))
 
-    train_emb = cache.images(ws.train, "train", ws.data_fingerprint, views, reporter)
+    train_emb = cache.images(ws.train, "train", ws.train_images_fingerprint, views, reporter)
     if ws.test is not None:
-        test_emb = cache.images(ws.test, "test", ws.test_fingerprint, views, reporter)
+        test_emb = cache.images(ws.test, "test", ws.test_images_fingerprint, views, reporter)
     else:
         test_emb = np.zeros((0, len(views), train_emb.shape[-1]), np.float32)
     init: LinearHead | None = None
@@ -115,29 +118,36 @@ def train_clip_probe(
         init = zero_shot_head(text_w, scale)
     t_embed = time.perf_counter() - t0
 
+    root = open_run(ws, name, member, extra={"encoder": cache.key})
+    k = ws.folds.k
+
+    def fit_fold(f: int) -> dict[str, Any]:
+        tr, va = ws.folds.train_idx(f), ws.folds.valid_idx(f)
+        x_tr = train_emb[tr] if member.train_views else train_emb[tr, :1]
+        y_tr = np.repeat(y[tr], x_tr.shape[1])
+        x_tr = x_tr.reshape(-1, x_tr.shape[-1])
+        if member.epochs == 0:
+            assert init is not None  # the config requires prompt with epochs 0
+            head = init
+        else:
+            head = fit_member_head(
+                member, x_tr, y_tr, train_emb[va], y[va], n_classes, metric, init, member.seed + f, device
+            )
+        d = root / f"fold{f}"
+        atomic_save_npy(d / "oof.npy", head.logits(train_emb[va]).astype(np.float32))
+        atomic_save_npy(d / "test.npy", head.logits(test_emb).astype(np.float32))
+        ran = len(head.history) - (1 if init is not None else 0)
+        reporter.line(f"{name} fold {f}: best epoch {head.best_epoch}, {metric} {head.best_score:.4f}")
+        return {"epochs": ran, "best_epoch": int(head.best_epoch), "best_score": float(head.best_score)}
+
+    fold_info = run_locked_folds(root, name, k, reporter, fit_fold)
+    if fold_info is None:
+        return None
     oof = np.zeros((len(y), len(views), n_classes), np.float32)
     test = np.zeros((len(test_emb), len(views), n_classes), np.float32)
-    fold_info: list[dict[str, Any]] = []
-    k = ws.folds.k
-    with reporter.task(f"{name}: heads", total=k) as task:
-        for f in range(k):
-            tr, va = ws.folds.train_idx(f), ws.folds.valid_idx(f)
-            x_tr = train_emb[tr] if member.train_views else train_emb[tr, :1]
-            y_tr = np.repeat(y[tr], x_tr.shape[1])
-            x_tr = x_tr.reshape(-1, x_tr.shape[-1])
-            if member.epochs == 0:
-                assert init is not None  # the config requires prompt with epochs 0
-                head = init
-            else:
-                head = fit_member_head(
-                    member, x_tr, y_tr, train_emb[va], y[va], n_classes, metric, init, member.seed + f, device
-                )
-            oof[va] = head.logits(train_emb[va])
-            test += head.logits(test_emb) / k
-            ran = len(head.history) - (1 if init is not None else 0)
-            fold_info.append({"epochs": ran, "best_epoch": head.best_epoch, "best_score": head.best_score})
-            reporter.line(f"{name} fold {f}: best epoch {head.best_epoch}, {metric} {head.best_score:.4f}")
-            task.advance()
+    for f in range(k):
+        oof[ws.folds.valid_idx(f)] = np.load(root / f"fold{f}" / "oof.npy")
+        test += np.load(root / f"fold{f}" / "test.npy") / k
 
     metrics = member_metrics(y, oof, ws.folds.fold, views, classes, metric)
     timings = {
@@ -145,38 +155,43 @@ def train_clip_probe(
         "embed_s": round(t_embed, 3),
         "heads_s": round(time.perf_counter() - t0 - t_embed, 3),
     }
-    out = write_member(
-        ws.workdir,
-        name,
-        oof=oof,
-        test=test,
-        views=views,
-        classes=classes,
-        train_ids_fingerprint=ws.train.ids_fingerprint(),
-        test_ids_fingerprint=ws.test.ids_fingerprint() if ws.test is not None else "",
-        folds_fingerprint=ws.folds.fingerprint,
-        data_fingerprint=ws.data_fingerprint,
-        config={
-            "member": {"name": name, **member.model_dump(mode="json")},
-            "competition": ws.cfg.competition.model_dump(mode="json"),
-            "folds": ws.cfg.folds.model_dump(mode="json"),
-        },
-        metrics=metrics,
-        timings=timings,
-        extra={
-            "kind": "clip_probe",
-            "run": {
-                "device": device,
-                **{key: [i[key] for i in fold_info] for key in ("epochs", "best_epoch", "best_score")},
+    with member_lock(ws, name):
+        out = write_member(
+            ws.workdir,
+            name,
+            oof=oof,
+            test=test,
+            views=views,
+            classes=classes,
+            train_ids_fingerprint=ws.train.ids_fingerprint(),
+            test_ids_fingerprint=ws.test.ids_fingerprint() if ws.test is not None else "",
+            folds_fingerprint=ws.folds.fingerprint,
+            data_fingerprint=ws.data_fingerprint,
+            test_fingerprint=ws.test_fingerprint,
+            fingerprint_parts=ws.fingerprint_parts(),
+            config={
+                "member": {"name": name, **member.model_dump(mode="json")},
+                "competition": ws.cfg.competition.model_dump(mode="json"),
+                "folds": ws.cfg.folds.model_dump(mode="json"),
             },
-            "encoder": {"model": src.model, "pretrained": src.pretrained, "key": cache.key},
-            "preprocess": {
-                k: cache.preprocess().get(k) for k in ("size", "mean", "std", "interpolation", "resize_mode")
+            metrics=metrics,
+            timings=timings,
+            extra={
+                "kind": "clip_probe",
+                "run": {
+                    "device": device,
+                    "hash": root.name,
+                    **{key: [i[key] for i in fold_info] for key in ("epochs", "best_epoch", "best_score")},
+                },
+                "encoder": {"model": src.model, "pretrained": src.pretrained, "key": cache.key},
+                "preprocess": {
+                    k: cache.preprocess().get(k)
+                    for k in ("size", "mean", "std", "interpolation", "resize_mode")
+                },
+                "zero_shot_init": member.prompt is not None,
+                "embeddings_computed": list(cache.computed),
             },
-            "zero_shot_init": member.prompt is not None,
-            "embeddings_computed": list(cache.computed),
-        },
-    )
+        )
     pooled = metrics["pooled"][metric]
     reporter.line(
         f"{name}: OOF {metric} {pooled:.4f} ({len(cache.computed)} embedding file(s) computed, "

@@ -1,10 +1,12 @@
 """The fold loop of a fine-tuned member: train each fold (resuming an interrupted one), predict its held-out
 rows and the test set with every TTA view, and assemble the member artifacts.
 
-Layout of a run (one per member config + folds + data; a changed config starts a new run):
+Layout of a run (one per member config + metric + folds + data content; a changed config starts a new run;
+locks and done markers: kit.train.fold_loop):
 
     workdir/runs/NAME/HASH/
         run.json                 the member config the hash was taken over
+        fold{f}.lock             held while a process trains fold f
         fold{f}/last.pt          end-of-epoch state: model, optimizer, scheduler, scaler, EMA, history
         fold{f}/best.pt          the weights with the best validation score (EMA weights when ema is set)
         fold{f}/oof.npy          [n_valid, V, C] logits of best.pt on the fold's held-out rows
@@ -17,8 +19,6 @@ uninterrupted one would; nothing but the epoch number needs replaying.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kit.artifacts.atomic import atomic_save_npy, atomic_write_json
+from kit.artifacts.atomic import atomic_save_npy
 from kit.artifacts.member import write_member
 from kit.config.schema import TimmMember
 from kit.errors import KitError
@@ -34,6 +34,7 @@ from kit.metrics.scores import greater_is_better, score
 from kit.train.checkpoint import load_checkpoint, save_checkpoint
 from kit.train.data import BatchAugment, build_mixup, derive_seed, epoch_order, split_batches
 from kit.train.device import DeviceSetup, select_device
+from kit.train.fold_loop import member_lock, open_run, run_hash, run_locked_folds, runs_root
 from kit.train.loop import Trainee, oom_error, predict, train_one_epoch, warmup_cosine
 from kit.train.losses import KitLoss, warn_stacked_rebalancers
 from kit.train.models import ModelSpec, head_parameter_names
@@ -45,27 +46,9 @@ if TYPE_CHECKING:
 
     from kit.data.workspace import Workspace
 
-RUN_FORMAT = 1
-NOT_HASHED = {"num_workers"}  # settings that cannot change results
-
-
-def run_hash(ws: Workspace, member: TimmMember) -> str:
-    payload = {
-        "format": RUN_FORMAT,
-        "member": member.model_dump(mode="json", exclude=NOT_HASHED),
-        "folds": ws.folds.fingerprint,
-        "data": ws.data_fingerprint,
-        "test": ws.test_fingerprint,
-        "classes": ws.classes,
-        "weights_bytes": Path(member.weights).stat().st_size
-        if member.weights and Path(member.weights).exists()
-        else None,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
 
 def run_dir(ws: Workspace, name: str, member: TimmMember) -> Path:
-    return ws.workdir / "runs" / name / run_hash(ws, member)
+    return runs_root(ws, name) / run_hash(ws, member)
 
 
 @dataclass
@@ -258,7 +241,8 @@ def fit_fold(ctx: FoldContext, f: int) -> dict[str, Any]:
 
 
 def finish_fold(ctx: FoldContext, f: int, info: dict[str, Any]) -> None:
-    """Predict held-out rows and the test set with the best checkpoint and every view; mark the fold done."""
+    """Predict held-out rows and the test set with the best checkpoint and every view (the fold loop then
+    marks the fold done)."""
     m, d = ctx.member, ctx.fold_dir(f)
     t0 = time.perf_counter()
     model = load_fold_model(ctx, f)
@@ -294,8 +278,6 @@ def finish_fold(ctx: FoldContext, f: int, info: dict[str, Any]) -> None:
     atomic_save_npy(d / "oof.npy", oof)
     atomic_save_npy(d / "test.npy", test)
     info["predict_s"] = time.perf_counter() - t0
-    atomic_write_json(d / "done.json", info)
-    (d / "last.pt").unlink(missing_ok=True)  # optimizer state is not needed once the fold is done
 
 
 def run_folds(
@@ -306,39 +288,38 @@ def run_folds(
     train_cache: np.ndarray,
     test_cache: np.ndarray | None,
     reporter: Reporter,
-) -> Path:
+) -> Path | None:
+    """Train the folds this process can take; the member's folder, or None while other processes still
+    train some folds (the last one to finish writes the artifacts)."""
     import torch
 
     warn_stacked_rebalancers(name, member.loss, member.sampler)
     setup = select_device(name, member.device, amp=member.amp, channels_last=member.channels_last)
-    root = run_dir(ws, name, member)
-    root.mkdir(parents=True, exist_ok=True)
-    if not (root / "run.json").exists():
-        atomic_write_json(root / "run.json", {"member": name, "config": member.model_dump(mode="json")})
+    root = open_run(ws, name, member)
     ctx = FoldContext(ws, name, member, spec, train_cache, test_cache, setup, root, reporter)
-    k = ws.folds.k
-    infos: list[dict[str, Any]] = []
     start = time.perf_counter()
-    with reporter.task(f"{name} folds", total=k) as folds_task:
-        for f in range(k):
-            done = ctx.fold_dir(f) / "done.json"
-            if done.exists():
-                infos.append(json.loads(done.read_text("utf-8")))
-                reporter.line(f"{name} fold {f}: done earlier (best {infos[-1]['best_score']:.4f}), kept")
-            else:
-                try:
-                    info = fit_fold(ctx, f)
-                    finish_fold(ctx, f, info)
-                except torch.cuda.OutOfMemoryError:
-                    raise oom_error(name, member.batch_size) from None
-                except FloatingPointError as e:
-                    raise KitError(
-                        f"member '{name}' fold {f}: training diverged ({e}); lower members.{name}.lr "
-                        f"(now {member.lr}) or raise members.{name}.warmup_epochs"
-                    ) from None
-                infos.append(info)
-            folds_task.advance()
-    return assemble(ctx, infos, time.perf_counter() - start)
+
+    def fold(f: int) -> dict[str, Any]:
+        try:
+            info = fit_fold(ctx, f)
+            finish_fold(ctx, f, info)
+        except torch.cuda.OutOfMemoryError:
+            raise oom_error(name, member.batch_size) from None
+        except FloatingPointError as e:
+            raise KitError(
+                f"member '{name}' fold {f}: training diverged ({e}); lower members.{name}.lr "
+                f"(now {member.lr}) or raise members.{name}.warmup_epochs"
+            ) from None
+        return info
+
+    def drop_last_pt(f: int) -> None:
+        (ctx.fold_dir(f) / "last.pt").unlink(missing_ok=True)  # optimizer state is not needed once done
+
+    infos = run_locked_folds(root, name, ws.folds.k, reporter, fold, drop_last_pt)
+    if infos is None:
+        return None
+    with member_lock(ws, name):
+        return assemble(ctx, infos, time.perf_counter() - start)
 
 
 def assemble(ctx: FoldContext, infos: list[dict[str, Any]], wall_s: float) -> Path:
@@ -365,6 +346,8 @@ def assemble(ctx: FoldContext, infos: list[dict[str, Any]], wall_s: float) -> Pa
         test_ids_fingerprint=ws.test.ids_fingerprint() if ws.test is not None else "",
         folds_fingerprint=ws.folds.fingerprint,
         data_fingerprint=ws.data_fingerprint,
+        test_fingerprint=ws.test_fingerprint,
+        fingerprint_parts=ws.fingerprint_parts(),
         config={
             "member": {"name": ctx.name, **m.model_dump(mode="json")},
             "competition": ws.cfg.competition.model_dump(mode="json"),

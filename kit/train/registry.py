@@ -1,7 +1,8 @@
 """Member kinds register their trainer by decoration; `train_members` dispatches on `kind`.
 
 A trainer takes (workspace, member name, member config, reporter) and writes the member's artifacts
-(kit.artifacts.member.write_member), returning their folder.
+(kit.artifacts.member.write_member), returning their folder (None when another process still trains some of
+its folds: kit.train.fold_loop).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from kit.errors import KitError
 
-Trainer = Callable[..., Path]
+Trainer = Callable[..., Path | None]  # None: other processes still train some folds
 TRAINERS: dict[str, Trainer] = {}
 # modules that register trainers when imported (imported lazily: they pull in torch)
 TRAINER_MODULES = {"timm": "kit.train.timm_member", "clip_probe": "kit.train.clip_probe"}

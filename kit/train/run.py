@@ -15,7 +15,8 @@ def train_members(
 ) -> list[Path]:
     """Train the named members (all when `names` is empty) over every fold; returns their artifact folders.
 
-    Every trainer has the signature `(ws, name, member, reporter) -> Path` (kit.train.registry).
+    Every trainer has the signature `(ws, name, member, reporter) -> Path | None` (kit.train.registry); None
+    means another `kit train` process still holds some of the member's folds and writes it when done.
     """
     from kit.data.workspace import open_workspace
 
@@ -26,5 +27,7 @@ def train_members(
     out = []
     for name in chosen:
         member = cfg.members[name]
-        out.append(get_trainer(member.kind)(ws, name, member, rep))
+        path = get_trainer(member.kind)(ws, name, member, rep)
+        if path is not None:
+            out.append(path)
     return out

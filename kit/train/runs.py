@@ -8,8 +8,9 @@ from typing import Any
 
 from rich.console import Console
 
-from kit.artifacts.member import list_members, read_meta
+from kit.artifacts.member import Expected, config_changes, data_changes, list_members, read_meta
 from kit.config.schema import KitConfig
+from kit.errors import KitError
 
 
 @dataclass
@@ -24,6 +25,7 @@ class RunRow:
     worst: list[tuple[str, float]] = field(default_factory=list)
     metric: str = ""
     interval: tuple[float, float, float] | None = None  # (score, low, high) of the competition metric
+    stale: list[str] = field(default_factory=list)  # why `kit blend`/`kit submit` would refuse it
 
 
 def member_intervals(cfg: KitConfig, rows: list[RunRow], level: float = 0.95) -> None:
@@ -55,11 +57,17 @@ def member_intervals(cfg: KitConfig, rows: list[RunRow], level: float = 0.95) ->
         r.interval = score_interval(cfg.competition.metric, train.labels, probs, train.groups, level=level)
 
 
-def run_rows(workdir: Path, configured: dict[str, Any] | None = None) -> list[RunRow]:
-    """Trained members in `workdir` plus configured members without artifacts (trained=False)."""
+def run_rows(
+    workdir: Path, configured: dict[str, Any] | None = None, expected: Expected | None = None
+) -> list[RunRow]:
+    """Trained members in `workdir` plus configured members without artifacts (trained=False); with
+    `expected`, each row says how the member is stale (the checks of kit.artifacts.member.load_member)."""
     rows = []
     for name in list_members(workdir):
         meta = read_meta(workdir, name)
+        stale = []
+        if expected is not None:
+            stale = data_changes(meta, expected) + config_changes(name, meta, expected)
         m = meta.get("metrics", {})
         run = meta.get("run", {})
         rows.append(
@@ -73,6 +81,7 @@ def run_rows(workdir: Path, configured: dict[str, Any] | None = None) -> list[Ru
                 train_s=meta.get("timings", {}).get("train_s"),
                 worst=[(str(c), float(f)) for c, f in m.get("worst_classes", [])],
                 metric=str(m.get("metric", "")),
+                stale=stale,
             )
         )
     trained = {r.name for r in rows}
@@ -85,9 +94,10 @@ def run_rows(workdir: Path, configured: dict[str, Any] | None = None) -> list[Ru
 def print_runs(cfg: KitConfig, console: Console) -> None:
     """The `kit runs` table: pooled OOF scores, epochs and time per member, then per-view scores and the
     worst classes on one line per member."""
+    from rich.markup import escape
     from rich.table import Table
 
-    rows = run_rows(cfg.workdir, cfg.members)
+    rows = run_rows(cfg.workdir, cfg.members, _expected(cfg))
     if not rows:
         console.print(f"no members in {cfg.workdir}; add members to kit.yaml and run `kit train`")
         return
@@ -117,6 +127,20 @@ def print_runs(cfg: KitConfig, console: Console) -> None:
         views = ", ".join(f"{v} {s:.4f}" for v, s in r.per_view.items())
         worst = ", ".join(f"{c} {f:.2f}" for c, f in r.worst)
         notes.append(f"[bold]{r.name}[/]: {r.metric} per view: {views}; worst classes by F1: {worst}")
+        if r.stale:
+            why = escape("; ".join(r.stale))
+            notes.append(f"[yellow]{r.name} is stale[/]: {why}; run `kit train {r.name}`")
     console.print(t)
     for n in notes:
         console.print(n, highlight=False)
+
+
+def _expected(cfg: KitConfig) -> Expected:
+    """The current data's fingerprints when the data can be read, else the config alone."""
+    from kit.data.workspace import open_workspace
+
+    try:
+        return open_workspace(cfg, write=False).expected()
+    except KitError:
+        members = {n: m.model_dump(mode="json") for n, m in cfg.members.items()}
+        return Expected([], "", "", member_configs=members, metric=cfg.competition.metric)

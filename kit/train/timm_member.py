@@ -21,16 +21,27 @@ if TYPE_CHECKING:
 
 
 @register_trainer("timm")
-def train_timm(ws: Workspace, name: str, member: TimmMember, reporter: Reporter) -> Path:
-    """Train member `name` over every fold and write its artifacts; returns workdir/members/NAME."""
+def train_timm(ws: Workspace, name: str, member: TimmMember, reporter: Reporter) -> Path | None:
+    """Train member `name` over every fold and write its artifacts; returns workdir/members/NAME (None while
+    another process still trains some folds)."""
     spec = resolve_model(name, member, len(ws.classes))
     size, resample = member.img_size, spec.interpolation
     train_cache = build_image_cache(
-        ws.train, size, ws.cache_dir, split="train", fingerprint=ws.data_fingerprint, resample=resample
+        ws.train,
+        size,
+        ws.cache_dir,
+        split="train",
+        fingerprint=ws.train_images_fingerprint,
+        resample=resample,
     )
     test_cache = None
     if ws.test is not None:
         test_cache = build_image_cache(
-            ws.test, size, ws.cache_dir, split="test", fingerprint=ws.test_fingerprint, resample=resample
+            ws.test,
+            size,
+            ws.cache_dir,
+            split="test",
+            fingerprint=ws.test_images_fingerprint,
+            resample=resample,
         )
     return run_folds(ws, name, member, spec, train_cache, test_cache, reporter)
