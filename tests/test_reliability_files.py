@@ -279,17 +279,21 @@ def test_submit_blend_names_are_names_not_paths(runner, project: Project) -> Non
 # ---------------------------------------------------------------- 4. ensembles/..yaml and atomic_dir
 
 
-def test_blend_spec_named_dot_dot_yaml_is_refused_and_blends_survive(tmp_path: Path, runner) -> None:
-    blends = tmp_path / "work" / "blends"
-    (blends / "all").mkdir(parents=True)
-    (blends / "all" / "winner.json").write_text('{"keep": true}')
-    (tmp_path / "ensembles").mkdir()
-    spec = tmp_path / "ensembles" / "..yaml"
+def test_blend_spec_named_dot_dot_yaml_is_refused_and_blends_survive(runner, project: Project) -> None:
+    """`ensembles/..yaml` would name the blend '.', i.e. workdir/blends itself (replaced whole before)."""
+    from kit.blend.run import run_blend
+
+    blends = project.ws.workdir / "blends"
+    before = snapshot(blends)
+    assert "all/winner.json" in before
+    spec = project.home / "ensembles" / "..yaml"
+    spec.parent.mkdir(exist_ok=True)
     spec.write_text("members: all\nblenders: [{kind: uniform}]\n")
-    config = write_config(tmp_path / "kit.yaml", tmp_path / "data", tmp_path / "work")
-    msg = clean_error(invoke(runner, ["blend", str(spec), "-c", str(config)]))
-    assert "blend name '.' is not a plain name" in msg
-    assert (blends / "all" / "winner.json").read_text() == '{"keep": true}'
+    msg = clean_error(invoke(runner, ["blend", str(spec), "-c", str(project.config)], cwd=project.home))
+    assert "blend name '.' is not a plain name" in msg and "ensembles/NAME.yaml" in msg
+    with pytest.raises(KitError, match="blend name '.' is not a plain name"):
+        run_blend(spec, project.config)  # the library path (`kit demo` calls it): blend_dir refuses too
+    assert snapshot(blends) == before
 
 
 def test_blend_dir_and_atomic_dir_refuse_anything_but_a_folder_strictly_inside(tmp_path: Path) -> None:

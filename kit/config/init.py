@@ -334,7 +334,7 @@ def _is_kit_config(path: Path) -> bool:
         data = yaml.safe_load(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
-    return isinstance(data, dict) and "competition" in data
+    return data is None or (isinstance(data, dict) and "competition" in data)  # None: comments only
 
 
 def check_config_out(out: Path, *, force: bool) -> None:
@@ -352,7 +352,7 @@ def check_config_out(out: Path, *, force: bool) -> None:
     if not _is_kit_config(out):
         raise KitError(
             f"refusing to overwrite {out}: it is not a kit config (no `competition:` section), so kit did not "
-            "write it; --force replaces only a kit.yaml. Choose another --out"
+            "write it; --force replaces only a kit.yaml (or an empty one). Choose another --out"
         )
 
 
