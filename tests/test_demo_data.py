@@ -36,5 +36,7 @@ def test_demo_layout_and_long_tail(demo_dir: Path) -> None:
 def test_kit_demo_data_only_via_cli(tmp_path: Path, runner) -> None:
     r = invoke(runner, ["demo", "--data-only", "--out", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "d" / "train.csv").exists() and len(list((tmp_path / "d" / "test").iterdir())) > 50
+    data = tmp_path / "d" / "data"
+    assert (data / "train.csv").exists() and len(list((data / "test").iterdir())) > 50
+    assert (tmp_path / "d" / "kit.yaml").is_file() and (tmp_path / "d" / "ensembles" / "all.yaml").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left

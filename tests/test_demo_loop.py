@@ -5,29 +5,39 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from conftest import invoke
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def copy_repo_config(dst: Path) -> Path:
-    shutil.copy(REPO / "kit.yaml", dst / "kit.yaml")
-    shutil.copytree(REPO / "ensembles", dst / "ensembles")
-    return dst / "kit.yaml"
+def write_user_project(home: Path) -> dict[Path, bytes]:
+    """A user's own project in the folder the demo runs from: kit.yaml, work/, submissions/ (must stay as is)."""
+    files = {
+        home
+        / "kit.yaml": b"# the user's own config\ncompetition: {root: comp, train: train.csv}\nworkdir: work\n",
+        home / "work" / "folds.csv": b"id,fold\nu1,0\n",
+        home / "work" / "members" / "convnext" / "meta.json": b'{"user": true}\n',
+        home / "work" / "blends" / "all" / "winner.json": b'{"user": true}\n',
+        home / "submissions" / "mine.csv": b"id,label\nu1,cat\n",
+    }
+    for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return files
 
 
 def run_demo_cli(runner, tmp_path: Path, overrides: list[str]) -> tuple[str, Path]:
-    cfg = copy_repo_config(tmp_path)
-    args = ["demo", "--out", str(tmp_path / "data"), "-c", str(cfg)]
+    """`kit demo --out demo` run from inside a user's project: the demo works only in its own folder."""
+    user = write_user_project(tmp_path)
+    args = ["demo", "--out", "demo"]
     for o in overrides:
         args += ["--set", o]
     r = invoke(runner, args, cwd=tmp_path)
     assert r.exit_code == 0, r.output
-    subs = sorted((tmp_path / "submissions").glob("all-*.csv"))
+    assert {p: p.read_bytes() for p in user} == user  # the user's project is untouched
+    assert sorted(p.name for p in (tmp_path / "submissions").iterdir()) == ["mine.csv"]
+    subs = sorted((tmp_path / "demo" / "submissions").glob("all-*.csv"))
     assert len(subs) == 1, r.output
     return r.output, subs[0]
 
@@ -44,10 +54,11 @@ def held_back_scores(output: str) -> dict[str, float]:
 
 
 def check_loop_artifacts(tmp_path: Path, sub: Path) -> None:
-    sample = read_rows(tmp_path / "data" / "sample_submission.csv")
+    demo = tmp_path / "demo"
+    sample = read_rows(demo / "data" / "sample_submission.csv")
     rows = read_rows(sub)
     assert rows[0] == sample[0] and [r[0] for r in rows] == [r[0] for r in sample]
-    words = {r[2] for r in read_rows(tmp_path / "data" / "train.csv")[1:]}
+    words = {r[2] for r in read_rows(demo / "data" / "train.csv")[1:]}
     assert {r[1] for r in rows[1:]} <= words  # every label is a class name
     side = json.loads(sub.with_name(sub.name + ".json").read_text())
     assert (
@@ -56,8 +67,9 @@ def check_loop_artifacts(tmp_path: Path, sub: Path) -> None:
         and side["n_rows"] == len(rows) - 1
     )
     for member in ("convnext", "swin", "effnet", "clip"):
-        assert (tmp_path / "work" / "members" / member).is_dir()
-    assert (tmp_path / "work" / "blends" / "all").is_dir()
+        assert (demo / "work" / "members" / member / "meta.json").is_file()
+    assert (demo / "work" / "blends" / "all" / "winner.json").is_file()
+    assert (demo / ".kit-demo.json").is_file() and (demo / "kit.yaml").is_file()
 
 
 def test_demo_whole_loop_short(tmp_path: Path, runner) -> None:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from kit.errors import KitError
+
 HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
 TMP_PATTERN = re.compile(
     r"^\.(?P<name>.+)\.kit-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]{8}\.(?P<kind>tmp|old)$"
@@ -130,9 +132,21 @@ def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def check_strictly_inside(path: Path, parent: Path) -> None:
+    """Refuse `path` unless it lies strictly inside `parent` (compared after normalising '.' and '..')."""
+    p, q = Path(os.path.abspath(path)), Path(os.path.abspath(parent))
+    if path.name in ("", ".", "..") or q not in p.parents:
+        raise KitError(f"refusing to replace {path}: it is not a folder strictly inside {parent}")
+
+
 @contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; on success it replaces `path` whole, on failure it is removed."""
+def atomic_dir(path: Path, *, parent: Path | None = None) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success it replaces `path` whole, on failure it is removed.
+
+    `parent` is the folder `path` is meant to live in (default: `path.parent`); a path that is not strictly
+    inside it (`blends/.`, `members/..`, `.`) is refused before anything is created or removed.
+    """
+    check_strictly_inside(path, path.parent if parent is None else parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     tmp.mkdir()

@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from kit.artifacts.atomic import atomic_dir
+from kit.artifacts.names import plain_name
 from kit.errors import KitError
 
 ARTIFACT_VERSION = 1
@@ -72,7 +73,8 @@ def members_dir(workdir: Path) -> Path:
 
 
 def member_dir(workdir: Path, name: str) -> Path:
-    return members_dir(workdir) / name
+    """workdir/members/NAME; NAME must be a plain name, never a path."""
+    return members_dir(workdir) / plain_name(name, "member")
 
 
 def library_versions() -> dict[str, str]:
@@ -152,7 +154,7 @@ def write_member(
         **(extra or {}),
     }
     final = member_dir(workdir, name)
-    with atomic_dir(final) as tmp:
+    with atomic_dir(final, parent=members_dir(workdir)) as tmp:
         np.save(tmp / OOF_FILE, oof)
         np.save(tmp / TEST_FILE, test)
         (tmp / META_FILE).write_text(

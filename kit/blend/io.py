@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from kit.artifacts.member import Expected, artifact_id, config_changes, data_changes, read_meta, stale_use
+from kit.artifacts.names import plain_name
 from kit.errors import KitError
 
 OOF_FILE = "oof_probs.npy"
@@ -44,7 +45,8 @@ def blends_dir(workdir: Path) -> Path:
 
 
 def blend_dir(workdir: Path, name: str) -> Path:
-    return blends_dir(workdir) / name
+    """workdir/blends/NAME; NAME must be a plain name (`ensembles/..yaml` must never mean workdir/blends)."""
+    return blends_dir(workdir) / plain_name(name, "blend")
 
 
 def list_blends(workdir: Path) -> list[str]:

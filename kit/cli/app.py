@@ -184,19 +184,25 @@ def folds(config: ConfigOpt = Path("kit.yaml"), overrides: SetOpt = None) -> Non
 @app.command()
 @kit_command
 def demo(
-    out: Annotated[Path, typer.Option(help="where to build the demo competition")] = Path("data/demo"),
-    config: Annotated[Path, typer.Option("--config", "-c", help="the demo's kit.yaml")] = Path("kit.yaml"),
-    data_only: Annotated[bool, typer.Option("--data-only", help="build the data and stop")] = False,
-    force: Annotated[bool, typer.Option("--force", help="rebuild the data")] = False,
+    out: Annotated[
+        Path, typer.Option(help="the demo folder (its own kit.yaml, data/, work/, submissions/)")
+    ] = Path("data/demo"),
+    data_only: Annotated[bool, typer.Option("--data-only", help="build the demo folder and stop")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="rebuild the data, kit.yaml and spec of a folder `kit demo` built")
+    ] = False,
     overrides: SetOpt = None,
 ) -> None:
-    """Build the long-tailed digits competition and run the whole loop on it.
+    """Build the long-tailed digits competition in its own demo folder and run the whole loop there.
 
-    Example: `kit demo` (data lands in data/demo, artifacts in work/)
+    The demo never reads or writes the kit.yaml, workdir or submissions of the folder you run it in, and
+    refuses a non-empty --out that `kit demo` did not build (--force included).
+
+    Example: `kit demo` (everything lands in data/demo: data/, work/, submissions/)
     """
     from kit.demo.run import run_demo
 
-    run_demo(out, config, data_only=data_only, force=force, console=console, overrides=overrides)
+    run_demo(out, data_only=data_only, force=force, console=console, overrides=overrides)
 
 
 # Command groups live in their own modules and register on `app` by decoration when imported.

@@ -24,7 +24,11 @@ def blend(
 
     Example: `kit blend ensembles/swin_effnet.yaml -c kit.yaml --set spec.metric=macro_f1`
     """
+    from kit.artifacts.names import plain_name
     from kit.blend.report import print_summary
     from kit.blend.run import run_blend
 
+    plain_name(
+        spec.stem, "blend"
+    )  # the spec's stem names workdir/blends/NAME: `..yaml` must not mean blends/
     print_summary(run_blend(spec, config, overrides, allow_stale=allow_stale), console)

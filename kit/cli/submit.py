@@ -25,10 +25,15 @@ def submit(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="file to write (default submissions/NAME-TIME.csv)")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace an existing submission that `kit submit` wrote")
+    ] = False,
     overrides: SetOpt = None,
     allow_stale: AllowStaleOpt = False,
 ) -> None:
     """Write the submission CSV in the exact shape of the sample submission, validated, with a sidecar.
+
+    `--out` never writes over the competition's files, the workdir, or a file kit did not write.
 
     Example: `kit submit ensembles/all.yaml` or `kit submit --member convnext --out sub.csv`
     """
@@ -37,7 +42,12 @@ def submit(
     if ensemble is not None and member is not None:
         raise KitError("give an ensemble spec or --member NAME, not both")
     res = make_submission(
-        load(config, overrides), ensemble=ensemble, member=member, out=out, allow_stale=allow_stale
+        load(config, overrides),
+        ensemble=ensemble,
+        member=member,
+        out=out,
+        force=force,
+        allow_stale=allow_stale,
     )
     src = res.source
     score = f"{src.cv_score:.4f}" if src.cv_score is not None else "n/a"

@@ -329,14 +329,40 @@ def render_kit_yaml(g: Guess, config_dir: Path) -> str:
     return "".join(out)
 
 
+def _is_kit_config(path: Path) -> bool:
+    try:
+        data = yaml.safe_load(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return data is None or (isinstance(data, dict) and "competition" in data)  # None: comments only
+
+
+def check_config_out(out: Path, *, force: bool) -> None:
+    """`kit init --out`: a .yaml file; an existing one only with --force, and only when it is a kit config."""
+    from kit.errors import KitError
+
+    if out.suffix.lower() not in (".yaml", ".yml"):
+        raise KitError(f"--out {out}: a kit config is a .yaml file; use e.g. --out kit.yaml")
+    if out.is_dir():
+        raise KitError(f"--out {out} is a folder; give a file name, e.g. --out {out / 'kit.yaml'}")
+    if not out.exists():
+        return
+    if not force:
+        raise KitError(f"{out} already exists; pass --force to overwrite it, or --out OTHER.yaml")
+    if not _is_kit_config(out):
+        raise KitError(
+            f"refusing to overwrite {out}: it is not a kit config (no `competition:` section), so kit did not "
+            "write it; --force replaces only a kit.yaml (or an empty one). Choose another --out"
+        )
+
+
 def write_kit_yaml(data_dir: Path, out: Path, *, force: bool = False) -> Guess:
     from kit.artifacts.atomic import atomic_write_text
     from kit.errors import KitError
 
     if not data_dir.is_dir():
         raise KitError(f"{data_dir}: not a folder; pass the competition's data folder to `kit init`")
-    if out.exists() and not force:
-        raise KitError(f"{out} already exists; pass --force to overwrite it, or --out OTHER.yaml")
+    check_config_out(out, force=force)
     g = detect_layout(data_dir)
     atomic_write_text(out, render_kit_yaml(g, out.parent))
     ensemble = out.parent / "ensembles" / "all.yaml"

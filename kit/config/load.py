@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import types
 import typing
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from kit.config.schema import MEMBER_KINDS, KitConfig
+from kit.config.schema import MEMBER_KINDS, Competition, KitConfig
 from kit.errors import KitError
 
 M = TypeVar("M", bound=BaseModel)
@@ -192,9 +193,33 @@ def resolve_paths(cfg: KitConfig, base: Path) -> KitConfig:
     workdir = cfg.workdir if cfg.workdir.is_absolute() else (base / cfg.workdir).resolve()
     # members with file paths (e.g. clip_probe's local-dir:) resolve them against the config's folder too
     members = {n: m.with_base(base) if hasattr(m, "with_base") else m for n, m in cfg.members.items()}
-    return cfg.model_copy(
-        update={"competition": comp.model_copy(update=updates), "workdir": workdir, "members": members}
-    )
+    comp = comp.model_copy(update=updates)
+    check_workdir(comp, workdir)
+    return cfg.model_copy(update={"competition": comp, "workdir": workdir, "members": members})
+
+
+def check_workdir(comp: Competition, workdir: Path) -> None:
+    """Everything under the workdir is kit's (it writes folds.csv, members/, blends/, cache/ there), so the
+    workdir must hold none of the competition's files and lie in none of its image folders."""
+    wd = Path(os.path.abspath(workdir))
+    folders = [comp.train_images, comp.test_images]
+    folders += [None if comp.train_is_table else comp.train, None if comp.test_is_table else comp.test]
+    for key in ("root", "train", "train_images", "test", "test_images", "sample_submission"):
+        p = getattr(comp, key)
+        if p is None:
+            continue
+        p = Path(os.path.abspath(p))
+        if p == wd or wd in p.parents:
+            raise KitError(
+                f"workdir: {workdir} holds the competition's files (competition.{key}: {p}); kit writes its "
+                "artifacts there and would mix them with the data. Use a folder of its own, e.g. workdir: work"
+            )
+    for f in folders:
+        if f is not None and Path(os.path.abspath(f)) in wd.parents:
+            raise KitError(
+                f"workdir: {workdir} is inside the competition's image folder {f}; use a folder of its own, "
+                "e.g. workdir: work next to kit.yaml"
+            )
 
 
 def load_config(path: Path | str = "kit.yaml", overrides: list[str] | None = None) -> KitConfig:

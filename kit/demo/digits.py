@@ -5,6 +5,9 @@ sample_submission.csv (id,label), train/ and test/ PNG folders. Labels are words
 geometrically (imbalance ratio about 20). `writer` is a synthetic group column (blocks of 30 consecutive scans)
 that exercises group-aware folds; the test split holds out whole writers. The test answers are written to
 `answers/test_answers.csv`, outside the tables kit reads, to score a submission at the end.
+
+Every folder `kit demo` builds holds a marker file (`.kit-demo.json`); kit writes into, or replaces, a non-empty
+folder only when it holds that marker, so a user's folder is never overwritten (`--force` included).
 """
 
 from __future__ import annotations
@@ -15,13 +18,55 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.artifacts.atomic import atomic_dir
+from kit.artifacts.atomic import atomic_dir, atomic_write_json
+from kit.errors import KitError
 
 CLASS_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 IMAGE_PX = 32
 IMBALANCE = 20.0
 TEST_FRACTION = 0.25
 WRITER_BLOCK = 30
+DEMO_MARKER = ".kit-demo.json"
+
+
+def marker_record(what: str) -> dict[str, object]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        kit_version = version("kit")
+    except PackageNotFoundError:
+        kit_version = "unknown"
+    return {
+        "written_by": "kit demo",
+        "what": what,
+        "kit_version": kit_version,
+        "note": "kit replaces or writes into this folder only because this marker is here; delete the "
+        "folder when you are done with the demo",
+    }
+
+
+def is_demo_folder(path: Path) -> bool:
+    return (path / DEMO_MARKER).is_file()
+
+
+def check_demo_target(path: Path, option: str = "--out") -> None:
+    """Refuse `path` unless it is new, an empty folder, or a folder `kit demo` built (it holds the marker)."""
+    if path.exists() and not path.is_dir():
+        raise KitError(
+            f"{option} {path} is a file; choose a new folder for the demo, e.g. {option} data/demo"
+        )
+    if not path.is_dir() or is_demo_folder(path) or not any(path.iterdir()):
+        return
+    old = (
+        " (it looks like a demo from an older kit: delete it yourself to rebuild it there)"
+        if (path / "answers" / "test_answers.csv").is_file()
+        else ""
+    )
+    raise KitError(
+        f"{option} {path} is not empty and was not built by `kit demo` (no {DEMO_MARKER} in it){old}; kit never "
+        f"writes into or deletes a folder it did not build, --force included. Choose a new or empty folder, "
+        f"e.g. {option} data/demo"
+    )
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -71,8 +116,11 @@ def competition_section(root: Path) -> dict[str, object]:
 
 
 def build_demo(out: Path, *, seed: int = 0, force: bool = False) -> Path:
-    """Write the demo competition to `out` (atomically). Returns `out`; a complete existing one is kept."""
-    if (out / "train.csv").exists() and (out / "answers" / "test_answers.csv").exists() and not force:
+    """Write the demo competition to `out` (atomically, with the demo marker). Returns `out`; a complete
+    existing one is kept unless `force`. Refuses a non-empty `out` that `kit demo` did not build."""
+    check_demo_target(out)
+    complete = (out / "train.csv").exists() and (out / "answers" / "test_answers.csv").exists()
+    if complete and not force:
         return out
     from sklearn.datasets import load_digits
 
@@ -91,6 +139,7 @@ def build_demo(out: Path, *, seed: int = 0, force: bool = False) -> Path:
     train_idx, test_idx = keep[~is_test], keep[is_test]
 
     with atomic_dir(out) as tmp:
+        atomic_write_json(tmp / DEMO_MARKER, marker_record("the demo competition's data"))
         (tmp / "train").mkdir()
         (tmp / "test").mkdir()
         (tmp / "answers").mkdir()

@@ -1,5 +1,10 @@
-"""`kit demo`: build the digits competition, then run the whole loop on it: folds, train every member,
-blend (ensembles/all.yaml), submit, and score the submission against the held-back answers."""
+"""`kit demo`: build a self-contained demo folder, then run the whole loop inside it: folds, train every
+member, blend (ensembles/all.yaml), submit, and score the submission against the held-back answers.
+
+The demo folder (default data/demo) holds its own kit.yaml, ensembles/all.yaml, data/ (the competition),
+work/ (its workdir) and submissions/: the demo never reads the kit.yaml of the folder it runs in and never
+writes outside its own folder.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,16 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from kit.artifacts.atomic import atomic_write_json, atomic_write_text
 from kit.config.load import load_config
 from kit.data.workspace import open_workspace
-from kit.demo.digits import build_demo
+from kit.demo.digits import DEMO_MARKER, build_demo, check_demo_target, is_demo_folder, marker_record
 from kit.errors import KitError
 from kit.metrics import accuracy, macro_f1, weighted_f1
 
 DEMO_ENSEMBLE = Path("ensembles") / "all.yaml"
+DEMO_DATA = "data"
+SUBMISSIONS = "submissions"
 
 
 def read_labels(path: Path, id_col: str, label_col: str) -> dict[str, str]:
@@ -38,27 +46,65 @@ def score_against_answers(submission: Path, answers: Path, classes: list[str]) -
     return {"weighted_f1": weighted_f1(y, p, n), "macro_f1": macro_f1(y, p, n), "accuracy": accuracy(y, p, n)}
 
 
+def demo_config_text() -> str:
+    """The demo's kit.yaml (kit/templates/demo_kit.yaml; the repository's kit.yaml has the same settings)."""
+    return (Path(__file__).resolve().parents[1] / "templates" / "demo_kit.yaml").read_text("utf-8")
+
+
+def prepare_demo_folder(out: Path, *, force: bool = False) -> Path:
+    """Make `out` a self-contained demo folder and return its kit.yaml.
+
+    out/.kit-demo.json (marker), out/kit.yaml, out/ensembles/all.yaml, out/data/ (the competition); training
+    later fills out/work/ and out/submissions/. A non-empty folder without the marker is refused, `force`
+    included; `force` on a demo folder rewrites only what kit wrote there (kit.yaml, the spec, data/).
+    """
+    from kit.config.init import default_ensemble_text
+
+    check_demo_target(out)
+    check_demo_target(out / DEMO_DATA)
+    out.mkdir(parents=True, exist_ok=True)
+    if not is_demo_folder(out):
+        atomic_write_json(out / DEMO_MARKER, marker_record("a kit demo folder"))
+    config = out / "kit.yaml"
+    if force or not config.exists():
+        atomic_write_text(config, demo_config_text())
+    ensemble = out / DEMO_ENSEMBLE
+    if force or not ensemble.exists():
+        atomic_write_text(ensemble, default_ensemble_text())
+    build_demo(out / DEMO_DATA, force=force)
+    return config
+
+
 def run_demo(
     out: Path,
-    config: Path,
     *,
     data_only: bool,
     force: bool,
     console: Console,
     overrides: list[str] | None = None,
 ) -> dict[str, object]:
+    """Build the demo folder `out` and run the whole loop inside it; nothing is written outside `out`."""
     t0 = time.perf_counter()
-    build_demo(out, force=force)
-    console.print(f"[green]demo competition[/] in {out}")
+    config = prepare_demo_folder(out, force=force)
+    console.print(
+        f"[green]demo folder[/] {out}: kit.yaml, {DEMO_ENSEMBLE}, {DEMO_DATA}/ (the competition)",
+        highlight=False,
+    )
     if data_only:
+        console.print(
+            f"next: `cd {out}`, then `kit train`, or run the whole loop with `kit demo --out {out}`"
+        )
         return {}
-    if not config.exists():
-        raise KitError(f"{config} not found; run `kit demo` from the repository root, or pass -c kit.yaml")
-    ensemble = config.parent / DEMO_ENSEMBLE
-    if not ensemble.exists():
-        raise KitError(f"{ensemble} not found; run `kit demo` from the repository root")
-    overrides = [f"competition.root={out.resolve()}", *(overrides or [])]
-    cfg = load_config(config, overrides)
+    ensemble = out / DEMO_ENSEMBLE
+    from kit.blend.run import split_overrides
+
+    cfg = load_config(config, split_overrides(overrides)[1])  # `--set spec.KEY=...` goes to the blend
+    home = out.resolve()
+    if home not in cfg.workdir.parents:
+        raise KitError(
+            f"the demo's workdir {cfg.workdir} is outside its folder {home}; the demo writes only inside its "
+            f"folder: keep `workdir: work` in {config} and drop --set workdir"
+        )
 
     from kit.blend.report import print_summary
     from kit.blend.run import run_blend
@@ -68,7 +114,10 @@ def run_demo(
     from kit.train.run import train_members
     from kit.train.runs import print_runs
 
-    write_tiny_clip(cfg.workdir / "clip-tiny")  # random-init CLIP for the demo's clip member (no download)
+    if any(m.kind == "clip_probe" for m in cfg.members.values()):
+        write_tiny_clip(
+            cfg.workdir / "clip-tiny"
+        )  # random-init CLIP for the demo's clip member (no download)
     console.rule("train")
     train_members(cfg, None, RichReporter(console))
     print_runs(cfg, console)
@@ -76,9 +125,10 @@ def run_demo(
     result = run_blend(ensemble, config, overrides)
     print_summary(result, console)
     console.rule("submit")
-    sub = make_submission(cfg, ensemble=ensemble)
+    sub = make_submission(cfg, ensemble=ensemble, folder=out / SUBMISSIONS)
     classes = open_workspace(cfg, write=False).classes
-    test_scores = score_against_answers(sub.path, out / "answers" / "test_answers.csv", classes)
+    answers = out / DEMO_DATA / "answers" / "test_answers.csv"
+    test_scores = score_against_answers(sub.path, answers, classes)
     console.print(f"[green]wrote[/] {sub.path}", highlight=False)
     console.rule("scores")
     metric = cfg.competition.metric
@@ -88,4 +138,5 @@ def run_demo(
         f"accuracy {test_scores['accuracy']:.4f}  ({time.perf_counter() - t0:.0f} s in all)",
         highlight=False,
     )
+    console.print(f"next: `cd {out}`, then `kit runs`, `kit blend ensembles/all.yaml`, `kit submissions`")
     return {"submission": sub.path, "nested": sub.source.cv_score, "test": test_scores}

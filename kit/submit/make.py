@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from kit.artifacts.names import plain_name
 from kit.config.schema import KitConfig
 from kit.data.table import load_train
 from kit.data.workspace import Workspace, open_workspace
@@ -19,7 +20,7 @@ from kit.submit.check import CheckReport, check_submission_rows, raise_if_failed
 from kit.submit.format import fill_rows, match_ids, render_csv, value_cells
 from kit.submit.sample import CsvFile, Layout, detect_layout, read_csv_exact
 from kit.submit.source import Source, blend_name, blend_source, member_source
-from kit.submit.write import SUBMISSIONS_DIR, default_path, write_submission
+from kit.submit.write import SUBMISSIONS_DIR, check_out_path, default_path, write_submission
 
 
 @dataclass(frozen=True)
@@ -106,10 +107,19 @@ def make_submission(
     folder: Path = SUBMISSIONS_DIR,
     now: datetime | None = None,
     allow_stale: bool = False,
+    force: bool = False,
 ) -> SubmitResult:
-    """Fill the sample with a blend's or a member's test probabilities, validate, write CSV + sidecar."""
+    """Fill the sample with a blend's or a member's test probabilities, validate, write CSV + sidecar.
+
+    `out` never replaces a competition file, anything under the workdir, or a file `kit submit` did not write;
+    an existing submission of kit's only with `force` (`check_out_path`).
+    """
     if (ensemble is None) == (member is None):
         raise KitError("name what to submit: `kit submit ensembles/NAME.yaml` or `kit submit --member NAME`")
+    if member is not None:
+        plain_name(member, "member")
+    if out is not None:
+        check_out_path(out, cfg, force=force)
     ws = open_workspace(cfg)
     if ws.test is None:
         raise KitError("competition.test is not set; kit needs the test table to match the sample's ids")
@@ -127,6 +137,7 @@ def make_submission(
         rep.warnings.append(f"{left_out} test images are not in the sample submission and are left out")
     now = now or datetime.now()
     path = out if out is not None else default_path(src.name, now, folder)
+    check_out_path(path, cfg, force=force)
     write_submission(
         path, render_csv(sample, sub.rows), sample.encoding, _sidecar(ws, src, layout, sample, path, now)
     )

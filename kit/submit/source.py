@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from kit.artifacts.member import load_member
+from kit.artifacts.names import plain_name
 from kit.data.workspace import Workspace
 from kit.metrics.scores import score, softmax
 
@@ -98,9 +99,9 @@ def member_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Sou
 
 
 def blend_name(ensemble: str | Path) -> str:
-    """`ensembles/all.yaml` -> 'all'; a bare name stays as it is."""
+    """`ensembles/all.yaml` -> 'all'; a bare name stays as it is. Either way a plain name, never a path."""
     p = Path(ensemble)
-    return p.stem if p.suffix.lower() in (".yaml", ".yml") else str(ensemble)
+    return plain_name(p.stem if p.suffix.lower() in (".yaml", ".yml") else str(ensemble), "blend")
 
 
 def blend_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Source:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from kit.artifacts.atomic import atomic_write_json, atomic_write_text
+from kit.artifacts.names import plain_name
+from kit.config.schema import KitConfig
 from kit.errors import KitError
 from kit.metrics.scores import greater_is_better
 
@@ -24,12 +26,82 @@ def sidecar_path(csv_path: Path) -> Path:
 
 
 def default_path(name: str, now: datetime, folder: Path = SUBMISSIONS_DIR) -> Path:
+    plain_name(name, "submission")
     path = folder / f"{name}-{now:%Y%m%d-%H%M%S}.csv"
     n = 2
-    while path.exists():
+    while path.exists() or sidecar_path(path).exists():
         path = folder / f"{name}-{now:%Y%m%d-%H%M%S}-{n}.csv"
         n += 1
     return path
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _input_reason(path: Path, cfg: KitConfig) -> str | None:
+    """Why `path` (resolved) belongs to the competition or to kit's workdir, or None."""
+    comp = cfg.competition
+    workdir = cfg.workdir.resolve()
+    if _inside(path, workdir):
+        return f"it is inside the workdir {workdir}, where kit keeps its artifacts"
+    for key in ("train", "test", "sample_submission"):
+        p = getattr(comp, key)
+        if p is not None and path == p.resolve():
+            return f"it is the competition's {key.replace('_', ' ')} (competition.{key})"
+    folders = [comp.train_images, comp.test_images]
+    folders += [
+        comp.train if not comp.train_is_table else None,
+        comp.test if not comp.test_is_table else None,
+    ]
+    for f in folders:
+        if f is not None and _inside(path, f.resolve()):
+            return f"it is inside the competition's image folder {f.resolve()}"
+    return None
+
+
+def is_kit_sidecar(path: Path) -> bool:
+    """True when `path` is a sidecar `kit submit` wrote (JSON with its `file` and `source` keys)."""
+    try:
+        meta = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and "file" in meta and "source" in meta
+
+
+def check_out_path(path: Path, cfg: KitConfig, *, force: bool = False) -> None:
+    """Refuse a submission path that would write over a file kit did not write.
+
+    Never (whatever `force` says): a folder, anything under the workdir, a competition table or sample, anything
+    in an image folder, or an existing file that is not a submission kit wrote (one without its sidecar; this
+    covers every other file under competition.root). An existing kit submission only with `force`.
+    """
+    target = path.resolve()
+    side = sidecar_path(target)
+    if target.is_dir():
+        raise KitError(f"--out {path} is a folder; give a file name, e.g. --out {path / 'submission.csv'}")
+    for p in (target, side):
+        reason = _input_reason(p, cfg)
+        if reason:
+            raise KitError(
+                f"refusing to write {p}: {reason}; kit never writes over the competition's files or its "
+                "artifacts. Write the submission elsewhere (default: submissions/NAME-TIME.csv)"
+            )
+    if target.exists():
+        if not is_kit_sidecar(side):
+            raise KitError(
+                f"refusing to write {path}: the file exists and was not written by `kit submit` (no sidecar "
+                f"{side.name} beside it); kit replaces only its own submissions. Choose another --out"
+            )
+        if not force:
+            raise KitError(f"{path} exists; pass --force to replace it, or choose another --out")
+    elif side.exists() and not (force and is_kit_sidecar(side)):
+        raise KitError(
+            f"refusing to write {path}: {side} exists"
+            + ("" if is_kit_sidecar(side) else " and was not written by `kit submit`")
+            + "; choose another --out"
+            + (", or pass --force to replace it" if is_kit_sidecar(side) else "")
+        )
 
 
 def write_submission(path: Path, text: str, encoding: str, sidecar: dict[str, Any]) -> None:
