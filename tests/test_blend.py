@@ -210,8 +210,23 @@ def test_blend_writes_honest_outputs(ws: Workspace, digits: dict, tmp_path: Path
     # 6 blenders x (none, logit_adjust, class_bias, both)
     assert len(table) == 24 and "greedy+logit_adjust+class_bias" in table
     assert winner["row"] == summary["winner"]
-    assert winner["nested_score"] == max(r["nested"] for r in table.values())
-    assert winner["nested_score"] >= table["best_single"]["nested"]
+    # the rule (stepwise at 0.8 by default) picks; the raw maximum is reported beside it
+    top = max(table.values(), key=lambda r: r["nested"])
+    assert (
+        winner["selection"]["rule"] == "stepwise" and winner["selection"]["max_nested_row"] == top["blender"]
+    )
+    picked = [r for r in table.values() if r["picked"]]
+    assert len(picked) == 1 and picked[0]["blender"] == winner["row"]
+    assert winner["nested_score"] == picked[0]["nested"] >= table["best_single"]["nested"]
+    if winner["row"] != "best_single":  # a more complex row had to beat best_single in >= 80% of resamples
+        assert picked[0]["p_beats_single"] >= 0.8
+    assert table["best_single"]["p_beats_single"] == 0.0
+    for r in table.values():
+        assert r["nested_lo"] <= r["nested"] <= r["nested_hi"] or r["nested_hi"] - r["nested_lo"] < 0.05
+    lo, hi = winner["selection_aware_interval"]
+    assert lo <= winner["selection_aware_score"] <= hi and set(
+        winner["selection"]["selection_aware_picks"]
+    ) == {str(f) for f in range(ws.folds.k)}
     # searches flatter themselves in-sample; the report says by how much
     assert table["greedy"]["insample"] >= table["greedy"]["nested"] - 0.02
     assert table["greedy+class_bias"]["overstatement"] == pytest.approx(

@@ -201,6 +201,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Project
         test_ids_fingerprint=str(e.test_ids_fingerprint),
         folds_fingerprint=e.folds_fingerprint,
         data_fingerprint=ws.data_fingerprint,
+        test_fingerprint=ws.test_fingerprint,
         config={"kind": "timm"},
         metrics={"metric": "weighted_f1", "pooled": {"weighted_f1": 0.5}},
         timings={},

@@ -290,6 +290,7 @@ def cjk_workspace(tmp_path: Path) -> Path:
             test_ids_fingerprint=exp.test_ids_fingerprint or "",
             folds_fingerprint=exp.folds_fingerprint,
             data_fingerprint=ws.data_fingerprint,
+            test_fingerprint=ws.test_fingerprint,
             config={"kind": "random"},
             metrics={},
             timings={},

@@ -197,7 +197,7 @@ def test_swapped_equal_size_train_images_retrain_and_rebuild_the_cache(
     new = set((base / "work" / "cache" / "images").glob("train-*.npy")) - caches_before
     assert [p.name.split("-")[1] for p in new] == [ws.train_images_fingerprint]
     cache = np.load(next(iter(new)), mmap_mode="r")
-    resample = next(iter(new)).stem.split("-")[-1]
+    resample = next(iter(new)).stem.split("-")[-2]  # train-FP-SIZEpx-RESAMPLE-dVERSION
     for path in (a, b):
         row = ws.train.paths.index(path)
         assert np.array_equal(cache[row], decode_image(path, 32, resample))
