@@ -367,7 +367,7 @@ def demo_report(demo: Path, resamples: int) -> None:
         rows.extend(
             evaluate_blender(b, pp, spec.postprocess, cands.oof, y, ws.folds.fold, metric, spec.space)
         )
-    answers = next(demo.rglob("answers.csv"))
+    answers = next(demo.rglob("*answers.csv"))
     with answers.open(encoding="utf-8") as f:
         truth = {r["id"]: r["label"] for r in csv.DictReader(f)}
     index = {c: i for i, c in enumerate(ws.classes)}
