@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kit.metrics.scores import greater_is_better, score
+from kit.metrics.scores import greater_is_better, log_loss_rows, score
 
 ARGMAX_METRICS = ("weighted_f1", "macro_f1", "accuracy")
 RULES = ("max_nested", "one_se", "beat_single", "stepwise")
@@ -124,7 +124,9 @@ class BootstrapScorer:
                 )
             return np.concatenate(parts, axis=1)
         if self.metric == "log_loss":
-            losses = [np.bincount(rs.codes, weights=_row_log_loss(y, Q), minlength=G) for Q in preds]
+            losses = [
+                np.bincount(rs.codes, weights=log_loss_rows(y, Q, logits=False), minlength=G) for Q in preds
+            ]
             sizes = np.bincount(rs.codes, minlength=G).astype(np.float64)
             parts = [np.stack([(c @ g) / (c @ sizes) for g in losses]) for c in rs.chunks()]
             return np.concatenate(parts, axis=1)
@@ -149,14 +151,6 @@ class BootstrapScorer:
                 idx = np.repeat(rows, per_row[b])
                 out.append(score(self.metric, self.y[idx], np.asarray(Q)[idx], logits=False))
         return np.asarray(out)
-
-
-def _row_log_loss(y: np.ndarray, Q: np.ndarray) -> np.ndarray:
-    """Per-row -log p(true class), renormalised and clipped as kit.metrics.log_loss (probabilities)."""
-    s = np.asarray(Q, dtype=np.float64)
-    eps = np.finfo(np.asarray(Q).dtype if np.asarray(Q).dtype.kind == "f" else np.float64).eps
-    p = np.clip(s[np.arange(len(y)), y] / s.sum(axis=1), eps, 1 - eps)
-    return -np.log(p)
 
 
 @dataclass

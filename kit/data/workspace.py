@@ -6,6 +6,7 @@ import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from kit.artifacts.atomic import clean_stale_temps
 from kit.artifacts.member import Expected
@@ -77,6 +78,17 @@ class Workspace:
         if self.test_fingerprints is not None:
             parts["test_images"] = self.test_fingerprints.images
         return parts
+
+    def member_fingerprints(self) -> dict[str, Any]:
+        """The fingerprint arguments of `write_member` for a member trained on this workspace (every kind)."""
+        return {
+            "train_ids_fingerprint": self.train.ids_fingerprint(),
+            "test_ids_fingerprint": self.test.ids_fingerprint() if self.test is not None else "",
+            "folds_fingerprint": self.folds.fingerprint,
+            "data_fingerprint": self.data_fingerprint,
+            "test_fingerprint": self.test_fingerprint,
+            "fingerprint_parts": self.fingerprint_parts(),
+        }
 
     def expected(self, *, allow_stale: bool = False) -> Expected:
         """What artifacts must match to be used with this config and data (kit.artifacts.member.Expected)."""

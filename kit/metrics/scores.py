@@ -69,17 +69,22 @@ def accuracy(y_true: np.ndarray, y: np.ndarray, n_classes: int | None = None) ->
     return float((_pred(y) == np.asarray(y_true)).mean())
 
 
+def log_loss_rows(y_true: np.ndarray, scores: np.ndarray, *, logits: bool = True) -> np.ndarray:
+    """Per-row negative log-likelihood of the true class (what `log_loss` averages)."""
+    s = np.asarray(scores, dtype=np.float64)
+    rows = np.arange(len(s))
+    if logits:
+        return np.asarray(-log_softmax(s)[rows, y_true])
+    eps = np.finfo(np.asarray(scores).dtype if np.asarray(scores).dtype.kind == "f" else np.float64).eps
+    p = np.clip(s / s.sum(axis=1, keepdims=True), eps, 1 - eps)
+    return np.asarray(-np.log(p[rows, y_true]))
+
+
 def log_loss(
     y_true: np.ndarray, scores: np.ndarray, n_classes: int | None = None, *, logits: bool = True
 ) -> float:
     """Mean negative log-likelihood. `logits=False` takes probabilities (renormalised and clipped as sklearn)."""
-    s = np.asarray(scores, dtype=np.float64)
-    rows = np.arange(len(s))
-    if logits:
-        return float(-log_softmax(s)[rows, y_true].mean())
-    eps = np.finfo(np.asarray(scores).dtype if np.asarray(scores).dtype.kind == "f" else np.float64).eps
-    p = np.clip(s / s.sum(axis=1, keepdims=True), eps, 1 - eps)
-    return float(-np.log(p[rows, y_true]).mean())
+    return float(log_loss_rows(y_true, scores, logits=logits).mean())
 
 
 METRICS: dict[str, Callable[..., float]] = {

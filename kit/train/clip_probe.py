@@ -163,12 +163,7 @@ def train_clip_probe(
             test=test,
             views=views,
             classes=classes,
-            train_ids_fingerprint=ws.train.ids_fingerprint(),
-            test_ids_fingerprint=ws.test.ids_fingerprint() if ws.test is not None else "",
-            folds_fingerprint=ws.folds.fingerprint,
-            data_fingerprint=ws.data_fingerprint,
-            test_fingerprint=ws.test_fingerprint,
-            fingerprint_parts=ws.fingerprint_parts(),
+            **ws.member_fingerprints(),
             config={
                 "member": {"name": name, **member.model_dump(mode="json")},
                 "competition": ws.cfg.competition.model_dump(mode="json"),

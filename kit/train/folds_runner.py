@@ -342,12 +342,7 @@ def assemble(ctx: FoldContext, infos: list[dict[str, Any]], wall_s: float) -> Pa
         test=test,
         views=views,
         classes=ws.classes,
-        train_ids_fingerprint=ws.train.ids_fingerprint(),
-        test_ids_fingerprint=ws.test.ids_fingerprint() if ws.test is not None else "",
-        folds_fingerprint=ws.folds.fingerprint,
-        data_fingerprint=ws.data_fingerprint,
-        test_fingerprint=ws.test_fingerprint,
-        fingerprint_parts=ws.fingerprint_parts(),
+        **ws.member_fingerprints(),
         config={
             "member": {"name": ctx.name, **m.model_dump(mode="json")},
             "competition": ws.cfg.competition.model_dump(mode="json"),
