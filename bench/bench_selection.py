@@ -27,6 +27,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from kit.blend.selection import (
     selection_aware,
 )
 from kit.blend.spec import EnsembleSpec
-from kit.cv.folds import assign_folds
+from kit.cv.folds import FoldWarning, assign_folds
 from kit.metrics.scores import score, softmax
 
 K = 5
@@ -153,7 +154,9 @@ def simulate(
         return softmax(z / temp[None, :, None].astype(np.float32), axis=-1).astype(np.float32)
 
     groups = [str(g) for g in gid]
-    fold = assign_folds(y, K, seed, groups)
+    with warnings.catch_warnings():  # tiny classes are part of the design here
+        warnings.simplefilter("ignore", FoldWarning)
+        fold = assign_folds(y, K, seed, groups)
     metric = "weighted_f1" if rng.random() < 0.7 else "macro_f1"
     info = {"N": N, "C": C, "M": M, "ratio": ratio, "gmax": gmax, "same_label": same_label, "metric": metric}
     return Sim(y, groups, fold, probs(oof), y_test, probs(avg), probs(fold_models[0]), info)
