@@ -125,7 +125,10 @@ def simulate(
     y_test, gid_test = rows(n_test, int(gid.max()) + 1)
 
     base = rng.uniform(1.0, 4.5)
-    strength = base * np.exp(rng.normal(0, 0.35, M))
+    # members of near-equal strength (fine-tunes of similar backbones) up to very unequal ones
+    strength = base * np.exp(rng.normal(0, rng.uniform(0.03, 0.4), M))
+    # how much of a member's own error is shared with the others (the same data, augmentations, backbones)
+    rho = rng.uniform(0.0, 0.9)
     prior_bias = rng.uniform(0, 1.2, M)
     temp = np.exp(rng.uniform(-0.7, 0.7, M))
     s_shared, s_group, s_fold = rng.uniform(0.3, 1.2), rng.uniform(0, 0.9), rng.uniform(0.2, 0.8)
@@ -138,7 +141,8 @@ def simulate(
         n = len(yy)
         ease = np.exp(rng.normal(0, 0.5, n)).astype(np.float32)  # shared per-row difficulty
         shared = rng.normal(0, s_shared, (n, C)).astype(np.float32) + s_group * u[gg]
-        z = rng.normal(0, 1, (n, M, C)).astype(np.float32)  # each member's own errors
+        z = rng.normal(0, np.sqrt(1 - rho), (n, M, C)).astype(np.float32)  # each member's own errors
+        z += rng.normal(0, np.sqrt(rho), (n, 1, C)).astype(np.float32)  # errors every member shares
         z += shared[:, None, :]
         z += prior_bias[None, :, None].astype(np.float32) * logp[None, None, :]
         z[np.arange(n), :, yy] += strength[None, :].astype(np.float32) * ease[:, None]
@@ -158,7 +162,16 @@ def simulate(
         warnings.simplefilter("ignore", FoldWarning)
         fold = assign_folds(y, K, seed, groups)
     metric = "weighted_f1" if rng.random() < 0.7 else "macro_f1"
-    info = {"N": N, "C": C, "M": M, "ratio": ratio, "gmax": gmax, "same_label": same_label, "metric": metric}
+    info = {
+        "N": N,
+        "C": C,
+        "M": M,
+        "ratio": ratio,
+        "rho": rho,
+        "gmax": gmax,
+        "same_label": same_label,
+        "metric": metric,
+    }
     return Sim(y, groups, fold, probs(oof), y_test, probs(avg), probs(fold_models[0]), info)
 
 
@@ -276,6 +289,26 @@ def summarise(outcomes: list[Outcome]) -> dict[str, dict[str, float]]:
     return out
 
 
+def print_regimes(outcomes: list[Outcome]) -> None:
+    """Mean regret per rule inside regimes of the draw: shared member errors (rho), train size, members."""
+    cuts = {
+        "rho < 0.45": lambda i: i.get("rho", 0.0) < 0.45,
+        "rho >= 0.45": lambda i: i.get("rho", 0.0) >= 0.45,
+        "N < 2000": lambda i: i["N"] < 2000,
+        "N >= 2000": lambda i: i["N"] >= 2000,
+        "M <= 4": lambda i: i["M"] <= 4,
+        "M > 4": lambda i: i["M"] > 4,
+    }
+    labels = [label for label, _, _ in RULES]
+    print(f"\nmean regret by regime\n{'regime':<14}{'n':>5}" + "".join(f"{lab:>18}" for lab in labels))
+    for name, keep in cuts.items():
+        sub = [o for o in outcomes if keep(o.info)]
+        if not sub:
+            continue
+        res = summarise(sub)
+        print(f"{name:<14}{len(sub):>5}" + "".join(f"{res[lab]['regret']:>18.4f}" for lab in labels))
+
+
 def print_summary(res: dict[str, dict[str, float]], n: int, seconds: float) -> None:
     load = Path("/proc/loadavg").read_text().split()[:3] if os.path.exists("/proc/loadavg") else ["?"] * 3
     base = res["max_nested"]["regret"]
@@ -312,6 +345,7 @@ def main() -> None:
     if a.summarise is not None:
         outcomes = [Outcome.from_json(line) for line in a.summarise.read_text().splitlines() if line.strip()]
         print_summary(summarise(outcomes), len(outcomes), sum(o.seconds for o in outcomes) / max(a.jobs, 1))
+        print_regimes(outcomes)
         return
     import json
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -330,6 +364,7 @@ def main() -> None:
             if (i + 1) % 25 == 0:
                 print(f"  {i + 1} competitions, {time.perf_counter() - t0:.0f} s", flush=True)
     print_summary(summarise(outcomes), len(outcomes), time.perf_counter() - t0)
+    print_regimes(outcomes)
     if a.demo is not None:
         demo_report(a.demo, a.resamples)
 

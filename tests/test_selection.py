@@ -173,3 +173,85 @@ def test_small_selection_benchmark_runs_with_a_fixed_seed() -> None:
     again = bench.run_one(11, spec, resamples=100, small=True)
     np.testing.assert_array_equal(again.test_avg, outcomes[0].test_avg)  # fixed seed, same competition
     assert again.picks == outcomes[0].picks
+
+
+def _plain_class_bias(L: np.ndarray, y: np.ndarray, metric: str, grid, passes: int) -> np.ndarray:
+    """The coordinate ascent as written first: one full argmax over the classes per grid value."""
+    C = L.shape[0]
+    S, b = L.copy(), np.zeros(C)
+    from kit.blend.scoring import FastScorer
+
+    fs = FastScorer(metric, y, C, "logits")
+    cur = fs.gain(fs.score(S))
+    for _ in range(passes):
+        changed = False
+        for c in range(C):
+            best_v, best_gain = b[c], cur
+            for v in grid:
+                S[c] = L[c] + np.float32(v)
+                g = fs.gain(fs.score(S))
+                if g > best_gain:
+                    best_v, best_gain = v, g
+            changed |= best_v != b[c]
+            b[c], cur = best_v, best_gain
+            S[c] = L[c] + np.float32(b[c])
+        if not changed:
+            break
+    return b
+
+
+@pytest.mark.parametrize("metric", ["weighted_f1", "macro_f1", "accuracy"])
+def test_class_bias_top_two_search_equals_the_plain_search(metric: str) -> None:
+    from kit.blend.postprocess import ClassBias, _log
+
+    rng = np.random.default_rng(7)
+    n, C = 600, 9
+    y = rng.choice(C, n, p=np.linspace(3, 0.2, C) / np.linspace(3, 0.2, C).sum())
+    logits = rng.normal(0, 1, (n, C)) + 1.2 * np.eye(C)[y]
+    Q = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    Q[:40] = 1.0 / C  # exact ties: the lowest class must win, as numpy's argmax
+    Q[40:80, 2] = Q[40:80, 5] = Q[40:80].max(1)
+    grid = (-0.6, -0.3, 0.0, 0.3, 0.6)
+    fast = ClassBias(metric, grid, passes=3).fit(Q, y).offsets_
+    L = np.ascontiguousarray(_log(Q).T, dtype=np.float32)
+    plain = _plain_class_bias(L, y, metric, grid, 3)
+    np.testing.assert_array_equal(fast, plain)
+    assert np.count_nonzero(fast) > 0  # the search moved something, so the comparison means something
+
+
+def test_stack_shared_paths_give_the_same_nested_predictions_with_fewer_fits() -> None:
+    """The nested CV's stack fits share regularisation paths (same fit rows); the predictions do not change."""
+    from kit.blend.blenders import make_blender
+    from kit.blend.nested import evaluate_blender
+    from kit.blend.postprocess import variants
+    from kit.blend.spec import EnsembleSpec, PostprocessSpec
+
+    rng = np.random.default_rng(5)
+    n, M, C = 400, 3, 4
+    y = rng.integers(0, C, n)
+    fold = np.arange(n) % 4
+    noise = rng.dirichlet(np.ones(C), (n, M))
+    P = (0.6 * noise + 0.4 * np.eye(C)[y][:, None, :]).astype(np.float32)
+    spec = EnsembleSpec.model_validate(
+        {"members": "all", "blenders": [{"kind": "stack", "C_grid": [0.01, 0.1, 1.0]}]}
+    )
+    pp = PostprocessSpec()
+    (row,) = evaluate_blender(spec.blenders[0], variants(pp), pp, P, y, fold, "weighted_f1", "probs")
+
+    # the same nested CV without sharing: every fit on its own
+    pooled = np.zeros((n, C))
+    for f in range(4):
+        tr, va = fold != f, fold == f
+        b = make_blender(spec.blenders[0], "weighted_f1", "probs").fit(P[tr], y[tr], fold=fold[tr])
+        pooled[va] = b.predict(P[va])
+    np.testing.assert_allclose(row.nested_oof, pooled, atol=1e-6)
+
+    cache: dict = {}
+    Stack(C_grid=(0.01, 0.1, 1.0), path_cache=cache).fit(P, y, fold=fold, rows=np.arange(n))
+    assert len(cache) == 4 + 1  # one path per inner split and one for all rows
+    for f in range(
+        4
+    ):  # outer fold f's inner splits and final model fit row sets the all-rows fit already did
+        tr = np.flatnonzero(fold != f)
+        Stack(C_grid=(0.01, 0.1, 1.0), path_cache=cache).fit(P[tr], y[tr], fold=fold[tr], rows=tr)
+    assert len(cache) == 4 + 1 + 6  # plus the 6 pairs of left-out folds, each fitted once

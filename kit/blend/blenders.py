@@ -298,8 +298,13 @@ class Stack:
     `C="auto"` chooses the L2 strength inside the fit rows: an inner CV over `fold` (the saved folds of the fit
     rows, so groups stay apart; 3 stratified splits when no folds are given) scores each C in `C_grid` by pooled
     held-out log loss and keeps the best (ties: the stronger regularisation). Inside kit's nested CV this makes
-    the choice of C itself nested. Each inner split walks the grid from strong to weak regularisation with warm
-    starts (newton-cg).
+    the choice of C itself nested. Every fit walks the grid from strong to weak regularisation with warm starts
+    (newton-cg, float32 features); the final model is the path's model at the chosen C.
+
+    `path_cache` (a dict, with `rows` in `fit`: the fit rows' indices in one shared P and y) lets the fits of one
+    nested CV share regularisation paths: the inner split (outer f, inner g) and (outer g, inner f) fit the
+    same rows, and so do the inner split g of the all-rows fit and outer fold g's final model. Keys are the
+    fitted row sets, so one cache must serve one (P, y) only.
     """
 
     def __init__(
@@ -310,6 +315,7 @@ class Stack:
         features: str = "probs",
         max_iter: int = 1000,
         C_grid: tuple[float, ...] = STACK_C_GRID,
+        path_cache: dict[Any, list[Any]] | None = None,
     ) -> None:
         self.metric = metric
         self.space = space
@@ -317,9 +323,10 @@ class Stack:
         self.features = features
         self.max_iter = max_iter
         self.C_grid = C_grid
+        self.path_cache = path_cache
 
     def _features(self, P: np.ndarray) -> np.ndarray:
-        probs = np.exp(P.astype(np.float64)) if self.space == "logits" else P.astype(np.float64)
+        probs = np.exp(P.astype(np.float32)) if self.space == "logits" else P.astype(np.float32)
         x = np.log(np.clip(probs, 1e-7, 1.0)) if self.features == "log_probs" else probs
         return x.reshape(len(P), -1)
 
@@ -330,7 +337,29 @@ class Stack:
         # competition), same test scores to 0.002; lbfgs pays a large per-iteration overhead at 20k parameters
         return LogisticRegression(C=C, max_iter=self.max_iter, warm_start=warm, solver="newton-cg")
 
-    def _choose_C(self, X: np.ndarray, y: np.ndarray, fold: np.ndarray | None) -> tuple[float, list[float]]:
+    def _path(
+        self, X: np.ndarray, y: np.ndarray, idx: np.ndarray, rows: np.ndarray | None, upto: float
+    ) -> Any:
+        """The model fitted on X[idx] at C = `upto`, reached along the grid from the strongest regularisation
+        (warm starts), each step's model cached under the fitted rows when a path cache is given."""
+        import copy
+
+        grid = sorted({*self.C_grid, upto})
+        key = None
+        if self.path_cache is not None and rows is not None:
+            key = (np.sort(rows[idx]).tobytes(), tuple(grid), self.features, self.space, self.max_iter)
+        path = self.path_cache.get(key, []) if key is not None and self.path_cache is not None else []
+        for C in grid[len(path) : grid.index(upto) + 1]:
+            model = copy.deepcopy(path[-1]) if path else self._model(C, warm=True)
+            model.set_params(C=C)
+            path.append(model.fit(X[idx], y[idx]))
+        if key is not None and self.path_cache is not None:
+            self.path_cache[key] = path
+        return path[grid.index(upto)]
+
+    def _choose_C(
+        self, X: np.ndarray, y: np.ndarray, fold: np.ndarray | None, rows: np.ndarray | None
+    ) -> tuple[float, list[float]]:
         """The C of `C_grid` with the best pooled inner-CV log loss on the fit rows, and every C's loss."""
         from sklearn.model_selection import StratifiedKFold
 
@@ -342,12 +371,11 @@ class Stack:
             if k < 2:
                 return grid[0], []
             splits = list(StratifiedKFold(k, shuffle=True, random_state=0).split(X, y))
+            rows = None  # these splits are not the saved folds: nothing to share
         loss = np.zeros(len(grid))
         for tr, va in splits:
-            model = self._model(grid[0], warm=True)
             for i, C in enumerate(grid):
-                model.set_params(C=C)
-                model.fit(X[tr], y[tr])
+                model = self._path(X, y, tr, rows, C)
                 proba = np.full((len(va), self.n_classes_), 1e-15)
                 proba[:, model.classes_] = np.clip(model.predict_proba(X[va]), 1e-15, 1.0)
                 loss[i] -= np.log(proba[np.arange(len(va)), y[va]]).sum()
@@ -355,20 +383,23 @@ class Stack:
         best = int(np.flatnonzero(loss <= loss.min() + 1e-12)[0])
         return grid[best], loss.tolist()
 
-    def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> Stack:
+    def fit(
+        self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None, rows: np.ndarray | None = None
+    ) -> Stack:
         import warnings
 
         from sklearn.exceptions import ConvergenceWarning
 
         self.n_classes_ = P.shape[2]
         X = self._features(P)
+        every = np.arange(len(y))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             if self.C == "auto":
-                self.C_, self.C_losses_ = self._choose_C(X, y, fold)
+                self.C_, self.C_losses_ = self._choose_C(X, y, fold, rows)
             else:
                 self.C_, self.C_losses_ = float(self.C), []
-            self.model_ = self._model(self.C_).fit(X, y)
+            self.model_ = self._path(X, y, every, rows, self.C_)
         coef = np.abs(self.model_.coef_).reshape(-1, P.shape[1], P.shape[2])
         share = coef.sum(axis=(0, 2))
         self.weights_ = share / share.sum() if share.sum() > 0 else np.full(P.shape[1], 1.0 / P.shape[1])
@@ -396,8 +427,10 @@ class Stack:
 Blender = BestSingle | Uniform | Greedy | HillClimb | Subsets | Stack
 
 
-def make_blender(spec: BlenderSpec, metric: str, space: str) -> Blender:
-    """The estimator a validated blender spec describes."""
+def make_blender(
+    spec: BlenderSpec, metric: str, space: str, path_cache: dict[Any, list[Any]] | None = None
+) -> Blender:
+    """The estimator a validated blender spec describes (`path_cache`: see Stack)."""
     if isinstance(spec, BestSingleSpec):
         return BestSingle(metric, space)
     if isinstance(spec, UniformSpec):
@@ -409,5 +442,5 @@ def make_blender(spec: BlenderSpec, metric: str, space: str) -> Blender:
     if isinstance(spec, SubsetsSpec):
         return Subsets(metric, space, spec.max_size, spec.weights, spec.rounds, spec.max_subsets)
     if isinstance(spec, StackSpec):
-        return Stack(metric, space, spec.C, spec.features, spec.max_iter, tuple(spec.C_grid))
+        return Stack(metric, space, spec.C, spec.features, spec.max_iter, tuple(spec.C_grid), path_cache)
     raise TypeError(f"unknown blender spec {spec!r}")

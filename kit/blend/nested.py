@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from kit.blend.blenders import Blender, make_blender
+from kit.blend.blenders import Blender, Stack, make_blender
 from kit.blend.postprocess import Chain, make_chain
 from kit.blend.selection import (
     BootstrapScorer,
@@ -74,7 +74,15 @@ def evaluate_blender(
 ) -> list[Candidate]:
     """In-sample and nested scores of one blender under each post-processing chain."""
     t0 = time.perf_counter()
-    blender = make_blender(spec, metric, space).fit(P, y, fold=fold)
+    cache: dict[Any, list[Any]] = {}  # stack: regularisation paths shared by the fits below (same P and y)
+
+    def fit(rows: np.ndarray) -> Blender:
+        b = make_blender(spec, metric, space, cache)
+        if isinstance(b, Stack):
+            return b.fit(P[rows], y[rows], fold=fold[rows], rows=rows)
+        return b.fit(P[rows], y[rows], fold=fold[rows])
+
+    blender = fit(np.arange(len(y)))
     Q_all = blender.predict(P)
     base_seconds = time.perf_counter() - t0
     pooled = {v: np.zeros((len(y), P.shape[2])) for v in pp_variants}
@@ -83,7 +91,7 @@ def evaluate_blender(
     for f in np.unique(fold):
         tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         t1 = time.perf_counter()
-        b = make_blender(spec, metric, space).fit(P[tr], y[tr], fold=fold[tr])
+        b = fit(tr)
         Q_tr, Q_va = b.predict(P[tr]), b.predict(P[va])
         base_seconds += time.perf_counter() - t1
         fold_weights.append([float(w) for w in b.weights_])
