@@ -53,31 +53,10 @@ class ClassBias:
         self.passes = passes
 
     def fit(self, Q: np.ndarray, y: np.ndarray) -> ClassBias:
-        C = Q.shape[1]
         L = np.ascontiguousarray(_log(Q).T, dtype=np.float32)
-        scorer = FastScorer(self.metric, y, C, "logits")
-        if self.metric in ARGMAX_METRICS:
-            self.offsets_ = _coordinate_ascent_argmax(L, scorer, self.grid, self.passes)
-            return self
-        S = L.copy()
-        b = np.zeros(C)
-        cur = scorer.gain(scorer.score(S))
-        for _ in range(self.passes):
-            changed = False
-            for c in range(C):
-                best_v, best_gain = b[c], cur
-                for v in self.grid:
-                    S[c] = L[c] + np.float32(v)
-                    gain = scorer.gain(scorer.score(S))
-                    if gain > best_gain:
-                        best_v, best_gain = v, gain
-                if best_v != b[c]:
-                    changed = True
-                b[c], cur = best_v, best_gain
-                S[c] = L[c] + np.float32(b[c])
-            if not changed:
-                break
-        self.offsets_ = b
+        scorer = FastScorer(self.metric, y, Q.shape[1], "logits")
+        trial = _TopTwoTrial(L, scorer) if self.metric in ARGMAX_METRICS else _FullTrial(L, scorer)
+        self.offsets_ = _coordinate_ascent(trial, Q.shape[1], self.grid, self.passes)
         return self
 
     def transform(self, Q: np.ndarray) -> np.ndarray:
@@ -87,40 +66,71 @@ class ClassBias:
         return {"offsets": [float(v) for v in self.offsets_]}
 
 
-def _coordinate_ascent_argmax(
-    L: np.ndarray, scorer: FastScorer, grid: tuple[float, ...], passes: int
-) -> np.ndarray:
-    """ClassBias's coordinate ascent for argmax metrics, without an argmax over all classes per grid value.
+class _FullTrial:
+    """Scores an offset for class c by scoring the whole class-major sum (any metric)."""
+
+    def __init__(self, L: np.ndarray, scorer: FastScorer) -> None:
+        self.L, self.S, self.scorer = L, L.copy(), scorer
+
+    def current(self) -> float:
+        return self.scorer.gain(self.scorer.score(self.S))
+
+    def gain(self, c: int, v: float) -> float:
+        self.S[c] = self.L[c] + np.float32(v)
+        return self.scorer.gain(self.scorer.score(self.S))
+
+    def prepare(self, c: int) -> None:
+        pass
+
+    def set(self, c: int, v: float) -> None:
+        self.S[c] = self.L[c] + np.float32(v)
+
+
+class _TopTwoTrial(_FullTrial):
+    """Argmax metrics without an argmax over all classes per grid value.
 
     Moving class c's offset only decides, per row, between c and the best of the other classes (value and
-    lowest index, as numpy's argmax breaks ties). Those come from each row's top two classes, recomputed once
-    per class instead of once per grid value; each grid value then costs O(n). Same sums in float32, same ties,
-    same visiting order: the offsets equal the plain search's (tests/test_blend.py checks it).
+    lowest index, as numpy's argmax breaks ties). That is found once per class (`prepare`); each grid value then
+    costs O(n). Same float32 sums, same ties: the offsets equal _FullTrial's (tests/test_selection.py).
     """
-    C, n = L.shape
-    S = L.copy()
-    rows = np.arange(n)
+
+    def __init__(self, L: np.ndarray, scorer: FastScorer) -> None:
+        super().__init__(L, scorer)
+        self.rows = np.arange(L.shape[1])
+
+    def current(self) -> float:
+        return self.scorer.gain(self.scorer.from_pred(np.argmax(self.S, axis=0)))
+
+    def prepare(self, c: int) -> None:
+        saved = self.S[c].copy()
+        self.S[c] = -np.inf
+        self.other = np.argmax(self.S, axis=0)  # lowest index of the best class other than c
+        self.other_val = self.S[self.other, self.rows]
+        self.S[c] = saved
+
+    def gain(self, c: int, v: float) -> float:
+        val = self.L[c] + np.float32(v)
+        wins = (val > self.other_val) | ((val == self.other_val) & (c < self.other))
+        return self.scorer.gain(self.scorer.from_pred(np.where(wins, c, self.other)))
+
+
+def _coordinate_ascent(trial: _FullTrial, C: int, grid: tuple[float, ...], passes: int) -> np.ndarray:
+    """Per-class offsets: for each class in turn keep the grid value with the best gain (ties: keep the current
+    offset), until a pass changes nothing or `passes` run out."""
     b = np.zeros(C)
-    cur = scorer.gain(scorer.from_pred(np.argmax(S, axis=0)))
+    cur = trial.current()
     for _ in range(passes):
         changed = False
         for c in range(C):
-            saved = S[c].copy()
-            S[c] = -np.inf
-            other = np.argmax(S, axis=0)  # lowest index of the best class other than c
-            other_val = S[other, rows]
-            S[c] = saved
+            trial.prepare(c)
             best_v, best_gain = b[c], cur
             for v in grid:
-                val = L[c] + np.float32(v)
-                wins = (val > other_val) | ((val == other_val) & (c < other))
-                gain = scorer.gain(scorer.from_pred(np.where(wins, c, other)))
+                gain = trial.gain(c, v)
                 if gain > best_gain:
                     best_v, best_gain = v, gain
-            if best_v != b[c]:
-                changed = True
+            changed |= bool(best_v != b[c])
             b[c], cur = best_v, best_gain
-            S[c] = L[c] + np.float32(b[c])
+            trial.set(c, b[c])
         if not changed:
             break
     return b
