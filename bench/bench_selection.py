@@ -289,9 +289,16 @@ def summarise(outcomes: list[Outcome]) -> dict[str, dict[str, float]]:
     return out
 
 
+def floor_regret(outcomes: list[Outcome]) -> float:
+    """Regret of an oracle that sees every row's test score with one fold model (a second test set, in effect)
+    and picks the best: what no rule that sees only train rows can beat, on average."""
+    return float(np.mean([o.test_avg.max() - o.test_avg[int(np.argmax(o.test_one))] for o in outcomes]))
+
+
 def print_regimes(outcomes: list[Outcome]) -> None:
     """Mean regret per rule inside regimes of the draw: shared member errors (rho), train size, members."""
     cuts = {
+        "all": lambda i: True,
         "rho < 0.45": lambda i: i.get("rho", 0.0) < 0.45,
         "rho >= 0.45": lambda i: i.get("rho", 0.0) >= 0.45,
         "N < 2000": lambda i: i["N"] < 2000,
@@ -300,13 +307,15 @@ def print_regimes(outcomes: list[Outcome]) -> None:
         "M > 4": lambda i: i["M"] > 4,
     }
     labels = [label for label, _, _ in RULES]
-    print(f"\nmean regret by regime\n{'regime':<14}{'n':>5}" + "".join(f"{lab:>18}" for lab in labels))
+    head = "".join(f"{lab:>18}" for lab in labels) + f"{'oracle floor':>14}"
+    print(f"\nmean regret by regime\n{'regime':<14}{'n':>5}" + head)
     for name, keep in cuts.items():
         sub = [o for o in outcomes if keep(o.info)]
         if not sub:
             continue
         res = summarise(sub)
-        print(f"{name:<14}{len(sub):>5}" + "".join(f"{res[lab]['regret']:>18.4f}" for lab in labels))
+        row = "".join(f"{res[lab]['regret']:>18.4f}" for lab in labels) + f"{floor_regret(sub):>14.4f}"
+        print(f"{name:<14}{len(sub):>5}" + row)
 
 
 def print_summary(res: dict[str, dict[str, float]], n: int, seconds: float) -> None:

@@ -1,0 +1,81 @@
+"""Rank and ordinal metrics against scikit-learn and a reference MAP@k, ties and edge cases included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score, roc_auc_score, top_k_accuracy_score
+
+from kit.metrics.ranking import binary_auc, map_at_k, qwk, roc_auc, top_k, top_k_accuracy
+
+
+def _apk(actual: int, predicted: list[int], k: int) -> float:
+    """The reference average precision at k (Kaggle's ml_metrics apk) with one true label."""
+    score, hits = 0.0, 0.0
+    for i, p in enumerate(predicted[:k]):
+        if p == actual and p not in predicted[:i]:
+            hits += 1.0
+            score += hits / (i + 1.0)
+    return score
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_binary_auc_equals_sklearn(ties: bool) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    s = rng.normal(0, 1, 2000) + 0.8 * y
+    if ties:
+        s = np.round(s, 1)  # many tied scores: half credit each
+    assert binary_auc(y == 1, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    logits = np.stack([np.zeros_like(s), s], axis=1)  # softmax's class-1 probability ranks as s
+    assert roc_auc(y, logits) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_multiclass_auc_equals_sklearn_ovr_macro() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 5, 1500)
+    z = rng.normal(0, 1, (1500, 5)) + np.eye(5)[y]
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    ref = roc_auc_score(y, p, multi_class="ovr", average="macro")
+    assert roc_auc(y, p, logits=False) == pytest.approx(ref, abs=1e-12)
+    assert roc_auc(y, z) == pytest.approx(ref, abs=1e-12)
+
+
+def test_auc_is_nan_when_one_class_is_missing() -> None:
+    assert np.isnan(binary_auc(np.ones(5, bool), np.arange(5.0)))
+    assert binary_auc(np.array([0, 0, 1, 1], bool), np.array([0.1, 0.2, 0.3, 0.4])) == 1.0
+
+
+@pytest.mark.parametrize("C", [2, 5])
+def test_qwk_equals_sklearn(C: int) -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, C, 800)
+    pred = np.clip(y + rng.integers(-2, 3, 800), 0, C - 1)
+    ref = cohen_kappa_score(y, pred, weights="quadratic")
+    assert qwk(y, pred, C) == pytest.approx(ref, abs=1e-12)
+    scores = np.eye(C)[pred] + 0.01 * rng.random((800, C))
+    assert qwk(y, scores) == pytest.approx(ref, abs=1e-12)
+    assert qwk(y, y, C) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_top_k_accuracy_equals_sklearn_with_ties(k: int) -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 8, 1000)
+    s = np.round(rng.random((1000, 8)) + 0.3 * np.eye(8)[y], 1)  # coarse: many ties inside the top k
+    ref = top_k_accuracy_score(y, s, k=k, labels=np.arange(8))
+    assert top_k_accuracy(y, s, k) == pytest.approx(ref, abs=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_map_at_k_equals_the_reference_apk(k: int) -> None:
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 12, 600)
+    s = np.round(rng.random((600, 12)) + 0.2 * np.eye(12)[y], 1)
+    lists = top_k(s, k)
+    ref = np.mean([_apk(int(t), [int(c) for c in row], k) for t, row in zip(y, lists, strict=True)])
+    assert map_at_k(y, s, k) == pytest.approx(ref, abs=1e-12)
+    # hand-made rows: true class first, third, absent
+    hand = np.array([[0.9, 0.1, 0.0], [0.1, 0.2, 0.7], [0.5, 0.3, 0.2]])
+    assert map_at_k(np.array([0, 0, 2]), hand, 2) == pytest.approx((1.0 + 0.0 + 0.0) / 3)
+    assert map_at_k(np.array([0, 0, 1]), hand, 3) == pytest.approx((1.0 + 1 / 3 + 1 / 2) / 3)
