@@ -79,3 +79,29 @@ def test_map_at_k_equals_the_reference_apk(k: int) -> None:
     hand = np.array([[0.9, 0.1, 0.0], [0.1, 0.2, 0.7], [0.5, 0.3, 0.2]])
     assert map_at_k(np.array([0, 0, 2]), hand, 2) == pytest.approx((1.0 + 0.0 + 0.0) / 3)
     assert map_at_k(np.array([0, 0, 1]), hand, 3) == pytest.approx((1.0 + 1 / 3 + 1 / 2) / 3)
+
+
+def test_auc_kernel_equals_sklearn_on_blended_keys_with_ties() -> None:
+    from kit.blend.rank_kernels import auc_added, true_rank_added
+    from kit.metrics.ranking import true_rank
+
+    rng = np.random.default_rng(5)
+    n = 5000
+    y = rng.integers(0, 2, n)
+    S = np.round(rng.normal(0, 1, n), 1).astype(np.float32)  # coarse: long runs of equal keys
+    P = np.round(rng.normal(0, 1, n) + y, 1).astype(np.float32)
+    S[:300], P[:300] = 0.0, -0.0  # -0.0 and +0.0 are one key
+    P[300:400], S[300:400] = -1.0e30, -1.0e30  # very negative keys sort first
+    bufs = (np.empty(n, np.float32), np.empty(n, np.uint64), np.empty(n, np.uint64))
+    for scale in (1.0, 0.25):
+        key = P * np.float32(scale) + S
+        got = auc_added(S, P, np.float32(scale), y == 1, *bufs)
+        assert got == pytest.approx(roc_auc_score(y, key.astype(np.float64)), abs=1e-12)
+    assert np.isnan(auc_added(S, P, np.float32(1.0), np.zeros(n, bool), *bufs))
+    C = 6
+    yc = rng.integers(0, C, n)
+    SC = np.round(rng.random((n, C)), 1).astype(np.float32)
+    PC = np.round(rng.random((n, C)), 1).astype(np.float32)
+    out = np.empty(n, np.int64)
+    true_rank_added(SC, PC, np.float32(0.5), yc, out)
+    np.testing.assert_array_equal(out, true_rank(yc, PC * np.float32(0.5) + SC, C))
