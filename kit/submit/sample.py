@@ -82,6 +82,7 @@ class Layout:
     col_class: list[int] = field(default_factory=list)  # proba: class index of each value column
     positive: int = 1  # binary_proba: class index the column holds
     k: int = 1  # topk: labels per row
+    note: str = ""  # why the kind differs from what the sample's values alone suggest (kit submit prints it)
 
     def describe(self, header: list[str]) -> str:
         cols = [header[j].strip() for j in self.value_cols]
@@ -152,13 +153,21 @@ def _proba_columns(sample: CsvFile, cols: list[int], classes: list[str]) -> list
     return col_class
 
 
+# what each metric scores: probabilities, ranked label lists, or one label a row
+PROBABILITY_METRICS = ("roc_auc", "log_loss")
+RANKING_METRICS = ("map_at_k", "top_k_accuracy")
+
+
 def detect_layout(
     sample: CsvFile,
     classes: list[str],
     cfg: SubmissionConfig | None = None,
     competition_id: str | None = None,
+    metric: str | None = None,
 ) -> Layout:
-    """The output kind: from competition.submission.kind when set, else from the sample's columns and values."""
+    """The output kind: from competition.submission.kind when set, else from the sample's columns and values
+    and the competition's metric (a probability metric never gets hard labels, a label metric never gets
+    probabilities; `Layout.note` says why when the metric decided)."""
     cfg = cfg or SubmissionConfig()
     id_col = _id_column(sample, cfg, competition_id)
     cols = [j for j, n in enumerate(sample.names) if j != id_col and not UNNAMED.match(n)]
@@ -167,20 +176,20 @@ def detect_layout(
             f"{sample.path}: the sample has no column for predictions besides the id column "
             f"'{sample.header[id_col]}' (header: {sample.header_line!r})"
         )
-    kind = cfg.kind
+    kind, note = cfg.kind, ""
     if kind == "auto":
-        kind = _guess_kind(sample, cols, classes)
+        kind, note = _guess_kind(sample, cols, classes, metric)
     if kind == "proba":
-        return Layout("proba", id_col, cols, classes, col_class=_proba_columns(sample, cols, classes))
+        col_class = _proba_columns(sample, cols, classes)
+        return Layout("proba", id_col, cols, classes, col_class=col_class, note=note)
     if len(cols) != 1:
         raise KitError(
             f"{sample.path}: kind '{kind}' writes one column, but the sample has {len(cols)} besides the ids: "
             f"{[sample.header[j] for j in cols]}; set competition.submission.kind: proba, or fix the sample"
         )
     if kind == "binary_proba":
-        return Layout(
-            "binary_proba", id_col, cols, classes, positive=_positive(sample, cols[0], classes, cfg)
-        )
+        positive = _positive(sample, cols[0], classes, cfg)
+        return Layout("binary_proba", id_col, cols, classes, positive=positive, note=note)
     if kind == "topk":
         tokens = max((len(v.split()) for v in sample.column(cols[0])), default=0)
         k = cfg.k if "k" in cfg.model_fields_set or tokens < 2 else tokens
@@ -190,30 +199,68 @@ def detect_layout(
                 f"topk submissions separate labels by spaces, but class names {spaced[:5]} contain spaces "
                 "or are empty; rename them in competition.classes"
             )
-        return Layout("topk", id_col, cols, classes, k=min(k, len(classes)))
-    return Layout(kind, id_col, cols, classes)  # type: ignore[arg-type]
+        return Layout("topk", id_col, cols, classes, k=min(k, len(classes)), note=note)
+    return Layout(kind, id_col, cols, classes, note=note)  # type: ignore[arg-type]
 
 
-def _guess_kind(sample: CsvFile, cols: list[int], classes: list[str]) -> Kind:
+def _guess_kind(sample: CsvFile, cols: list[int], classes: list[str], metric: str | None) -> tuple[Kind, str]:
+    """The kind the sample asks for, and a note when the metric overrode what its values alone suggest."""
     if len(cols) > 1:
-        return "proba"
+        return "proba", ""
     name = sample.header[cols[0]].strip()
     values = [v.strip() for v in sample.column(cols[0]) if v.strip()]
     class_set = set(classes)
-    if len(classes) == 2 and name in class_set:
-        return "binary_proba"
-    if any(len(v.split()) > 1 for v in values) and all(t in class_set for v in values for t in v.split()):
-        return "topk"
-    if values and all(is_float(v) for v in values) and not all(is_int(v) for v in values):
+    tokens = max((len(v.split()) for v in values), default=0)
+    if tokens > 1:
+        # k space-separated labels a row: a ranked list, even where the sample's placeholder labels are not
+        # classes (humpback's new_whale); never read as one label
+        foreign = sorted({t for v in values for t in v.split()} - class_set)
+        note = ""
+        if foreign:
+            note = (
+                f"topk: the sample's column '{name}' holds {tokens} space-separated labels a row; some are not "
+                f"classes ({foreign[:3]}), read as placeholders"
+            )
+        return "topk", note
+    if metric in RANKING_METRICS:
+        return "topk", f"topk: the metric {metric} scores a ranked list of labels, so kit writes one"
+    floats = bool(values) and all(is_float(v) for v in values) and not all(is_int(v) for v in values)
+    if metric in PROBABILITY_METRICS and len(classes) == 2:
+        note = ""
+        if not floats and name not in class_set:
+            note = (
+                f"binary_proba: the metric {metric} scores probabilities, so column '{name}' gets "
+                f"P({classes[1]}) although the sample's placeholder values look like labels"
+            )
+        return "binary_proba", note
+    if metric in PROBABILITY_METRICS:
+        raise KitError(
+            f"{sample.path}: the metric {metric} scores probabilities, but the sample has one value column "
+            f"('{name}') for {len(classes)} classes; a probability submission needs one column per class: "
+            "check competition.metric and the sample, or set competition.submission.kind"
+        )
+    label_metric = metric is not None
+    if len(classes) == 2 and name in class_set and not label_metric:
+        return "binary_proba", ""
+    if floats:
+        if label_metric:
+            return _label_kind(values, classes), (
+                f"label: column '{name}' holds probabilities in the sample ({values[0]!r}), but the metric "
+                f"{metric} scores labels, so kit writes labels; set competition.submission.kind to override"
+            )
         if len(classes) == 2:
-            return "binary_proba"
+            return "binary_proba", ""
         raise KitError(
             f"{sample.path}: column '{name}' holds probabilities ({values[0]!r}) but the task has "
             f"{len(classes)} classes; set competition.submission.kind (label, proba, ...) in kit.yaml"
         )
-    if values and all(is_int(v) for v in values) and not all(is_int(c) for c in classes):
-        return "label_code"
-    return "label"
+    return _label_kind(values, classes), ""
+
+
+def _label_kind(values: list[str], classes: list[str]) -> Kind:
+    """label_code when the sample holds integers and the classes are not integers, else label."""
+    ints = bool(values) and all(is_int(v) for v in values)
+    return "label_code" if ints and not all(is_int(c) for c in classes) else "label"
 
 
 def _positive(sample: CsvFile, col: int, classes: list[str], cfg: SubmissionConfig) -> int:
