@@ -66,6 +66,66 @@ class ClassBias:
         return {"offsets": [float(v) for v in self.offsets_]}
 
 
+class OrdinalThresholds:
+    """Ordinal classes scored by quadratic weighted kappa: the grade is the expected class index
+    e = sum_c c * p_c cut at C-1 increasing thresholds (the standard post-processing of QWK competitions).
+
+    The cuts start at the midpoints (0.5, 1.5, ...) and are tuned by coordinate ascent on the fit rows: each cut
+    tries `candidates` evenly spaced values strictly between its neighbours and keeps the best QWK (ties: the
+    current cut). `transform` returns 0.6 * one-hot(grade) + 0.4 * p, whose argmax is the grade.
+    """
+
+    def __init__(self, candidates: int = 40, passes: int = 3) -> None:
+        self.candidates = candidates
+        self.passes = passes
+
+    @staticmethod
+    def expected(Q: np.ndarray) -> np.ndarray:
+        Q = np.asarray(Q, dtype=np.float64)
+        return Q @ np.arange(Q.shape[1]) / Q.sum(axis=1)
+
+    def fit(self, Q: np.ndarray, y: np.ndarray) -> OrdinalThresholds:
+        from kit.metrics.ranking import qwk_from_confusion
+
+        C = Q.shape[1]
+        e = self.expected(Q)
+        yC = np.asarray(y, dtype=np.int64) * C
+
+        def kappa(cuts: np.ndarray) -> float:
+            pred = np.searchsorted(cuts, e, side="right")
+            return qwk_from_confusion(np.bincount(yC + pred, minlength=C * C).reshape(C, C))
+
+        cuts = np.arange(C - 1) + 0.5
+        best = kappa(cuts)
+        for _ in range(self.passes):
+            moved = False
+            for j in range(C - 1):
+                lo = cuts[j - 1] if j > 0 else -0.5
+                hi = cuts[j + 1] if j < C - 2 else C - 0.5
+                for v in np.linspace(lo, hi, self.candidates + 2)[1:-1]:
+                    trial = cuts.copy()
+                    trial[j] = v
+                    k = kappa(trial)
+                    if k > best:
+                        best, cuts, moved = k, trial, True
+            if not moved:
+                break
+        self.cuts_ = cuts
+        self.kappa_ = best
+        return self
+
+    def grades(self, Q: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.cuts_, self.expected(Q), side="right")
+
+    def transform(self, Q: np.ndarray) -> np.ndarray:
+        Q = np.asarray(Q, dtype=np.float64)
+        Q = Q / Q.sum(axis=1, keepdims=True)
+        return 0.6 * np.eye(Q.shape[1])[self.grades(Q)] + 0.4 * Q
+
+    def fitted_params(self) -> dict[str, Any]:
+        return {"cuts": [float(c) for c in self.cuts_], "fit_qwk": self.kappa_}
+
+
 class _FullTrial:
     """Scores an offset for class c by scoring the whole class-major sum (any metric)."""
 
@@ -136,10 +196,13 @@ def _coordinate_ascent(trial: _FullTrial, C: int, grid: tuple[float, ...], passe
     return b
 
 
+Step = LogitAdjust | ClassBias | OrdinalThresholds
+
+
 class Chain:
     """Post-processing steps fitted one after another (an empty chain is the identity)."""
 
-    def __init__(self, steps: list[tuple[str, LogitAdjust | ClassBias]]) -> None:
+    def __init__(self, steps: list[tuple[str, Step]]) -> None:
         self.steps = steps
 
     @property
@@ -160,21 +223,38 @@ class Chain:
         return {name: step.fitted_params() for name, step in self.steps}
 
 
-def variants(spec: PostprocessSpec) -> list[tuple[str, ...]]:
-    """Post-processing chains to judge: none, each enabled step alone, and both together."""
-    on = [n for n in ("logit_adjust", "class_bias") if getattr(spec, n).enabled]
+# the steps that suit each metric: label decisions for label metrics, cut points for QWK, none for rank
+# metrics (ROC AUC ranks scores; a monotone step cannot help it)
+STEPS_FOR_METRIC = {
+    "weighted_f1": ("logit_adjust", "class_bias"),
+    "macro_f1": ("logit_adjust", "class_bias"),
+    "accuracy": ("logit_adjust", "class_bias"),
+    "log_loss": ("logit_adjust", "class_bias"),
+    "qwk": ("logit_adjust", "class_bias", "ordinal_thresholds"),
+}
+
+
+def variants(spec: PostprocessSpec, metric: str | None = None) -> list[tuple[str, ...]]:
+    """Post-processing chains to judge: none, each enabled step that suits the metric alone, and
+    logit_adjust followed by class_bias when both are on."""
+    suits = STEPS_FOR_METRIC.get(metric, ()) if metric is not None else ("logit_adjust", "class_bias")
+    on = [n for n in ("logit_adjust", "class_bias", "ordinal_thresholds") if getattr(spec, n).enabled]
+    on = [n for n in on if n in suits]
     out: list[tuple[str, ...]] = [()]
     out += [(n,) for n in on]
-    if len(on) == 2:
-        out.append(tuple(on))
+    if "logit_adjust" in on and "class_bias" in on:
+        out.append(("logit_adjust", "class_bias"))
     return out
 
 
 def make_chain(names: tuple[str, ...], spec: PostprocessSpec, metric: str) -> Chain:
-    steps: list[tuple[str, LogitAdjust | ClassBias]] = []
+    steps: list[tuple[str, Step]] = []
     for n in names:
         if n == "logit_adjust":
             steps.append((n, LogitAdjust(metric, tuple(spec.logit_adjust.taus))))
-        else:
+        elif n == "class_bias":
             steps.append((n, ClassBias(metric, tuple(spec.class_bias.grid), spec.class_bias.passes)))
+        else:
+            o = spec.ordinal_thresholds
+            steps.append((n, OrdinalThresholds(o.candidates, o.passes)))
     return Chain(steps)

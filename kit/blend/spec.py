@@ -166,9 +166,20 @@ class ClassBiasSpec(StrictModel):
     passes: int = Field(2, ge=1, le=10)
 
 
+class OrdinalThresholdsSpec(StrictModel):
+    """QWK: the grade is the expected class index cut at thresholds tuned on the fit rows (ordered classes)."""
+
+    enabled: bool = False
+    candidates: int = Field(
+        40, ge=4, le=1000, description="values tried per cut point, between its neighbours"
+    )
+    passes: int = Field(3, ge=1, le=10)
+
+
 class PostprocessSpec(StrictModel):
     logit_adjust: LogitAdjustSpec = Field(default_factory=LogitAdjustSpec)
     class_bias: ClassBiasSpec = Field(default_factory=ClassBiasSpec)
+    ordinal_thresholds: OrdinalThresholdsSpec = Field(default_factory=OrdinalThresholdsSpec)
 
 
 class SelectionSpec(StrictModel):
