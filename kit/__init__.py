@@ -15,67 +15,52 @@ Importing kit is instant: torch, numpy and the rest load on the first call.
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from kit.blend.run import BlendResult
-    from kit.blend.spec import EnsembleSpec
-    from kit.config.schema import KitConfig
-    from kit.submit.make import SubmitResult
-    from kit.train.progress import Reporter
-    from kit.train.run import TrainResult
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["blend", "load_config", "submit", "train"]
 
+
+class _Lazy:
+    """One function of the API, imported on its first call; its signature and docstring are the target's."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self._module, self._name = module, name
+
+    def _target(self) -> Callable[..., Any]:
+        fn: Callable[..., Any] = getattr(importlib.import_module(self._module), self._name)
+        return fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target()(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self._target())
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return self._target().__doc__
+
+    def __repr__(self) -> str:
+        return f"<kit API function {self._module}.{self._name}>"
+
+
 # kit.train, kit.blend and kit.submit are also packages, and Python sets `kit.NAME` to a subpackage when it is
-# first imported. Importing the (light) packages here, before the functions below are defined, keeps
-# `kit.train` & co. the functions for good; `import kit.train.run` still finds the package in sys.modules.
+# first imported. Importing the (light) packages here, before the names below are bound, keeps `kit.train` &
+# co. the functions for good; `import kit.train.run` still finds the package in sys.modules.
 for _package in ("kit.train", "kit.blend", "kit.submit"):
     importlib.import_module(_package)
 
-
-def load_config(path: str | Path = "kit.yaml", overrides: list[str] | None = None) -> KitConfig:
-    """kit.yaml (with `key.path=value` overrides, the CLI's `--set`) as a validated config, paths resolved."""
-    from kit.config.load import load_config as load
-
-    return load(Path(path), overrides)
-
-
-def train(cfg: KitConfig, members: list[str] | None = None, reporter: Reporter | None = None) -> TrainResult:
-    """`kit train`: train the named members (default all) over every fold (kit.train.run.train)."""
-    from kit.train.run import train as run
-
-    return run(cfg, members, reporter)
-
-
-def blend(
-    cfg: KitConfig,
-    spec: str | Path | EnsembleSpec,
-    *,
-    name: str | None = None,
-    overrides: list[str] | None = None,
-    allow_stale: bool = False,
-) -> BlendResult:
-    """`kit blend`: run an ensemble spec (a file, or an EnsembleSpec with `name`) over the trained members
-    (kit.blend.run.run_blend)."""
-    from kit.blend.run import run_blend
-
-    return run_blend(cfg, spec, name=name, overrides=overrides, allow_stale=allow_stale)
-
-
-def submit(
-    cfg: KitConfig,
-    ensemble: str | Path | None = None,
-    *,
-    member: str | None = None,
-    out: Path | None = None,
-    force: bool = False,
-    allow_stale: bool = False,
-) -> SubmitResult:
-    """`kit submit`: a blend's (`ensemble`) or a member's test predictions as the sample submission's CSV
-    (kit.submit.make.make_submission)."""
-    from kit.submit.make import make_submission
-
-    return make_submission(cfg, ensemble, member=member, out=out, force=force, allow_stale=allow_stale)
+if TYPE_CHECKING:  # the real functions, for type checkers and editors
+    from kit.blend.run import run_blend as blend
+    from kit.config.load import load_config
+    from kit.submit.make import make_submission as submit
+    from kit.train.run import train
+else:
+    load_config = _Lazy("kit.config.load", "load_config")
+    train = _Lazy("kit.train.run", "train")
+    blend = _Lazy("kit.blend.run", "run_blend")
+    submit = _Lazy("kit.submit.make", "make_submission")
