@@ -1,3 +1,66 @@
-"""kit: from a folder of images to a leaderboard-ready CSV."""
+"""kit: from a folder of images to a leaderboard-ready CSV.
+
+The Python API is what the CLI commands call, each over a loaded config and returning a typed result:
+
+    import kit
+
+    cfg = kit.load_config("kit.yaml")                 # KitConfig (`--set` overrides as a list)
+    trained = kit.train(cfg)                          # TrainResult: member -> artifact folder
+    blended = kit.blend(cfg, "ensembles/all.yaml")    # BlendResult: winner, nested score, weights...
+    sub = kit.submit(cfg, "ensembles/all.yaml")       # SubmitResult: the CSV's path, its source and CV score
+
+Importing kit is instant: torch, numpy and the rest load on the first call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+__all__ = ["blend", "load_config", "submit", "train"]
+
+
+class _Lazy:
+    """One function of the API, imported on its first call; its signature and docstring are the target's."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self._module, self._name = module, name
+
+    def _target(self) -> Callable[..., Any]:
+        fn: Callable[..., Any] = getattr(importlib.import_module(self._module), self._name)
+        return fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target()(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self._target())
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return self._target().__doc__
+
+    def __repr__(self) -> str:
+        return f"<kit API function {self._module}.{self._name}>"
+
+
+# kit.train, kit.blend and kit.submit are also packages, and Python sets `kit.NAME` to a subpackage when it is
+# first imported. Importing the (light) packages here, before the names below are bound, keeps `kit.train` &
+# co. the functions for good; `import kit.train.run` still finds the package in sys.modules.
+for _package in ("kit.train", "kit.blend", "kit.submit"):
+    importlib.import_module(_package)
+
+if TYPE_CHECKING:  # the real functions, for type checkers and editors
+    from kit.blend.run import run_blend as blend
+    from kit.config.load import load_config
+    from kit.submit.make import make_submission as submit
+    from kit.train.run import train
+else:
+    load_config = _Lazy("kit.config.load", "load_config")
+    train = _Lazy("kit.train.run", "train")
+    blend = _Lazy("kit.blend.run", "run_blend")
+    submit = _Lazy("kit.submit.make", "make_submission")

@@ -206,10 +206,10 @@ def test_blend_writes_honest_outputs(ws: Workspace, digits: dict, tmp_path: Path
         assert (out / f).is_file(), f
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     winner = json.loads((out / "winner.json").read_text())
-    table = {r["blender"]: r for r in summary["table"]}
+    table = {r["blender"]: r for r in summary.table}
     # 6 blenders x (none, logit_adjust, class_bias, both)
     assert len(table) == 24 and "greedy+logit_adjust+class_bias" in table
-    assert winner["row"] == summary["winner"]
+    assert winner["row"] == summary.winner
     # the rule (one_se by default) picks; the raw maximum is reported beside it
     top = max(table.values(), key=lambda r: r["nested"])
     assert winner["selection"]["rule"] == "one_se" and winner["selection"]["max_nested_row"] == top["blender"]

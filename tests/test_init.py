@@ -127,7 +127,7 @@ def test_init_reports_what_it_could_not_find(tmp_path: Path, runner) -> None:
 
 
 def test_shipped_ensemble_template_is_the_repository_one() -> None:
-    from kit.config.init import default_ensemble_text
+    from kit.data.layout import default_ensemble_text
 
     repo = Path(__file__).resolve().parents[1]
     assert default_ensemble_text() == (repo / "ensembles" / "all.yaml").read_text("utf-8")

@@ -283,6 +283,7 @@ def test_submit_blend_names_are_names_not_paths(runner, project: Project) -> Non
 def test_blend_spec_named_dot_dot_yaml_is_refused_and_blends_survive(runner, project: Project) -> None:
     """`ensembles/..yaml` would name the blend '.', i.e. workdir/blends itself (replaced whole before)."""
     from kit.blend.run import run_blend
+    from kit.config.load import load_config
 
     blends = project.ws.workdir / "blends"
     before = snapshot(blends)
@@ -293,7 +294,9 @@ def test_blend_spec_named_dot_dot_yaml_is_refused_and_blends_survive(runner, pro
     msg = clean_error(invoke(runner, ["blend", str(spec), "-c", str(project.config)], cwd=project.home))
     assert "blend name '.' is not a plain name" in msg and "ensembles/NAME.yaml" in msg
     with pytest.raises(KitError, match="blend name '.' is not a plain name"):
-        run_blend(spec, project.config)  # the library path (`kit demo` calls it): blend_dir refuses too
+        run_blend(
+            load_config(project.config), spec
+        )  # the library path (`kit demo` calls it): blend_dir refuses too
     assert snapshot(blends) == before
 
 

@@ -1,4 +1,6 @@
-"""What a blend tells its user: the selection table (CSV and rich), per-class F1, and a PNG report."""
+"""What a blend writes for its user: the selection table (CSV), per-class F1, and a PNG report.
+
+The terminal table is rendered by kit.cli.render.print_blend."""
 
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from kit.metrics.scores import confusion_matrix, f1_from_confusion
 from kit.plots.fonts import with_cjk_fallback
@@ -126,50 +126,3 @@ def write_png(
     fig.suptitle(title)
     fig.savefig(path, dpi=80)
     plt.close(fig)
-
-
-def print_summary(summary: dict[str, Any], console: Console) -> None:
-    """The selection table and the winner, as `kit blend` shows them."""
-    metric = summary["metric"]
-    t = Table(title=f"blend '{summary['name']}': {summary['n_candidates']} candidates, metric {metric}")
-    sel = summary["selection"]
-    pct = round(100 * sel["level"])
-    t.add_column("blender")
-    t.add_column("in-sample", justify="right")
-    t.add_column("nested CV", justify="right")
-    t.add_column(f"{pct}% interval", justify="right")
-    t.add_column("P(beats single)", justify="right")
-    t.add_column("overstates by", justify="right")
-    t.add_column("seconds", justify="right")
-    for r in summary["table"]:
-        mark = " ←" if r["picked"] else ""
-        t.add_row(
-            r["blender"] + mark,
-            f"{r['insample']:.4f}",
-            f"{r['nested']:.4f}",
-            f"{r['nested_lo']:.4f}-{r['nested_hi']:.4f}",
-            f"{r['p_beats_single']:.2f}",
-            f"{r['overstatement']:+.4f}",
-            f"{r['seconds']:.2f}",
-        )
-    console.print(t)
-    w = summary["weights"]
-    lo, hi = summary["nested_interval"]
-    alo, ahi = summary["selection_aware_interval"]
-    console.print(
-        f"winner [bold]{summary['winner']}[/] by rule {sel['rule']} (confidence {sel['confidence']}, "
-        f"{sel['resamples']} resamples by {sel['resampled_by']}, {sel['groups']} {sel['resampled_by']}s): "
-        f"nested {metric} {summary['nested_score']:.4f} [{lo:.4f}, {hi:.4f}], "
-        f"P(beats best single) {sel['p_beats_best_single']:.2f}; "
-        f"in-sample {summary['insample_score']:.4f} overstates by {summary['overstatement']:+.4f}",
-        highlight=False,
-    )
-    console.print(
-        f"estimate of the whole procedure (selection inside each outer fold): {metric} "
-        f"{summary['selection_aware_score']:.4f} [{alo:.4f}, {ahi:.4f}]; "
-        f"best single {summary['best_single']} {summary['best_single_score']:.4f}; "
-        f"the raw maximum would pick {sel['max_nested_row']}",
-        highlight=False,
-    )
-    console.print("weights: " + ", ".join(f"{k} {v:.4f}" for k, v in w.items()), highlight=False)
-    console.print(f"wrote {summary['path']}", highlight=False)

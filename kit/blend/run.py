@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,35 @@ from kit.blend.postprocess import variants
 from kit.blend.report import per_class_csv, per_class_rows, table_csv, write_png
 from kit.blend.selection import group_codes
 from kit.blend.spec import BestSingleSpec, BlenderSpec, EnsembleSpec
-from kit.config.load import apply_overrides, load_config, read_yaml, validate_data
+from kit.config.load import apply_overrides, read_yaml, validate_data
+from kit.config.schema import KitConfig
 from kit.data.workspace import Workspace, open_workspace
 from kit.errors import KitError
 from kit.metrics.scores import greater_is_better, score
 
 SPEC_PREFIX = "spec."
+
+
+@dataclass(frozen=True)
+class BlendResult:
+    """What a blend found (kit.cli.render.print_blend shows it); the full record is `path`/winner.json."""
+
+    name: str  # workdir/blends/NAME
+    metric: str
+    n_candidates: int
+    table: list[dict[str, Any]]  # one row per blender x post-processing (kit.blend.report.TABLE_KEYS)
+    winner: str  # the picked row's label
+    weights: dict[str, float]  # candidate -> weight, non-zero only
+    nested_score: float
+    nested_interval: tuple[float, float]
+    selection_aware_score: float
+    selection_aware_interval: tuple[float, float]
+    selection: dict[str, Any]  # the selection rule and its evidence, as in winner.json
+    insample_score: float
+    overstatement: float
+    best_single: str  # the best single candidate and its pooled OOF score
+    best_single_score: float
+    path: Path
 
 
 def load_spec(path: Path, overrides: list[str] | None = None) -> EnsembleSpec:
@@ -50,8 +74,8 @@ def with_baseline(blenders: list[BlenderSpec]) -> list[BlenderSpec]:
 
 def blend(
     spec: EnsembleSpec, ws: Workspace, name: str, spec_path: Path | None = None, *, allow_stale: bool = False
-) -> dict[str, Any]:
-    """Run the spec against a workspace and write workdir/blends/NAME/. Returns the summary printed by the CLI.
+) -> BlendResult:
+    """Run the spec against a workspace and write workdir/blends/NAME/.
 
     Members made from other data are refused; members made with another config too, unless `allow_stale`."""
     started = time.time()
@@ -176,31 +200,46 @@ def blend(
             blend=win.nested_oof,
             classes=list(ws.classes),
         )
-    return {
-        "name": name,
-        "metric": metric,
-        "n_candidates": len(cands.specs),
-        "table": table,
-        "winner": win.label,
-        "weights": weights,
-        "nested_score": win.nested,
-        "nested_interval": (float(lo), float(hi)),
-        "selection_aware_score": judged.aware.score,
-        "selection_aware_interval": judged.aware.interval,
-        "selection": selection,
-        "insample_score": win.insample,
-        "overstatement": win.overstatement,
-        "best_single": cands.specs[best].name,
-        "best_single_score": single_scores[best],
-        "path": out,
-    }
+    return BlendResult(
+        name=name,
+        metric=metric,
+        n_candidates=len(cands.specs),
+        table=table,
+        winner=win.label,
+        weights=weights,
+        nested_score=win.nested,
+        nested_interval=(float(lo), float(hi)),
+        selection_aware_score=judged.aware.score,
+        selection_aware_interval=judged.aware.interval,
+        selection=selection,
+        insample_score=win.insample,
+        overstatement=win.overstatement,
+        best_single=cands.specs[best].name,
+        best_single_score=single_scores[best],
+        path=out,
+    )
 
 
 def run_blend(
-    spec_path: Path, config: Path, overrides: list[str] | None = None, *, allow_stale: bool = False
-) -> dict[str, Any]:
-    """What `kit blend` runs: spec + kit.yaml (with `--set` overrides) -> workdir/blends/<spec stem>/."""
-    spec_o, cfg_o = split_overrides(overrides)
-    spec = load_spec(spec_path, spec_o)
-    ws = open_workspace(load_config(config, cfg_o))
-    return blend(spec, ws, spec_path.stem, spec_path, allow_stale=allow_stale)
+    cfg: KitConfig,
+    spec: str | Path | EnsembleSpec,
+    *,
+    name: str | None = None,
+    overrides: list[str] | None = None,
+    allow_stale: bool = False,
+) -> BlendResult:
+    """What `kit blend` runs: an ensemble spec over a loaded config -> workdir/blends/NAME/.
+
+    `spec` is a spec file (NAME defaults to its stem; `overrides` are its `key=value` overrides, what the CLI
+    takes as `--set spec.key=value`) or an EnsembleSpec built in code (then pass `name`)."""
+    if isinstance(spec, EnsembleSpec):
+        if name is None:
+            raise KitError(
+                "name the blend built in code: pass name='NAME' (it is written to workdir/blends/NAME/)"
+            )
+        if overrides:
+            raise KitError("overrides apply to a spec file; change the EnsembleSpec itself instead")
+        return blend(spec, open_workspace(cfg), name, allow_stale=allow_stale)
+    path = Path(spec)
+    ens = load_spec(path, overrides)
+    return blend(ens, open_workspace(cfg), name or path.stem, path, allow_stale=allow_stale)

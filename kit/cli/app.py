@@ -95,7 +95,7 @@ def init(
 
     Example: `kit init data/dacon-wallpaper --out kit.yaml`
     """
-    from kit.config.init import write_kit_yaml
+    from kit.data.layout import write_kit_yaml
 
     g = write_kit_yaml(data_dir, out, force=force)
     console.print(f"[green]wrote[/] {out}")
@@ -125,7 +125,7 @@ def validate(
 
     Example: `kit validate kit.yaml ensembles/all.yaml`
     """
-    from kit.config.validate import validate_files
+    from kit.validate import validate_files
 
     targets = files or [
         p for p in [Path("kit.yaml"), *sorted(Path("ensembles").glob("*.yaml"))] if p.exists()
@@ -205,20 +205,13 @@ def demo(
     run_demo(out, data_only=data_only, force=force, console=console, overrides=overrides)
 
 
-# Command groups live in their own modules and register on `app` by decoration when imported.
-COMMAND_MODULES = ("kit.cli.train", "kit.cli.blend", "kit.cli.submit")
-
-
-def _register_commands() -> None:
-    import importlib
-    import importlib.util
-
-    for mod in COMMAND_MODULES:
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
-
-
-_register_commands()
+# Command groups live in their own modules and register on `app` by decoration when imported: imported by
+# name, so a missing module fails loudly. They import torch & co. inside their commands, never at the top.
+# isort: off
+import kit.cli.train  # noqa: E402  (train, runs: listed first in --help)
+import kit.cli.blend  # noqa: E402
+import kit.cli.submit  # noqa: E402, F401
+# isort: on
 
 
 def main() -> None:

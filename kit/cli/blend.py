@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kit.cli.app import AllowStaleOpt, ConfigOpt, SetOpt, app, console, kit_command
+from kit.cli.app import AllowStaleOpt, ConfigOpt, SetOpt, app, console, kit_command, load
 
 
 @app.command()
@@ -25,10 +25,12 @@ def blend(
     Example: `kit blend ensembles/swin_effnet.yaml -c kit.yaml --set spec.metric=macro_f1`
     """
     from kit.artifacts.names import plain_name
-    from kit.blend.report import print_summary
-    from kit.blend.run import run_blend
+    from kit.blend.run import run_blend, split_overrides
+    from kit.cli.render import print_blend
 
     plain_name(
         spec.stem, "blend"
     )  # the spec's stem names workdir/blends/NAME: `..yaml` must not mean blends/
-    print_summary(run_blend(spec, config, overrides, allow_stale=allow_stale), console)
+    spec_o, cfg_o = split_overrides(overrides)
+    result = run_blend(load(config, cfg_o), spec, overrides=spec_o, allow_stale=allow_stale)
+    print_blend(result, console)

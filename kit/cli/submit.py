@@ -43,7 +43,7 @@ def submit(
         raise KitError("give an ensemble spec or --member NAME, not both")
     res = make_submission(
         load(config, overrides),
-        ensemble=ensemble,
+        ensemble,
         member=member,
         out=out,
         force=force,

@@ -27,11 +27,11 @@ def train(
 
     Example: `kit train convnext swin --set members.convnext.epochs=3`
     """
-    from kit.train.progress import RichReporter
-    from kit.train.run import train_members
+    from kit.cli.progress import RichReporter
+    from kit.train.run import train
 
-    cfg = load(config, overrides)
-    for path in train_members(cfg, members, RichReporter(console)):
+    result = train(load(config, overrides), members, RichReporter(console))
+    for path in result.members.values():
         console.print(f"[green]wrote[/] {path}", highlight=False)
     console.print("next: `kit runs` to compare members, then `kit blend ensembles/NAME.yaml`")
 
@@ -43,6 +43,8 @@ def runs(config: ConfigOpt = Path("kit.yaml"), overrides: SetOpt = None) -> None
 
     Example: `kit runs -c kit.yaml`
     """
-    from kit.train.runs import print_runs
+    from kit.cli.render import print_runs
+    from kit.train.runs import collect_runs
 
-    print_runs(load(config, overrides), console)
+    cfg = load(config, overrides)
+    print_runs(collect_runs(cfg), cfg.workdir, cfg.competition.metric, console)

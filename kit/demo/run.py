@@ -58,7 +58,7 @@ def prepare_demo_folder(out: Path, *, force: bool = False) -> Path:
     later fills out/work/ and out/submissions/. A non-empty folder without the marker is refused, `force`
     included; `force` on a demo folder rewrites only what kit wrote there (kit.yaml, the spec, data/).
     """
-    from kit.config.init import default_ensemble_text
+    from kit.data.layout import default_ensemble_text
 
     check_demo_target(out)
     check_demo_target(out / DEMO_DATA)
@@ -106,24 +106,24 @@ def run_demo(
             f"folder: keep `workdir: work` in {config} and drop --set workdir"
         )
 
-    from kit.blend.report import print_summary
     from kit.blend.run import run_blend
+    from kit.cli.progress import RichReporter
+    from kit.cli.render import print_blend, print_runs
     from kit.submit.make import make_submission
     from kit.train.embeddings import write_tiny_clip
-    from kit.train.progress import RichReporter
-    from kit.train.run import train_members
-    from kit.train.runs import print_runs
+    from kit.train.run import train
+    from kit.train.runs import collect_runs
 
     if any(m.kind == "clip_probe" for m in cfg.members.values()):
         write_tiny_clip(
             cfg.workdir / "clip-tiny"
         )  # random-init CLIP for the demo's clip member (no download)
     console.rule("train")
-    train_members(cfg, None, RichReporter(console))
-    print_runs(cfg, console)
+    train(cfg, None, RichReporter(console))
+    print_runs(collect_runs(cfg), cfg.workdir, cfg.competition.metric, console)
     console.rule("blend")
-    result = run_blend(ensemble, config, overrides)
-    print_summary(result, console)
+    result = run_blend(cfg, ensemble, overrides=split_overrides(overrides)[0])
+    print_blend(result, console)
     console.rule("submit")
     sub = make_submission(cfg, ensemble=ensemble, folder=out / SUBMISSIONS)
     classes = open_workspace(cfg, write=False).classes

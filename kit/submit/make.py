@@ -100,8 +100,8 @@ def _sidecar(
 
 def make_submission(
     cfg: KitConfig,
-    *,
     ensemble: str | Path | None = None,
+    *,
     member: str | None = None,
     out: Path | None = None,
     folder: Path = SUBMISSIONS_DIR,
@@ -109,7 +109,8 @@ def make_submission(
     allow_stale: bool = False,
     force: bool = False,
 ) -> SubmitResult:
-    """Fill the sample with a blend's or a member's test probabilities, validate, write CSV + sidecar.
+    """What `kit submit` runs: fill the sample with a blend's (`ensemble`: its spec file or blend name) or a
+    member's test probabilities, validate, write CSV + sidecar (default submissions/NAME-TIME.csv).
 
     `out` never replaces a competition file, anything under the workdir, or a file `kit submit` did not write;
     an existing submission of kit's only with `force` (`check_out_path`).

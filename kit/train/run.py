@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kit.config.schema import KitConfig
@@ -31,3 +32,20 @@ def train_members(
         if path is not None:
             out.append(path)
     return out
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The members one `kit train` wrote, by name -> artifact folder (workdir/members/NAME); `pending` are the
+    members whose folds another `kit train` process still holds (it writes them when done)."""
+
+    members: dict[str, Path] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+
+
+def train(cfg: KitConfig, members: list[str] | None = None, reporter: Reporter | None = None) -> TrainResult:
+    """What `kit train` runs: train the named members (all when `members` is empty) over every fold."""
+    chosen = select_members(cfg.members, members)
+    paths = train_members(cfg, chosen, reporter)
+    written = {p.name: p for p in paths}
+    return TrainResult(members=written, pending=[n for n in chosen if n not in written])

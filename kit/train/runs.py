@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from kit.artifacts.member import Expected, config_changes, data_changes, list_members, read_meta
 from kit.config.schema import KitConfig
 from kit.errors import KitError
@@ -91,48 +89,13 @@ def run_rows(
     return rows
 
 
-def print_runs(cfg: KitConfig, console: Console) -> None:
-    """The `kit runs` table: pooled OOF scores, epochs and time per member, then per-view scores and the
-    worst classes on one line per member."""
-    from rich.markup import escape
-    from rich.table import Table
-
+def collect_runs(cfg: KitConfig) -> list[RunRow]:
+    """What `kit runs` shows (kit.cli.render.print_runs renders it): every trained member with its pooled OOF
+    scores and metric interval, stale reasons, then the configured members not trained yet."""
     rows = run_rows(cfg.workdir, cfg.members, _expected(cfg))
-    if not rows:
-        console.print(f"no members in {cfg.workdir}; add members to kit.yaml and run `kit train`")
-        return
-    member_intervals(cfg, rows)
-    metric = cfg.competition.metric
-    t = Table(title=f"members in {cfg.workdir}: pooled out-of-fold scores (plain view)")
-    for col in ("member", "kind"):
-        t.add_column(col, overflow="fold")
-    for col in ("w-F1", "macro-F1", "acc", "logloss", f"{metric} 95% interval", "epochs", "time"):
-        t.add_column(col, justify="right", no_wrap=True)
-    notes = []
-    for r in rows:
-        if not r.trained:
-            t.add_row(r.name, r.kind, *["-"] * 7)
-            notes.append(f"[bold]{r.name}[/]: not trained; run `kit train {r.name}`")
-            continue
-        p = r.pooled
-        lo, hi = (min(r.epochs), max(r.epochs)) if r.epochs else (0, 0)
-        t.add_row(
-            r.name,
-            r.kind,
-            *(f"{p.get(k, float('nan')):.4f}" for k in ("weighted_f1", "macro_f1", "accuracy", "log_loss")),
-            "-" if r.interval is None else f"{r.interval[1]:.4f}-{r.interval[2]:.4f}",
-            "-" if not r.epochs else (str(lo) if lo == hi else f"{lo}-{hi}"),
-            f"{r.train_s:.0f}s" if r.train_s is not None else "-",
-        )
-        views = ", ".join(f"{v} {s:.4f}" for v, s in r.per_view.items())
-        worst = ", ".join(f"{c} {f:.2f}" for c, f in r.worst)
-        notes.append(f"[bold]{r.name}[/]: {r.metric} per view: {views}; worst classes by F1: {worst}")
-        if r.stale:
-            why = escape("; ".join(r.stale))
-            notes.append(f"[yellow]{r.name} is stale[/]: {why}; run `kit train {r.name}`")
-    console.print(t)
-    for n in notes:
-        console.print(n, highlight=False)
+    if rows:
+        member_intervals(cfg, rows)
+    return rows
 
 
 def _expected(cfg: KitConfig) -> Expected:

@@ -1,4 +1,4 @@
-"""`kit init`: guess a competition's layout from its folder and render a commented kit.yaml.
+"""`kit init`: discover a competition's layout from its folder and render a commented kit.yaml from it.
 
 `detect_layout` only reads file names and CSV headers/rows; `render_kit_yaml` is pure text.
 """

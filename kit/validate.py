@@ -1,4 +1,8 @@
-"""`kit validate`: check configs (kit.yaml, ensemble specs) without running anything."""
+"""`kit validate`: check configs (kit.yaml, ensemble specs) and the data they name, without running anything.
+
+It sits above kit.config: besides the schemas it reads the tables, the fold plan and the sample submission
+(kit.data, kit.cv, kit.submit), so kit.config itself imports nothing but kit.errors.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,102 @@
+"""Tables and summaries the commands print (rich): library functions return data, these render it.
+
+`kit demo` prints the same tables, so they live here rather than in the command modules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from kit.blend.run import BlendResult
+    from kit.train.runs import RunRow
+
+
+def print_runs(rows: list[RunRow], workdir: Path, metric: str, console: Console) -> None:
+    """The `kit runs` table (rows from kit.train.runs.collect_runs): pooled OOF scores, epochs and time per
+    member, then per-view scores and the worst classes on one line per member."""
+    if not rows:
+        console.print(f"no members in {workdir}; add members to kit.yaml and run `kit train`")
+        return
+    t = Table(title=f"members in {workdir}: pooled out-of-fold scores (plain view)")
+    for col in ("member", "kind"):
+        t.add_column(col, overflow="fold")
+    for col in ("w-F1", "macro-F1", "acc", "logloss", f"{metric} 95% interval", "epochs", "time"):
+        t.add_column(col, justify="right", no_wrap=True)
+    notes = []
+    for r in rows:
+        if not r.trained:
+            t.add_row(r.name, r.kind, *["-"] * 7)
+            notes.append(f"[bold]{r.name}[/]: not trained; run `kit train {r.name}`")
+            continue
+        p = r.pooled
+        lo, hi = (min(r.epochs), max(r.epochs)) if r.epochs else (0, 0)
+        t.add_row(
+            r.name,
+            r.kind,
+            *(f"{p.get(k, float('nan')):.4f}" for k in ("weighted_f1", "macro_f1", "accuracy", "log_loss")),
+            "-" if r.interval is None else f"{r.interval[1]:.4f}-{r.interval[2]:.4f}",
+            "-" if not r.epochs else (str(lo) if lo == hi else f"{lo}-{hi}"),
+            f"{r.train_s:.0f}s" if r.train_s is not None else "-",
+        )
+        views = ", ".join(f"{v} {s:.4f}" for v, s in r.per_view.items())
+        worst = ", ".join(f"{c} {f:.2f}" for c, f in r.worst)
+        notes.append(f"[bold]{r.name}[/]: {r.metric} per view: {views}; worst classes by F1: {worst}")
+        if r.stale:
+            why = escape("; ".join(r.stale))
+            notes.append(f"[yellow]{r.name} is stale[/]: {why}; run `kit train {r.name}`")
+    console.print(t)
+    for n in notes:
+        console.print(n, highlight=False)
+
+
+def print_blend(result: BlendResult, console: Console) -> None:
+    """The selection table and the winner, as `kit blend` shows them."""
+    metric = result.metric
+    t = Table(title=f"blend '{result.name}': {result.n_candidates} candidates, metric {metric}")
+    sel = result.selection
+    pct = round(100 * sel["level"])
+    t.add_column("blender")
+    t.add_column("in-sample", justify="right")
+    t.add_column("nested CV", justify="right")
+    t.add_column(f"{pct}% interval", justify="right")
+    t.add_column("P(beats single)", justify="right")
+    t.add_column("overstates by", justify="right")
+    t.add_column("seconds", justify="right")
+    for r in result.table:
+        mark = " ←" if r["picked"] else ""
+        t.add_row(
+            r["blender"] + mark,
+            f"{r['insample']:.4f}",
+            f"{r['nested']:.4f}",
+            f"{r['nested_lo']:.4f}-{r['nested_hi']:.4f}",
+            f"{r['p_beats_single']:.2f}",
+            f"{r['overstatement']:+.4f}",
+            f"{r['seconds']:.2f}",
+        )
+    console.print(t)
+    w = result.weights
+    lo, hi = result.nested_interval
+    alo, ahi = result.selection_aware_interval
+    console.print(
+        f"winner [bold]{result.winner}[/] by rule {sel['rule']} (confidence {sel['confidence']}, "
+        f"{sel['resamples']} resamples by {sel['resampled_by']}, {sel['groups']} {sel['resampled_by']}s): "
+        f"nested {metric} {result.nested_score:.4f} [{lo:.4f}, {hi:.4f}], "
+        f"P(beats best single) {sel['p_beats_best_single']:.2f}; "
+        f"in-sample {result.insample_score:.4f} overstates by {result.overstatement:+.4f}",
+        highlight=False,
+    )
+    console.print(
+        f"estimate of the whole procedure (selection inside each outer fold): {metric} "
+        f"{result.selection_aware_score:.4f} [{alo:.4f}, {ahi:.4f}]; "
+        f"best single {result.best_single} {result.best_single_score:.4f}; "
+        f"the raw maximum would pick {sel['max_nested_row']}",
+        highlight=False,
+    )
+    console.print("weights: " + ", ".join(f"{k} {v:.4f}" for k, v in w.items()), highlight=False)
+    console.print(f"wrote {result.path}", highlight=False)
