@@ -8,8 +8,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Metric = Literal["weighted_f1", "macro_f1", "accuracy", "log_loss"]
+Metric = Literal[
+    "weighted_f1", "macro_f1", "accuracy", "log_loss", "roc_auc", "qwk", "map_at_k", "top_k_accuracy"
+]
+K_METRICS = ("map_at_k", "top_k_accuracy")  # metrics that need competition.metric_k
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+COCO_SUFFIXES = (".json",)  # COCO-style annotations: images, annotations, categories
 MEMBER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TTA_VIEWS = ("plain", "hflip", "vflip", "rot90", "rot180", "rot270", "hvflip")
 
@@ -59,9 +63,15 @@ class Competition(StrictModel):
     id_column: str | None = None
     image_column: str | None = None
     label_column: str | None = None
+    label_columns: list[str] | None = Field(
+        None, description="one-hot label columns (one 1 a row): the class is the column holding the 1"
+    )
     group_column: str | None = None
-    classes: list[str] | None = Field(None, description="class order; default: sorted labels of train")
+    classes: list[str] | None = Field(
+        None, description="class order; default: sorted labels of train (label_columns: their order)"
+    )
     metric: Metric = "weighted_f1"
+    metric_k: int | None = Field(None, ge=1, le=100, description="k of map_at_k and top_k_accuracy")
     blank_groups: Literal["own", "error"] = Field(
         "own", description="rows with an empty group_column cell: each its own group, or an error"
     )
@@ -73,6 +83,19 @@ class Competition(StrictModel):
     @property
     def test_is_table(self) -> bool:
         return self.test is not None and self.test.suffix.lower() in TABLE_SUFFIXES
+
+    @property
+    def train_is_coco(self) -> bool:
+        return self.train.suffix.lower() in COCO_SUFFIXES
+
+    @property
+    def test_is_coco(self) -> bool:
+        return self.test is not None and self.test.suffix.lower() in COCO_SUFFIXES
+
+    @property
+    def scored_by(self) -> str:
+        """The metric as kit's scorers name it: `map_at_k@5` carries its k; other metrics are their name."""
+        return f"{self.metric}@{self.metric_k}" if self.metric in K_METRICS else self.metric
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -96,18 +119,45 @@ class Competition(StrictModel):
         return v
 
     @model_validator(mode="after")
+    def _metric_has_k(self) -> Competition:
+        if self.metric in K_METRICS and self.metric_k is None:
+            raise ValueError(
+                f"competition.metric: {self.metric} needs k; set competition.metric_k (e.g. metric_k: 5 for "
+                "MAP@5 or top-5 accuracy)"
+            )
+        if self.metric not in K_METRICS and self.metric_k is not None:
+            raise ValueError(
+                f"competition.metric_k is set but competition.metric is {self.metric}, which has no k; remove "
+                f"metric_k or use one of {list(K_METRICS)}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _columns_fit_layout(self) -> Competition:
-        if self.train_is_table:
-            if self.label_column is None:
+        if self.label_column is not None and self.label_columns is not None:
+            raise ValueError(
+                "set competition.label_column (one column of labels) or competition.label_columns (one-hot "
+                "columns), not both"
+            )
+        if self.train_is_coco:
+            if self.label_column is not None or self.label_columns is not None:
                 raise ValueError(
-                    f"competition.label_column is required when competition.train is a table ({self.train})"
+                    f"competition.train ({self.train}) is COCO-style JSON, whose labels are its annotations' "
+                    "category_id; remove competition.label_column / label_columns"
+                )
+            return self
+        if self.train_is_table:
+            if self.label_column is None and self.label_columns is None:
+                raise ValueError(
+                    f"competition.label_column is required when competition.train is a table ({self.train}) "
+                    "(or label_columns for one-hot columns)"
                 )
             if self.id_column is None and self.image_column is None:
                 raise ValueError(
                     "set competition.id_column or competition.image_column: kit needs one of them to find "
                     "each train image"
                 )
-        elif self.label_column is not None:
+        elif self.label_column is not None or self.label_columns is not None:
             raise ValueError(
                 f"competition.label_column is set but competition.train ({self.train}) is a class-folder "
                 "layout, where labels are the folder names; remove label_column or point train at the table"

@@ -9,49 +9,76 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import yaml
 
+from kit.config.schema import Metric
 from kit.data.table import IMAGE_EXTS, is_image, read_csv
 
-ID_NAMES = ("id", "image_id", "img_id", "imageid", "image", "file", "filename", "file_name", "fname", "name")
+ID_NAMES = (
+    "id",
+    "image_id",
+    "img_id",
+    "imageid",
+    "id_code",
+    "image",
+    "file",
+    "filename",
+    "file_name",
+    "fname",
+    "name",
+)
+# label columns by name, in order of preference (matched case-insensitively, whole name)
 LABEL_NAMES = (
     "label",
     "labels",
-    "class",
     "target",
+    "class",
+    "category_id",
     "category",
+    "class_id",
+    "label_id",
     "species",
     "diagnosis",
-    "y",
-    "class_name",
     "breed",
+    "class_name",
     "landmark_id",
     "disease",
+    "grade",
+    "level",
+    "dx",
+    "y",
     "type",
     "artist",
+    "id",  # humpback whale's `Image,Id`: the whale id is the label when the image column is the key
 )
+# group-like column names (a name token starting with one of these), in order of preference: a subject before
+# the place or the sequence a picture came from
 GROUP_HINTS = (
-    "group",
     "patient",
     "subject",
     "person",
+    "individual",
     "writer",
     "user",
-    "individual",
-    "session",
-    "site",
-    "video",
-    "source",
+    "author",
+    "owner",
+    "uploader",
+    "family",
     "case",
     "study",
-    "owner",
-    "author",
-    "camera",
     "location",
-    "family",
-    "uploader",
+    "site",
+    "camera",
+    "seq",
+    "sequence",
+    "session",
+    "video",
+    "source",
+    "group",
 )
+ONE_HOT_VALUES = frozenset({"0", "1", "0.0", "1.0"})
 
 
 @dataclass
@@ -65,6 +92,7 @@ class Guess:
     id_column: str | None = None
     image_column: str | None = None
     label_column: str | None = None
+    label_columns: list[str] | None = None
     group_column: str | None = None
     n_train: int | None = None
     n_classes: int | None = None
@@ -91,7 +119,7 @@ def _pick(paths: list[Path], *words: str, avoid: tuple[str, ...] = ()) -> Path |
 
 
 def _image_folders(root: Path) -> dict[Path, int]:
-    """Folders (up to two levels down) holding image files directly, with counts."""
+    """Folders (up to three levels down) holding image files directly, with counts."""
     out: dict[Path, int] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         depth = len(Path(dirpath).relative_to(root).parts)
@@ -110,6 +138,35 @@ def _class_folder_root(folder: Path) -> bool:
     return len(with_images) >= 2
 
 
+def _class_root(root: Path) -> Path | None:
+    """A train folder holding one sub-folder of images per class: train/, training/, train_images/, Train/ ..."""
+    candidates = [root, *sorted(d for d in root.iterdir() if d.is_dir())]
+    candidates += sorted(d for c in candidates[1:] for d in c.iterdir() if d.is_dir())
+    for d in candidates:
+        if d.name.lower().startswith(("train", "training")) and _class_folder_root(d):
+            return d
+    return None
+
+
+def _coco_files(root: Path) -> list[tuple[Path, bool]]:
+    """COCO-style annotation files (up to two levels down): (path, has annotations and categories)."""
+    import json
+
+    out = []
+    for p in sorted([*root.glob("*.json"), *root.glob("*/*.json")], key=lambda p: (len(p.parts), p.name)):
+        if p.stat().st_size > 2_000_000_000:
+            continue
+        try:
+            data = json.loads(p.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("images"), list):
+            out.append(
+                (p, isinstance(data.get("annotations"), list) and isinstance(data.get("categories"), list))
+            )
+    return out
+
+
 def _looks_like_images(values: list[str]) -> bool:
     vals = [v for v in values[:50] if v]
     return bool(vals) and all(Path(v).suffix.lower() in IMAGE_EXTS for v in vals)
@@ -121,6 +178,23 @@ def _by_name(header: list[str], names: tuple[str, ...]) -> str | None:
         if n in lower:
             return lower[n]
     return None
+
+
+def _group_hint(name: str) -> str | None:
+    """The group hint a column name carries (a token of the name starting with it), if any."""
+    tokens = [t for t in re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()) if t]
+    for hint in GROUP_HINTS:
+        if any(t.startswith(hint) for t in tokens):
+            return hint
+    return None
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
 
 
 def _find_image_folder(root: Path, keys: list[str], folders: dict[Path, int], prefer: str) -> Path | None:
@@ -143,14 +217,91 @@ def _find_image_folder(root: Path, keys: list[str], folders: dict[Path, int], pr
     return None
 
 
+@dataclass
+class _Columns:
+    """What a labelled table's columns are, guessed from names and values."""
+
+    id_column: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    label_columns: list[str] | None = None
+    group_column: str | None = None
+    notes: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def _train_columns(header: list[str], rows: list[dict[str, str]]) -> _Columns:
+    n = len(rows)
+    cols = {h: [r.get(h, "").strip() for r in rows] for h in header}
+    distinct = {h: len(set(v)) for h, v in cols.items()}
+    out = _Columns()
+    out.image_column = next((h for h in header if _looks_like_images(cols[h])), None)
+    unique = [h for h in header if distinct[h] == n]
+    named_id = _by_name(unique, ID_NAMES)  # may be the image column itself (ids written with extensions)
+    out.id_column = named_id or next((h for h in unique if h != out.image_column), None)
+    keys = {out.id_column, out.image_column}
+    # one-hot label columns: several 0/1 columns with exactly one 1 a row (plant pathology 2020)
+    binary = [h for h in header if h not in keys and cols[h] and set(cols[h]) <= ONE_HOT_VALUES]
+    if len(binary) >= 2:
+        ones = [sum(cols[h][i] in ("1", "1.0") for h in binary) for i in range(n)]
+        if all(k == 1 for k in ones):
+            out.label_columns = binary
+            out.notes.append(f"one-hot label columns {binary}: each row has exactly one 1, read as its class")
+            return _group_column(out, header, cols, distinct, n, keys | set(binary))
+        out.missing.append(
+            f"columns {binary} hold 0/1 with {max(ones)} ones in some rows: a multi-label table; kit reads one "
+            "label a row (set competition.label_column or label_columns by hand)"
+        )
+    groups = {h for h in header if _group_hint(h) is not None}
+    candidates = [
+        h
+        for h in header
+        if h not in keys
+        and h not in groups
+        and 1 < distinct[h] < n
+        and not (all(_is_number(v) for v in cols[h]) and not all(v.lstrip("-").isdigit() for v in cols[h]))
+    ]
+    out.label_column = _by_name(candidates, LABEL_NAMES)
+    if out.label_column is None:
+        plausible = [h for h in candidates if distinct[h] <= max(2, n // 2)]
+        text = [h for h in plausible if not all(v.lstrip("-").isdigit() for v in cols[h])]
+        out.label_column = (text or plausible or [None])[-1]
+        if out.label_column:
+            out.notes.append(f"label column guessed by its values: '{out.label_column}' (check it)")
+    return _group_column(out, header, cols, distinct, n, keys | {out.label_column})
+
+
+def _group_column(
+    out: _Columns, header: list[str], cols: dict[str, list[str]], distinct: dict[str, int], n: int, taken: set
+) -> _Columns:
+    """The group column by name (patient, subject, writer, location, seq_id, ...), with the reason."""
+    found = [(GROUP_HINTS.index(hint), h) for h in header if h not in taken and (hint := _group_hint(h))]
+    found = [(rank, h) for rank, h in sorted(found) if 1 < distinct[h] < n]
+    if not found:
+        return out
+    out.group_column = found[0][1]
+    counts: dict[str, int] = {}
+    for v in cols[out.group_column]:
+        counts[v] = counts.get(v, 0) + 1
+    others = [h for _, h in found[1:]]
+    out.notes.append(
+        f"group column: '{out.group_column}', because its name says so and its {distinct[out.group_column]} "
+        f"values repeat (up to {max(counts.values())} rows a value): folds keep each group on one side"
+        + (f"; also group-like: {others}" if others else "")
+    )
+    return out
+
+
 def detect_layout(root: Path) -> Guess:
     root = root.resolve()
     g = Guess(root=root)
     csvs = _csvs(root)
     folders = _image_folders(root)
     sample = _pick(csvs, "sample", "submission")
-    train_csv = _pick(csvs, "train", avoid=("sample", "submission"))
     test_csv = _pick(csvs, "test", avoid=("sample", "submission"))
+    avoid = ("sample", "submission", "test")
+    train_csv = _pick(csvs, "train", avoid=avoid) or _pick(csvs, "label", avoid=avoid)
+    cocos = _coco_files(root) if train_csv is None else []
     if sample:
         g.sample_submission = _rel(sample, root)
         g.notes.append(f"sample submission: {g.sample_submission}")
@@ -158,104 +309,118 @@ def detect_layout(root: Path) -> Guess:
         g.missing.append(
             "no sample_submission CSV found; `kit submit` needs one (competition.sample_submission)"
         )
-
-    class_root = next(
-        (
-            d
-            for d in [root / "train", root / "training", root / "Train", root]
-            if d.is_dir() and d.name.lower() in ("train", "training") and _class_folder_root(d)
-        ),
-        None,
-    )
+    class_root = _class_root(root)
+    train_coco = next((p for p, labelled in cocos if labelled), None)
     if train_csv is not None:
-        header, rows = read_csv(train_csv)
-        g.train = _rel(train_csv, root)
-        g.n_train = len(rows)
-        cols = {h: [r.get(h, "") for r in rows] for h in header}
-        g.image_column = next((h for h in header if _looks_like_images(cols[h])), None)
-        unique = [h for h in header if len(set(cols[h])) == len(rows)]
-        g.id_column = _by_name([h for h in header if h in unique], ID_NAMES) or (
-            unique[0] if unique and unique[0] != g.image_column else None
-        )
-        g.label_column = _by_name([h for h in header if h not in (g.id_column, g.image_column)], LABEL_NAMES)
-        if g.label_column is None:
-            rest = [
-                h
-                for h in header
-                if h not in (g.id_column, g.image_column) and 1 < len(set(cols[h])) <= max(2, len(rows) // 2)
-            ]
-            g.label_column = rest[-1] if rest else None
-            if g.label_column:
-                g.notes.append(f"label column guessed by its values: '{g.label_column}' (check it)")
-        if g.label_column:
-            g.n_classes = len(set(cols[g.label_column]))
-        for h in header:
-            if h in (g.id_column, g.image_column, g.label_column):
-                continue
-            n_uniq = len(set(cols[h]))
-            if any(w in h.lower() for w in GROUP_HINTS) and 1 < n_uniq < len(rows):
-                g.group_column = h
-                break
-        keys = cols[g.image_column] if g.image_column else (cols[g.id_column] if g.id_column else [])
-        img_dir = _find_image_folder(root, keys, folders, "train")
-        if img_dir is not None and img_dir != root:
-            g.train_images = _rel(img_dir, root)
-        elif img_dir is None:
-            g.missing.append(
-                "could not find the folder holding the train images; set competition.train_images"
-            )
+        _guess_train_table(g, train_csv, folders, class_root)
+    elif train_coco is not None:
+        g.train = _rel(train_coco, root)
         g.notes.append(
-            f"train table: {g.train} ({g.n_train} rows): id column '{g.id_column}', image column "
-            f"'{g.image_column}', label column '{g.label_column}' ({g.n_classes} classes)"
+            f"COCO-style annotations: {g.train} (labels: each image's category_id; ids: the image ids)"
         )
-        if g.id_column is None and g.image_column is None:
-            g.missing.append("no id or image-path column found in the train table; set competition.id_column")
-        if g.label_column is None:
-            g.missing.append("no label column found in the train table; set competition.label_column")
     elif class_root is not None:
-        g.train = _rel(class_root, root)
-        classes = sorted(d.name for d in class_root.iterdir() if d.is_dir())
-        g.n_classes = len(classes)
-        g.n_train = sum(1 for p in class_root.rglob("*") if p.is_file() and is_image(p))
-        g.notes.append(
-            f"class-folder layout: {g.train}/<class>/* ({g.n_classes} classes, {g.n_train} images)"
-        )
+        _use_class_folders(g, class_root)
     else:
         g.missing.append("no train table (train*.csv) and no train/<class>/ folders; set competition.train")
-
+    test_coco = next((p for p, labelled in cocos if not labelled and "test" in _rel(p, root).lower()), None)
     if test_csv is not None:
-        header, rows = read_csv(test_csv)
-        g.test = _rel(test_csv, root)
-        img_col = (
-            g.image_column
-            if g.image_column in header
-            else next((h for h in header if _looks_like_images([r.get(h, "") for r in rows])), None)
-        )
-        id_col = g.id_column if g.id_column in header else (header[0] if header else None)
-        keys = [r.get(img_col or id_col or "", "") for r in rows]
-        img_dir = _find_image_folder(root, keys, folders, "test")
-        if img_dir is not None and img_dir != root:
-            g.test_images = _rel(img_dir, root)
-        if g.image_column and img_col != g.image_column:
-            g.missing.append(
-                f"the test table has no '{g.image_column}' column; check competition.image_column"
-            )
-        g.notes.append(f"test table: {g.test} ({len(rows)} rows)")
+        _guess_test_table(g, test_csv, folders, class_table=g.label_column is None and not g.label_columns)
+    elif test_coco is not None:
+        g.test = _rel(test_coco, root)
+        g.notes.append(f"test: COCO-style image list {g.test}")
     else:
-        test_dir = next((d for d in folders if re.search(r"test", d.name, re.I)), None)
+        test_dir = next((d for d in folders if re.search(r"test", _rel(d, root), re.I)), None)
         if test_dir is not None:
             g.test = _rel(test_dir, root)
             g.notes.append(f"test images folder: {g.test} ({folders[test_dir]} images)")
         else:
             g.missing.append("no test table or test image folder found; set competition.test")
-    if g.group_column:
-        g.notes.append(f"group column: '{g.group_column}' (folds keep each group on one side)")
-    elif g.train and train_csv is not None:
+    if not g.group_column and g.train and train_csv is not None and g.train.endswith(".csv"):
         g.notes.append(
             "no group column found; if one subject/patient has several images, set "
             "competition.group_column or CV will leak"
         )
+    g.notes.append(
+        "metric: weighted_f1 (the default); set competition.metric to the competition's metric (weighted_f1, "
+        "macro_f1, accuracy, log_loss, roc_auc, qwk, map_at_k or top_k_accuracy with metric_k)"
+    )
     return g
+
+
+def _use_class_folders(g: Guess, class_root: Path, why: str = "") -> None:
+    g.train = _rel(class_root, g.root) if class_root != g.root else "."
+    classes = sorted(d.name for d in class_root.iterdir() if d.is_dir())
+    g.n_classes = len(classes)
+    g.n_train = sum(1 for p in class_root.rglob("*") if p.is_file() and is_image(p))
+    g.id_column = g.image_column = g.label_column = g.label_columns = g.group_column = g.train_images = None
+    g.notes.append(
+        f"class-folder layout: {g.train}/<class>/* ({g.n_classes} classes, {g.n_train} images){why}"
+    )
+
+
+def _guess_train_table(g: Guess, train_csv: Path, folders: dict[Path, int], class_root: Path | None) -> None:
+    root = g.root
+    header, rows = read_csv(train_csv)
+    g.train = _rel(train_csv, root)
+    g.n_train = len(rows)
+    c = _train_columns(header, rows)
+    g.id_column, g.image_column, g.label_column = c.id_column, c.image_column, c.label_column
+    g.label_columns, g.group_column = c.label_columns, c.group_column
+    g.notes += c.notes
+    g.missing += c.missing
+    labels = (
+        {r.get(c.label_column, "").strip() for r in rows} if c.label_column else set(c.label_columns or [])
+    )
+    g.n_classes = len(labels) or None
+    if class_root is not None and labels and labels <= {d.name for d in class_root.iterdir() if d.is_dir()}:
+        # the table's images sit in one folder per class (paddy disease): the folders are the labelled data
+        _use_class_folders(g, class_root, f"; {g.train}'s labels are its folder names")
+        return
+    keys = [r.get(g.image_column or g.id_column or "", "") for r in rows]
+    img_dir = _find_image_folder(root, keys, folders, "train")
+    if img_dir is not None and img_dir != root:
+        g.train_images = _rel(img_dir, root)
+    elif img_dir is None:
+        g.missing.append("could not find the folder holding the train images; set competition.train_images")
+    label = f"label columns {g.label_columns}" if g.label_columns else f"label column '{g.label_column}'"
+    g.notes.insert(
+        0,
+        f"train table: {g.train} ({g.n_train} rows): id column '{g.id_column}', image column "
+        f"'{g.image_column}', {label} ({g.n_classes} classes)",
+    )
+    if g.id_column is None and g.image_column is None:
+        g.missing.append("no id or image-path column found in the train table; set competition.id_column")
+    if g.label_column is None and not g.label_columns:
+        g.missing.append("no label column found in the train table; set competition.label_column")
+
+
+def _guess_test_table(g: Guess, test_csv: Path, folders: dict[Path, int], *, class_table: bool) -> None:
+    """The test table's key columns; with class-folder train they set id_column and image_column (they name
+    the test table's columns, as the Dacon layout `train/<class>/` + `test.csv` needs)."""
+    header, rows = read_csv(test_csv)
+    g.test = _rel(test_csv, g.root)
+    cols = {h: [r.get(h, "") for r in rows] for h in header}
+    img_col = (
+        g.image_column
+        if g.image_column in header
+        else next((h for h in header if _looks_like_images(cols[h])), None)
+    )
+    id_col = g.id_column if g.id_column in header else None
+    if id_col is None:
+        unique = [h for h in header if h != img_col and len(set(cols[h])) == len(rows)]
+        id_col = _by_name(unique, ID_NAMES) or (unique[0] if unique else None)
+    if class_table:
+        g.id_column, g.image_column = id_col, img_col
+        g.notes.append(f"test table columns: id '{id_col}', image '{img_col}'")
+    keys = [r.get(img_col or id_col or "", "") for r in rows]
+    img_dir = _find_image_folder(g.root, keys, folders, "test")
+    if img_dir is not None and img_dir != g.root:
+        g.test_images = _rel(img_dir, g.root)
+    elif img_dir is None:
+        g.missing.append("could not find the folder holding the test images; set competition.test_images")
+    if g.image_column and img_col != g.image_column:
+        g.missing.append(f"the test table has no '{g.image_column}' column; check competition.image_column")
+    g.notes.append(f"test table: {g.test} ({len(rows)} rows)")
 
 
 def _q(v: object) -> str:
@@ -282,10 +447,15 @@ def render_kit_yaml(g: Guess, config_dir: Path) -> str:
         line("sample_submission", g.sample_submission, "shape of the file `kit submit` writes"),
         line("id_column", g.id_column, "row id, kept as the exact string"),
         line("image_column", g.image_column, "image path column (null: find images by id)"),
-        line("label_column", g.label_column, "class label column"),
+        *(
+            [line("label_columns", g.label_columns, "one-hot label columns (exactly one 1 a row)")]
+            if g.label_columns
+            else [line("label_column", g.label_column, "class label column")]
+        ),
         line("group_column", g.group_column, "same group never in train and validation"),
         line("classes", None, "class order; null = sorted labels"),
-        line("metric", "weighted_f1", "weighted_f1 | macro_f1 | accuracy | log_loss"),
+        line("metric", "weighted_f1", "the competition's: " + " | ".join(get_args(Metric))),
+        line("metric_k", None, "k of map_at_k / top_k_accuracy (e.g. 5)"),
         "folds:\n",
         "  k: 5\n",
         "  seed: 42\n",

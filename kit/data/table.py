@@ -133,6 +133,12 @@ def _table_split(
         for k, v in needed.items()
         if v is not None and v not in header
     ]
+    if labelled and comp.label_columns:
+        missing += [
+            f"competition.label_columns: column '{c}' is not in {table.name} (columns: {header})"
+            for c in comp.label_columns
+            if c not in header
+        ]
     if split == "test" and comp.id_column is not None and comp.id_column not in header:
         missing = [m for m in missing if not m.startswith("competition.id_column")]
     if missing:
@@ -154,7 +160,15 @@ def _table_split(
             continue
         ids.append(rid)
         paths.append(p)
-        if labelled:
+        if labelled and comp.label_columns:
+            on = [c for c in comp.label_columns if _is_one(row.get(c, ""))]
+            if len(on) != 1:
+                problems.append(
+                    f"{table.name} row {n}: {len(on)} of the one-hot competition.label_columns hold 1 "
+                    f"({on[:5]}); a single-label competition needs exactly one"
+                )
+            labels.append(on[0] if on else "")
+        elif labelled:
             lab = row.get(comp.label_column or "", "").strip()
             if lab == "":
                 problems.append(f"{table.name} row {n}: empty label in column '{comp.label_column}'")
@@ -164,13 +178,13 @@ def _table_split(
                     "(pandas writes NaN for an empty cell); fill in the class or remove the row"
                 )
             labels.append(lab)
-            if comp.group_column:
-                groups.append(row[comp.group_column])
-                if comp.blank_groups == "error" and is_blank_group(groups[-1]):
-                    problems.append(
-                        f"{table.name} row {n}: blank group in column '{comp.group_column}' "
-                        "(competition.blank_groups: error); fill it in, or set blank_groups: own"
-                    )
+        if labelled and comp.group_column:
+            groups.append(row[comp.group_column])
+            if comp.blank_groups == "error" and is_blank_group(groups[-1]):
+                problems.append(
+                    f"{table.name} row {n}: blank group in column '{comp.group_column}' "
+                    "(competition.blank_groups: error); fill it in, or set blank_groups: own"
+                )
     if problems:
         raise KitError(
             f"{table}: {len(problems)} row(s) point at missing images or lack labels or groups; fix the table or "
@@ -181,6 +195,78 @@ def _table_split(
     if dupes:
         raise KitError(f"{table}: ids repeat ({dupes[:10]}); every row needs a unique id")
     return ids, paths, (labels if labelled else None), (groups if labelled and comp.group_column else None)
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_one(cell: str) -> bool:
+    """A one-hot cell holding 1 (as pandas may write it: 1, 1.0, True)."""
+    v = cell.strip().lower()
+    return v in ("1", "1.0", "true")
+
+
+def _coco_split(
+    path: Path, images: Path | None, *, labelled: bool
+) -> tuple[list[str], list[Path], list[str] | None]:
+    """COCO-style annotations (herbarium, iNaturalist): `images` [{id, file_name}], `annotations`
+    [{image_id, category_id}], `categories`. Ids are the image ids, labels the category ids as text, file names
+    relative to `images` or the JSON's folder."""
+    import json
+
+    if not path.is_file():
+        raise KitError(f"{path}: file not found; check competition paths in kit.yaml")
+    try:
+        data = json.loads(decode_bytes(path.read_bytes())[1])
+    except json.JSONDecodeError as e:
+        raise KitError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); check the file") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise KitError(
+            f"{path}: expected COCO-style annotations with an `images` list (and `annotations`, `categories` "
+            "for train); point competition.train/test at the annotations file or a table"
+        )
+    base = images or path.parent
+    index = _ImageIndex(base)
+    category: dict[str, str] = {}
+    problems: list[str] = []
+    if labelled:
+        if not isinstance(data.get("annotations"), list):
+            raise KitError(f"{path}: no `annotations` list; a train file needs each image's category_id")
+        for a in data["annotations"]:
+            iid, cat = str(a.get("image_id", "")), a.get("category_id")
+            if cat is None:
+                problems.append(f"{path.name}: annotation {a.get('id', '?')} has no category_id")
+                continue
+            if iid in category and category[iid] != str(cat):
+                problems.append(f"{path.name}: image {iid} has two categories ({category[iid]}, {cat})")
+            category[iid] = str(cat)
+    ids, paths, labels = [], [], []
+    for i, img in enumerate(data["images"]):
+        iid, name = str(img.get("id", "")), str(img.get("file_name", ""))
+        p = index.find(name) if name else None
+        if p is None:
+            problems.append(f"{path.name} images[{i}]: image '{name}' not found under {base}")
+            continue
+        if labelled and iid not in category:
+            problems.append(f"{path.name} images[{i}]: image {iid} has no annotation (no category_id)")
+            continue
+        ids.append(iid)
+        paths.append(p)
+        if labelled:
+            labels.append(category[iid])
+    if problems:
+        raise KitError(
+            f"{path}: {len(problems)} problem(s) in the annotations:",
+            problems=problems[:50] + ([f"... and {len(problems) - 50} more"] if len(problems) > 50 else []),
+        )
+    if not ids:
+        raise KitError(f"{path}: the `images` list is empty")
+    return ids, paths, (labels if labelled else None)
 
 
 def _folder_split(folder: Path, *, labelled: bool) -> tuple[list[str], list[Path], list[str] | None]:
@@ -208,13 +294,25 @@ def _folder_split(folder: Path, *, labelled: bool) -> tuple[list[str], list[Path
 
 
 def load_train(comp: Competition) -> Table:
+    groups: list[str] | None = None
     if comp.train_is_table:
         ids, paths, labels, groups = _table_split(comp, comp.train, comp.train_images, "train", labelled=True)
+    elif comp.train_is_coco:
+        ids, paths, labels = _coco_split(comp.train, comp.train_images, labelled=True)
     else:
         ids, paths, labels = _folder_split(comp.train, labelled=True)
-        groups = None
     assert labels is not None
-    classes = list(comp.classes) if comp.classes else sort_classes(labels)
+    if comp.classes:
+        classes = list(comp.classes)
+    elif comp.label_columns:
+        classes = list(comp.label_columns)
+    else:
+        classes = sort_classes(labels)
+        if comp.metric == "qwk" and not all(_is_int(c) for c in classes):
+            raise KitError(
+                f"competition.metric: qwk scores ordered grades, but the labels of {comp.train} are not numbers "
+                f"({classes[:5]}); list them in grade order in competition.classes"
+            )
     lookup = {c: i for i, c in enumerate(classes)}
     unknown = sorted({lab for lab in labels if lab not in lookup})
     if unknown:
@@ -237,6 +335,8 @@ def load_test(comp: Competition, classes: list[str]) -> Table:
         raise KitError("competition.test is not set; point it at the test table or the test image folder")
     if comp.test_is_table:
         ids, paths, _, _ = _table_split(comp, comp.test, comp.test_images, "test", labelled=False)
+    elif comp.test_is_coco:
+        ids, paths, _ = _coco_split(comp.test, comp.test_images, labelled=False)
     else:
         ids, paths, _ = _folder_split(comp.test, labelled=False)
     return Table(ids=ids, paths=paths, classes=classes)
