@@ -90,7 +90,9 @@ def check_data(cfg: KitConfig) -> list[str]:
     if sample is not None and not sample.rows:
         problems.append(f"{comp.sample_submission}: the sample submission has a header but no rows")
     elif sample is not None:
-        layout = attempt(lambda: detect_layout(sample, train.classes, comp.submission, comp.id_column))
+        layout = attempt(
+            lambda: detect_layout(sample, train.classes, comp.submission, comp.id_column, comp.scored_by)
+        )
         if layout is not None and test is not None:
             attempt(lambda: match_ids(sample.column(layout.id_col), test.ids, lines=sample.lines))
     return problems

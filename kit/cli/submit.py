@@ -52,6 +52,8 @@ def submit(
     src = res.source
     score = f"{src.cv_score:.4f}" if src.cv_score is not None else "n/a"
     console.print(f"[green]wrote[/] {res.path} ({res.n_rows} rows, {res.layout.kind})", highlight=False)
+    if res.layout.note:
+        console.print(f"  {res.layout.note}", highlight=False)
     console.print(f"  {src.kind} '{src.name}': {src.metric} {score} ({src.score_kind})", highlight=False)
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)

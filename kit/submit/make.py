@@ -45,7 +45,7 @@ def load_sample(cfg: KitConfig, classes: list[str]) -> tuple[CsvFile, Layout]:
     sample = read_csv_exact(comp.sample_submission, "sample submission")
     if not sample.rows:
         raise KitError(f"{comp.sample_submission}: the sample submission has a header but no rows")
-    return sample, detect_layout(sample, classes, comp.submission, comp.id_column)
+    return sample, detect_layout(sample, classes, comp.submission, comp.id_column, comp.scored_by)
 
 
 def build_rows(sample: CsvFile, layout: Layout, test_ids: list[str], test_probs: np.ndarray) -> CsvFile:

@@ -176,6 +176,8 @@ def detect_layout(
             f"{sample.path}: the sample has no column for predictions besides the id column "
             f"'{sample.header[id_col]}' (header: {sample.header_line!r})"
         )
+    metric_k = int(metric.split("@")[1]) if metric and "@" in metric else None
+    metric = metric.split("@")[0] if metric else None
     kind, note = cfg.kind, ""
     if kind == "auto":
         kind, note = _guess_kind(sample, cols, classes, metric)
@@ -192,7 +194,12 @@ def detect_layout(
         return Layout("binary_proba", id_col, cols, classes, positive=positive, note=note)
     if kind == "topk":
         tokens = max((len(v.split()) for v in sample.column(cols[0])), default=0)
-        k = cfg.k if "k" in cfg.model_fields_set or tokens < 2 else tokens
+        if "k" in cfg.model_fields_set:
+            k = cfg.k
+        elif tokens >= 2:
+            k = tokens
+        else:
+            k = metric_k or cfg.k
         spaced = [c for c in classes if len(c.split()) != 1]
         if spaced:
             raise KitError(
