@@ -108,8 +108,8 @@ def run_demo(
 
     from kit.blend.report import print_summary
     from kit.blend.run import run_blend
+    from kit.demo.tiny_clip import write_tiny_clip
     from kit.submit.make import make_submission
-    from kit.train.embeddings import write_tiny_clip
     from kit.train.progress import RichReporter
     from kit.train.run import train_members
     from kit.train.runs import print_runs
