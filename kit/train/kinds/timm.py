@@ -39,6 +39,7 @@ from kit.train.progress import Reporter
 if TYPE_CHECKING:
     from torch import nn
 
+    from kit.data.table import Table
     from kit.data.workspace import Workspace
 
 
@@ -125,25 +126,20 @@ class TimmKind:
     @classmethod
     def prepare(cls, ws: Workspace, name: str, member: TimmMember, reporter: Reporter) -> TimmKind:
         spec = resolve_model(name, member, len(ws.classes))
-        size, resample = member.img_size, spec.interpolation
-        train_cache = build_image_cache(
-            ws.train,
-            size,
-            ws.cache_dir,
-            split="train",
-            fingerprint=ws.train_images_fingerprint,
-            resample=resample,
-        )
-        test_cache = None
-        if ws.test is not None:
-            test_cache = build_image_cache(
-                ws.test,
-                size,
+
+        def images(table: Table, split: str, fingerprint: str) -> np.ndarray:
+            """The split decoded once at the member's size with the model's interpolation."""
+            return build_image_cache(
+                table,
+                member.img_size,
                 ws.cache_dir,
-                split="test",
-                fingerprint=ws.test_images_fingerprint,
-                resample=resample,
+                split=split,
+                fingerprint=fingerprint,
+                resample=spec.interpolation,
             )
+
+        train_cache = images(ws.train, "train", ws.train_images_fingerprint)
+        test_cache = None if ws.test is None else images(ws.test, "test", ws.test_images_fingerprint)
         setup = select_device(name, member.device, amp=member.amp, channels_last=member.channels_last)
         return cls(ws, name, member, spec, train_cache, test_cache, setup, reporter)
 
