@@ -29,8 +29,8 @@ def probe_ratio(model: str, device: str, tmp: Path) -> None:
     from kit.data.cache import build_image_cache
     from kit.data.workspace import open_workspace
     from kit.demo.digits import build_demo, competition_section
-    from kit.train.clip_probe import train_clip_probe
     from kit.train.embeddings import EmbedStats
+    from kit.train.fold_loop import train_member
 
     demo = build_demo(tmp / "demo")
     member = {"kind": "clip_probe", "model": model, "tta": ["plain"], "device": device}
@@ -60,14 +60,14 @@ def probe_ratio(model: str, device: str, tmp: Path) -> None:
     cfg_a = load_config(cfg_path)
     t = time.perf_counter()
     before = EmbedStats.images
-    train_clip_probe(ws, "clip", cfg_a.members["clip"], None)
+    train_member(ws, "clip", cfg_a.members["clip"], None)
     a = time.perf_counter() - t
     encoded_a = EmbedStats.images - before
 
     cfg_b = load_config(cfg_path, ["members.clip.loss.kind=ce", "members.clip.lr=0.02"])
     t = time.perf_counter()
     before = EmbedStats.images
-    train_clip_probe(ws, "clip", cfg_b.members["clip"], None)
+    train_member(ws, "clip", cfg_b.members["clip"], None)
     b = time.perf_counter() - t
     encoded_b = EmbedStats.images - before
 
@@ -83,7 +83,7 @@ def probe_ratio(model: str, device: str, tmp: Path) -> None:
 def heads_on_synthetic(device: str, n: int = 10_000, dim: int = 512, n_classes: int = 50) -> None:
     from kit.config.schema import ClipProbeMember
     from kit.cv.folds import assign_folds
-    from kit.train.clip_probe import fit_member_head
+    from kit.train.kinds.clip_probe import fit_member_head
 
     rng = np.random.default_rng(0)
     p = 0.93 ** np.arange(n_classes)

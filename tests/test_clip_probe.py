@@ -26,7 +26,7 @@ ODD_MEAN, ODD_STD = (0.5, 0.25, 0.125), (0.2, 0.3, 0.4)
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from kit.train.embeddings import write_tiny_clip
+    from kit.demo.tiny_clip import write_tiny_clip
 
     return write_tiny_clip(tmp_path_factory.mktemp("models") / "clip-tiny")
 
@@ -64,7 +64,7 @@ def test_local_dir_round_trip_keeps_weights_and_preprocessing(tmp_path: Path) ->
     from open_clip.push_to_hf_hub import save_config_for_hf
     from safetensors.torch import save_file
 
-    from kit.train.embeddings import CONFIG_FILE, WEIGHTS_FILE, ClipSource, load_clip
+    from kit.train.clip_model import CONFIG_FILE, WEIGHTS_FILE, ClipSource, load_clip
 
     (tmp_path / "cfgs").mkdir()
     (tmp_path / "cfgs" / "kit-test-clip.json").write_text(json.dumps(TEST_CFG))
@@ -86,7 +86,8 @@ def test_local_dir_round_trip_keeps_weights_and_preprocessing(tmp_path: Path) ->
 
 
 def test_write_tiny_clip_keeps_custom_preprocessing(tmp_path: Path) -> None:
-    from kit.train.embeddings import ClipSource, load_clip, write_tiny_clip
+    from kit.demo.tiny_clip import write_tiny_clip
+    from kit.train.clip_model import ClipSource, load_clip
 
     d = write_tiny_clip(tmp_path / "m", preprocess={"mean": ODD_MEAN, "std": ODD_STD})
     model, pp = load_clip(ClipSource(member="clip", model=f"local-dir:{d}"))
@@ -107,7 +108,7 @@ def test_write_tiny_clip_keeps_custom_preprocessing(tmp_path: Path) -> None:
 def test_bad_model_references_fail_with_the_key_and_fix(
     model: str, pretrained: str | None, needle: str
 ) -> None:
-    from kit.train.embeddings import ClipSource, load_clip
+    from kit.train.clip_model import ClipSource, load_clip
 
     with pytest.raises(KitError) as e:
         load_clip(ClipSource(member="clip", model=model, pretrained=pretrained))
@@ -117,7 +118,7 @@ def test_bad_model_references_fail_with_the_key_and_fix(
 def test_offline_missing_weights_fail_fast_and_clearly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kit.train.embeddings import ClipSource, load_clip
+    from kit.train.clip_model import ClipSource, load_clip
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     src = ClipSource(
@@ -136,22 +137,22 @@ def test_offline_missing_weights_fail_fast_and_clearly(
 
 
 def test_unreachable_hub_switches_to_offline_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
     import socket
 
     import huggingface_hub.constants
 
-    from kit.train import embeddings
-    from kit.train.embeddings import ClipSource, ensure_offline_mode
+    from kit.train.clip_model import ClipSource, ensure_offline_mode
 
     with socket.socket() as s:  # a local port nobody listens on: the hub is unreachable
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setattr(embeddings, "HUB_HOST", ("127.0.0.1", port))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     tag = ClipSource(member="clip", model="ViT-B-32", pretrained="laion2b_s34b_b79k")
     assert ensure_offline_mode(tag) is True
-    assert embeddings.os.environ["HF_HUB_OFFLINE"] == "1" and huggingface_hub.constants.HF_HUB_OFFLINE is True
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and huggingface_hub.constants.HF_HUB_OFFLINE is True
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # an explicit choice is respected
     assert ensure_offline_mode(tag) is False
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -190,14 +191,14 @@ def test_config_rules_and_relative_local_dir(tmp_path: Path, demo_dir: Path, tin
 def test_probe_artifacts_cache_reuse_and_new_view(tmp_path: Path, demo_dir: Path, tiny_dir: Path) -> None:
     from kit.artifacts.member import load_member
     from kit.metrics.scores import score
-    from kit.train.clip_probe import train_clip_probe
     from kit.train.embeddings import EmbedStats
+    from kit.train.fold_loop import train_member
 
     path = write_config(tmp_path, demo_dir, tiny_dir, epochs=30)
     ws, cfg = workspace(path)
     n_train, n_test = len(ws.train), len(ws.test)
     before = EmbedStats.images
-    out = train_clip_probe(ws, "clip", cfg.members["clip"], None)
+    out = train_member(ws, "clip", cfg.members["clip"], None)
     assert EmbedStats.images - before == n_train + n_test  # each image encoded once (both views per pass)
 
     art = load_member(ws.workdir, "clip", ws.expected())
@@ -215,14 +216,14 @@ def test_probe_artifacts_cache_reuse_and_new_view(tmp_path: Path, demo_dir: Path
         path, ["members.clip.loss.kind=ce", "members.clip.sampler.kind=none", "members.clip.lr=0.05"]
     )
     mid = EmbedStats.images
-    train_clip_probe(ws2, "clip", cfg2.members["clip"], None)
+    train_member(ws2, "clip", cfg2.members["clip"], None)
     assert EmbedStats.images == mid
     meta = load_member(ws2.workdir, "clip", ws2.expected()).meta
     assert meta["embeddings_computed"] == [] and meta["config"]["member"]["loss"]["kind"] == "ce"
 
     # one more view: only that view is encoded
     ws3, cfg3 = workspace(path, ["members.clip.tta=[plain, hflip, vflip]"])
-    train_clip_probe(ws3, "clip", cfg3.members["clip"], None)
+    train_member(ws3, "clip", cfg3.members["clip"], None)
     assert EmbedStats.images - mid == n_train + n_test
     art3 = load_member(ws3.workdir, "clip", ws3.expected())
     assert art3.oof.shape == (n_train, 3, 10) and len(art3.meta["embeddings_computed"]) == 2
@@ -250,12 +251,12 @@ def _manual_zero_shot(tiny_dir: Path, files: list[Path], texts: list[str], flip:
 def test_zero_shot_head_reproduces_clip_text_similarity(
     tmp_path: Path, demo_dir: Path, tiny_dir: Path
 ) -> None:
-    from kit.train.clip_probe import train_clip_probe
+    from kit.train.fold_loop import train_member
 
     names = {"zero": "digit zero", "seven": "the number 7"}
     path = write_config(tmp_path, demo_dir, tiny_dir, epochs=0, prompt=PROMPT, class_names=names)
     ws, cfg = workspace(path)
-    train_clip_probe(ws, "clip", cfg.members["clip"], None)
+    train_member(ws, "clip", cfg.members["clip"], None)
     from kit.artifacts.member import load_member
 
     art = load_member(ws.workdir, "clip", ws.expected())
@@ -276,7 +277,7 @@ def test_zero_shot_head_reproduces_clip_text_similarity(
 
     with pytest.raises(KitError, match=r"members.clip.class_names: \['eleven'\] are not classes"):
         ws2, cfg2 = workspace(path, ["members.clip.class_names={eleven: x}"])
-        train_clip_probe(ws2, "clip", cfg2.members["clip"], None)
+        train_member(ws2, "clip", cfg2.members["clip"], None)
 
 
 def test_linear_head_init_round_trips_through_standardised_training() -> None:

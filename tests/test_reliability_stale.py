@@ -373,9 +373,10 @@ def test_clip_probe_folds_are_locked_too(tmp_path: Path, demo_dir: Path, runner:
     from kit.config.load import load_config
     from kit.data.workspace import open_workspace
     from kit.demo.digits import competition_section
-    from kit.train.clip_probe import clip_source
-    from kit.train.embeddings import encoder_key, write_tiny_clip
+    from kit.demo.tiny_clip import write_tiny_clip
+    from kit.train.embeddings import encoder_key
     from kit.train.fold_loop import run_hash
+    from kit.train.kinds.clip_probe import clip_source
 
     tiny = write_tiny_clip(tmp_path / "clip-tiny")
     spec = {"kind": "clip_probe", "model": f"local-dir:{tiny}", "epochs": 3, "tta": ["plain"]}

@@ -64,7 +64,8 @@ def test_oof_rows_come_from_the_fold_that_held_them_out(trained: tuple) -> None:
     from kit.data.cache import build_image_cache
     from kit.train.data import BatchAugment
     from kit.train.device import select_device
-    from kit.train.folds_runner import FoldContext, load_fold_model, run_dir
+    from kit.train.fold_loop import run_dir
+    from kit.train.kinds.timm import TimmKind
     from kit.train.loop import predict
 
     cfg, _ = trained
@@ -79,19 +80,18 @@ def test_oof_rows_come_from_the_fold_that_held_them_out(trained: tuple) -> None:
         fingerprint=ws.data_fingerprint,
         resample=spec.interpolation,
     )
-    ctx = FoldContext(
-        ws, "cnx", m, spec, cache, None, select_device("cnx", "cpu"), run_dir(ws, "cnx", m), NullReporter()
-    )
+    ctx = TimmKind(ws, "cnx", m, spec, cache, None, select_device("cnx", "cpu"), NullReporter())
+    root = run_dir(ws, "cnx", m)
     oof = np.load(cfg.workdir / "members" / "cnx" / "oof_logits.npy")
     aug = BatchAugment(m.augment, spec.mean, spec.std)
     for f in range(2):
         idx = ws.folds.valid_idx(f)
-        mine = predict(load_fold_model(ctx, f), cache, idx, m.tta, aug, ctx.setup, 16)
-        other = predict(load_fold_model(ctx, 1 - f), cache, idx, m.tta, aug, ctx.setup, 16)
+        mine = predict(ctx.load_model(root / f"fold{f}"), cache, idx, m.tta, aug, ctx.setup, 16)
+        other = predict(ctx.load_model(root / f"fold{1 - f}"), cache, idx, m.tta, aug, ctx.setup, 16)
         np.testing.assert_allclose(oof[idx], mine, rtol=1e-5, atol=1e-5)
         assert not np.allclose(oof[idx], other, atol=1e-3)
         # the plain view is a plain forward pass; rot180 is the forward pass of the turned images
-        model = load_fold_model(ctx, f)
+        model = ctx.load_model(root / f"fold{f}")
         x = aug.normalize(torch.from_numpy(np.asarray(cache[idx])))
         with torch.no_grad():
             np.testing.assert_allclose(oof[idx, 0], model(x).numpy(), rtol=1e-5, atol=1e-5)
@@ -121,7 +121,7 @@ def test_swin_at_64px_with_window_4(tmp_path: Path) -> None:
 
 
 def test_freeze_leaves_only_the_head_trainable() -> None:
-    from kit.train.folds_runner import _set_frozen
+    from kit.train.kinds.timm import _set_frozen
 
     spec = resolve_model("cnx", TimmMember.model_validate(member()), 3)
     model = spec.create()
@@ -330,7 +330,7 @@ def test_out_of_memory_message_names_the_key() -> None:
 
 
 def test_unreachable_hub_switches_to_offline_within_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kit.train.models import ensure_hub_mode
+    from kit.train.hub import ensure_hub_mode
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens

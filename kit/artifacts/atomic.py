@@ -106,15 +106,21 @@ def _size(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write; on success it is renamed onto `path`, on failure removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     try:
-        with tmp.open("w", encoding=encoding, newline="") as f:
-            f.write(text)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
+    with atomic_file(path) as tmp, tmp.open("w", encoding=encoding, newline="") as f:
+        f.write(text)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -122,14 +128,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    try:
-        with tmp.open("wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as tmp, tmp.open("wb") as f:
+        np.save(f, arr)
 
 
 def check_strictly_inside(path: Path, parent: Path) -> None:

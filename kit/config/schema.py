@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -322,8 +322,11 @@ class ClipProbeMember(MemberBase):
         return self.model_copy(update=updates) if updates else self
 
 
-Member = Annotated[TimmMember | ClipProbeMember, Field(discriminator="kind")]
-MEMBER_KINDS = ("timm", "clip_probe")
+MemberConfig = TimmMember | ClipProbeMember  # every member kind; its trainer is kit.train.kinds.KIND
+Member = Annotated[MemberConfig, Field(discriminator="kind")]
+MEMBER_KINDS: tuple[str, ...] = tuple(
+    get_args(m.model_fields["kind"].annotation)[0] for m in get_args(MemberConfig)
+)
 
 
 class KitConfig(StrictModel):

@@ -265,7 +265,8 @@ def _train_columns(header: list[str], rows: list[dict[str, str]]) -> _Columns:
     if out.label_column is None:
         plausible = [h for h in candidates if distinct[h] <= max(2, n // 2)]
         text = [h for h in plausible if not all(v.lstrip("-").isdigit() for v in cols[h])]
-        out.label_column = (text or plausible or [None])[-1]
+        pool = text or plausible
+        out.label_column = pool[-1] if pool else None
         if out.label_column:
             out.notes.append(f"label column guessed by its values: '{out.label_column}' (check it)")
     return _group_column(out, header, cols, distinct, n, keys | {out.label_column})

@@ -109,8 +109,8 @@ def run_demo(
     from kit.blend.run import run_blend
     from kit.cli.progress import RichReporter
     from kit.cli.render import print_blend, print_runs
+    from kit.demo.tiny_clip import write_tiny_clip
     from kit.submit.make import make_submission
-    from kit.train.embeddings import write_tiny_clip
     from kit.train.run import train
     from kit.train.runs import collect_runs
 

@@ -1,24 +1,18 @@
-"""Fold checkpoints, written atomically (a temporary file renamed into place), read back with weights_only."""
+"""Fold checkpoints, written atomically (kit.artifacts.atomic), read back with weights_only."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from kit.artifacts.atomic import tmp_name
+from kit.artifacts.atomic import atomic_file
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    try:
+    with atomic_file(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -1,37 +1,50 @@
-"""The fold skeleton every member kind shares: the run folder, per-fold locks and done markers, and the
-assembly of the member artifacts under a member lock.
+"""The fold loop every member kind shares: the run folder, resume, per-fold locks and done markers, the
+assembly of the member's OOF and test logits per TTA view, and `write_member` under a member lock.
 
     workdir/runs/NAME/HASH/          one run per (member config, metric, folds, data content, classes)
         run.json                     the member config the hash was taken over
         fold{f}.lock                 held while a process trains fold f (a second `kit train` skips the fold)
+        fold{f}/last.pt              the kind's resumable state of an unfinished fold (dropped once done)
+        fold{f}/oof.npy              [n_valid, V, C] logits on the fold's held-out rows
+        fold{f}/test.npy             [n_test, V, C] logits on the test set
         fold{f}/done.json            written last: the fold is finished and never retrained
     workdir/locks/member-NAME.lock   held while a process writes workdir/members/NAME
 
-A kind supplies `fit_fold(f) -> info` (train fold f, leave its files in fold{f}/) and `assemble(infos)`;
-`run_locked_folds` does the rest. Locks are `filelock` file locks: the OS releases them when a process dies,
-so a killed `kit train` never blocks the next one.
+A member kind (kit.train.kinds) supplies how to prepare itself, fit one fold and predict its rows and the
+test set; `train_member` does the rest. A changed config starts a new run. Locks are `filelock` file locks:
+the OS releases them when a process dies, so a killed `kit train` never blocks the next one. OOF row i comes
+from the fold that held it out; test logits are the mean over the k folds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kit.artifacts.atomic import atomic_write_json
-from kit.train.progress import Reporter
+import numpy as np
+
+from kit.artifacts.atomic import atomic_save_npy, atomic_write_json
+from kit.artifacts.member import write_member
+from kit.train.kinds import Clock, MemberKind, get_kind
+from kit.train.losses import warn_stacked_rebalancers
+from kit.train.progress import NullReporter, Reporter
+from kit.train.summary import member_metrics
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from kit.config.schema import MemberConfig
     from kit.data.workspace import Workspace
 
 RUN_FORMAT = 2  # 2: content fingerprints and the metric that picks the best epoch are part of the hash
 NOT_HASHED = {"num_workers"}  # settings that cannot change results
 DONE_FILE = "done.json"
+RESUME_FILE = "last.pt"  # a kind's state of an unfinished fold; not needed once the fold is done
 
 
 def run_hash(ws: Workspace, member: BaseModel, extra: dict[str, Any] | None = None) -> str:
@@ -58,9 +71,14 @@ def runs_root(ws: Workspace, name: str) -> Path:
     return ws.workdir / "runs" / name
 
 
+def run_dir(ws: Workspace, name: str, member: BaseModel, extra: dict[str, Any] | None = None) -> Path:
+    """workdir/runs/NAME/HASH."""
+    return runs_root(ws, name) / run_hash(ws, member, extra)
+
+
 def open_run(ws: Workspace, name: str, member: BaseModel, extra: dict[str, Any] | None = None) -> Path:
     """workdir/runs/NAME/HASH, created with its run.json."""
-    root = runs_root(ws, name) / run_hash(ws, member, extra)
+    root = run_dir(ws, name, member, extra)
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "run.json").exists():
         atomic_write_json(root / "run.json", {"member": name, "config": member.model_dump(mode="json")})
@@ -93,7 +111,6 @@ def run_locked_folds(
     k: int,
     reporter: Reporter,
     fit_fold: Callable[[int], dict[str, Any]],
-    on_done: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]] | None:
     """Train every fold not done yet, one process per fold; the fold infos once all k are done, else None.
 
@@ -116,8 +133,7 @@ def run_locked_folds(
                     if info is None:
                         info = fit_fold(f)
                         atomic_write_json(root / f"fold{f}" / DONE_FILE, info)
-                        if on_done is not None:
-                            on_done(f)
+                        (root / f"fold{f}" / RESUME_FILE).unlink(missing_ok=True)
                 finally:
                     lock.release()
             infos[f] = info
@@ -149,3 +165,82 @@ def member_lock(ws: Workspace, name: str) -> Iterator[None]:
     locks.mkdir(parents=True, exist_ok=True)
     with FileLock(str(locks / f"member-{name}.lock")):
         yield
+
+
+def train_member(
+    ws: Workspace, name: str, member: MemberConfig, reporter: Reporter | None = None
+) -> Path | None:
+    """Train member `name` over every fold this process can take and write its artifacts; returns
+    workdir/members/NAME, or None while other processes still train some of its folds (the last of them to
+    finish writes the artifacts)."""
+    reporter = reporter or NullReporter()
+    t0 = time.perf_counter()
+    warn_stacked_rebalancers(name, member.loss, member.sampler)
+    kind = get_kind(member.kind).prepare(ws, name, member, reporter)
+    prepared = time.perf_counter()
+    root = open_run(ws, name, member, kind.run_extra)
+
+    def fold(f: int) -> dict[str, Any]:
+        d = root / f"fold{f}"
+        result = kind.fit_predict_fold(f, d)
+        atomic_save_npy(d / "oof.npy", result.oof)
+        atomic_save_npy(d / "test.npy", result.test)
+        return result.info
+
+    infos = run_locked_folds(root, name, ws.folds.k, reporter, fold)
+    if infos is None:
+        return None
+    with member_lock(ws, name):
+        clock = Clock(prepare_s=prepared - t0, folds_s=time.perf_counter() - prepared)
+        return assemble(ws, name, member, kind, root, infos, clock, reporter)
+
+
+def assemble(
+    ws: Workspace,
+    name: str,
+    member: MemberConfig,
+    kind: MemberKind,
+    root: Path,
+    infos: list[dict[str, Any]],
+    clock: Clock,
+    reporter: Reporter,
+) -> Path:
+    """The member artifacts from the k finished folds: OOF rows from the fold that held them out, test logits
+    averaged over the folds."""
+    views, n_classes = list(member.tta), len(ws.classes)
+    oof = np.full((len(ws.train), len(views), n_classes), np.nan, dtype=np.float32)
+    tests = []
+    for f in range(ws.folds.k):
+        oof[ws.folds.valid_idx(f)] = np.load(root / f"fold{f}" / "oof.npy")
+        tests.append(np.load(root / f"fold{f}" / "test.npy"))
+    test = np.mean(tests, axis=0).astype(np.float32)
+    y = ws.train.labels
+    assert y is not None  # train tables always carry labels
+    metric = ws.cfg.competition.metric
+    metrics = member_metrics(y, oof, ws.folds.fold, views, ws.classes, metric)
+    summary = kind.describe(root, infos, clock)
+    out = write_member(
+        ws.workdir,
+        name,
+        oof=oof,
+        test=test,
+        views=views,
+        classes=ws.classes,
+        **ws.member_fingerprints(),
+        config={
+            "member": {"name": name, **member.model_dump(mode="json")},
+            "competition": ws.cfg.competition.model_dump(mode="json"),
+            "folds": ws.cfg.folds.model_dump(mode="json"),
+        },
+        metrics=metrics,
+        timings=summary.timings,
+        extra={"kind": member.kind, **summary.extra},
+    )
+    if summary.note is not None:
+        reporter.line(f"{name}: OOF {metric} {metrics['pooled'][metric]:.4f} ({summary.note}) -> {out}")
+    return out
+
+
+def fold_lists(infos: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, list[Any]]:
+    """Per-fold values for meta.json's `run`: {key: [fold 0's, fold 1's, ...]}."""
+    return {key: [i[key] for i in infos] for key in keys}

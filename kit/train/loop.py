@@ -1,7 +1,7 @@
 """The one training loop: an epoch of optimisation and a prediction pass, the same for every backbone.
 
 Variation comes from the objects handed in (model, optimizer, scheduler, loss, augmentation, mixup, EMA,
-device setup), which the fold runner builds from the validated member config.
+device setup), which the timm kind (kit.train.kinds.timm) builds from the validated member config.
 """
 
 from __future__ import annotations

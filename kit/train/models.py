@@ -1,60 +1,25 @@
-"""timm backbones: name checks, weights (hub or local file), offline behaviour, image size checks, data config.
+"""timm backbones: name checks, weights (hub or local file), image size checks, data config.
 
 `resolve_model(name, member, n_classes)` turns a validated member config into a `ModelSpec`: the arguments
 for `timm.create_model` plus the preprocessing (mean, std, interpolation) from the model's own pretrained
-config. Every failure a user can fix becomes a KitError naming the kit.yaml key.
+config. Every failure a user can fix becomes a KitError naming the kit.yaml key. Hub access and the offline
+switch: kit.train.hub.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from kit.config.schema import TimmMember
 from kit.errors import KitError
+from kit.train.hub import cache_resample, ensure_hub_mode, user_offline_choice
 
 if TYPE_CHECKING:
     from torch import nn
 
-HUB_PROBE_TIMEOUT_S = 1.0
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
-RESAMPLE_OF = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest", "lanczos": "lanczos"}
-
-
-def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """A short TCP connect to the hub's host (HF_ENDPOINT, default huggingface.co:443)."""
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme != "http" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def ensure_hub_mode() -> bool:
-    """Decide once whether the hub is usable; returns True when offline.
-
-    A user's HF_HUB_OFFLINE (set either way) is respected. Otherwise a 1 s probe decides; when it fails,
-    HF_HUB_OFFLINE=1 is set (and patched into huggingface_hub if it is already imported) so a missing weight
-    fails at once instead of after ~50 s of retries.
-    """
-    env = os.environ.get("HF_HUB_OFFLINE")
-    if env is not None:
-        return env.strip().lower() in ("1", "true", "yes", "on")
-    if hub_reachable():
-        return False
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    import sys
-
-    constants = sys.modules.get("huggingface_hub.constants")
-    if constants is not None:
-        constants.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
-    return True
 
 
 def check_model_name(key: str, model: str) -> None:
@@ -167,7 +132,7 @@ def resolve_model(name: str, member: TimmMember, n_classes: int) -> ModelSpec:
         raise KitError(f"{key}: '{member.model}' returns shape {tuple(out.shape)}, not [batch, {n_classes}]")
     cfg = resolve_model_data_config(model)
     spec.mean, spec.std = tuple(cfg["mean"]), tuple(cfg["std"])
-    spec.interpolation = RESAMPLE_OF.get(str(cfg.get("interpolation", "bicubic")), "bicubic")
+    spec.interpolation = cache_resample(cfg.get("interpolation", "bicubic"))
     return spec
 
 
@@ -178,8 +143,7 @@ def _weights_message(key: str, member: TimmMember, err: BaseException) -> str:
             f"{key}.weights: could not load {member.weights} into '{member.model}' ({first}); "
             "the file must hold weights of this architecture"
         )
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    where = "the hub is unreachable (offline mode)" if offline else "the download failed"
+    where = "the hub is unreachable (offline mode)" if user_offline_choice() else "the download failed"
     return (
         f"{key}.pretrained: no weights for '{member.model}' in the local hub cache and {where} ({first}). "
         "Either run once with a network so timm caches them, or download the model's .safetensors file "

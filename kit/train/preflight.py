@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kit.config.schema import ClipProbeMember, TimmMember
+    from kit.config.schema import MemberConfig
     from kit.data.workspace import Workspace
 
 from kit.errors import KitError
+from kit.train.kinds import get_kind
 
 GB = 1024**3
 LEAN_FACTOR = 32  # training memory per byte of float32 input, at least (refuse above free memory)
@@ -199,7 +200,7 @@ def _cached(ws: Workspace, split: str, fingerprint: str, size: int) -> bool:
     return any((ws.cache_dir / "images").glob(f"{split}-{fingerprint}-{size}px-*.npy"))
 
 
-def preflight(ws: Workspace, members: dict[str, TimmMember | ClipProbeMember]) -> None:
+def preflight(ws: Workspace, members: dict[str, MemberConfig]) -> None:
     """Refuse (KitError) or warn (PreflightWarning) before the members train; see the module docstring."""
     n_train_rows = max(len(ws.folds.train_idx(f)) for f in range(ws.folds.k))
     estimates, sizes_seen = [], set()
@@ -212,8 +213,8 @@ def preflight(ws: Workspace, members: dict[str, TimmMember | ClipProbeMember]) -
             n_new += 0 if _cached(ws, "train", ws.data_fingerprint, m.img_size) else len(ws.train)
             if ws.test is not None and not _cached(ws, "test", ws.test_fingerprint, m.img_size):
                 n_new += len(ws.test)
-        trains_images = m.kind == "timm"  # clip_probe trains a head on embeddings
-        estimates.append(estimate(name, m.img_size, n_new, m.batch_size, n_train_rows, trains=trains_images))
+        trains = get_kind(m.kind).trains_images  # clip_probe trains a head on embeddings
+        estimates.append(estimate(name, m.img_size, n_new, m.batch_size, n_train_rows, trains=trains))
     if not estimates:
         return
     disk, where = free_disk(ws.cache_dir)

@@ -1,14 +1,16 @@
-"""`kit train` as a library function: open the workspace once, train each named member with its kind's trainer."""
+"""`kit train` as a library function: open the workspace once, train each named member over its folds."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kit.config.schema import KitConfig
+from kit.errors import KitError
+from kit.train.fold_loop import train_member
 from kit.train.preflight import preflight
 from kit.train.progress import NullReporter, Reporter
-from kit.train.registry import get_trainer, select_members
 
 
 def train_members(
@@ -16,8 +18,8 @@ def train_members(
 ) -> list[Path]:
     """Train the named members (all when `names` is empty) over every fold; returns their artifact folders.
 
-    Every trainer has the signature `(ws, name, member, reporter) -> Path | None` (kit.train.registry); None
-    means another `kit train` process still holds some of the member's folds and writes it when done.
+    Each member goes through the fold loop (kit.train.fold_loop) with its kind (kit.train.kinds); a member
+    another `kit train` process still holds folds of is left to that process, which writes it when done.
     """
     from kit.data.workspace import open_workspace
 
@@ -28,10 +30,30 @@ def train_members(
     out = []
     for name in chosen:
         member = cfg.members[name]
-        path = get_trainer(member.kind)(ws, name, member, rep)
+        path = train_member(ws, name, member, rep)
         if path is not None:
             out.append(path)
     return out
+
+
+def select_members(members: dict[str, Any], names: list[str] | None) -> list[str]:
+    if not members:
+        raise KitError(
+            "kit.yaml has no members; add one under `members:` (see `kit init` output for an example)"
+        )
+    if not names:
+        return list(members)
+    unknown = [n for n in names if n not in members]
+    if unknown:
+        import difflib
+
+        hints = [
+            f"'{n}'"
+            + (f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(n, members, 1)) else "")
+            for n in unknown
+        ]
+        raise KitError(f"unknown member(s) {', '.join(hints)}; kit.yaml defines {list(members)}")
+    return names
 
 
 @dataclass(frozen=True)

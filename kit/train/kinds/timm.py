@@ -1,0 +1,407 @@
+"""`kind: timm`: any timm backbone fine-tuned end to end, one fold at a time (the fold loop: kit.train.fold_loop).
+
+Prepare: resolve the model (name, weights, image size, preprocessing) and decode the images once into the cache
+at the member's size with the model's interpolation. Per fold, in phases over a typed `FoldState`:
+
+    build    the network, optimizer, schedule, scaler, EMA, loss, augmentation (seeded by (seed, fold))
+    resume   model, optimizer, scheduler, scaler, EMA and the fold state from fold{f}/last.pt, if there
+    epochs   train, score the held-out rows, keep the best epoch, stop early on patience
+    save     fold{f}/best.pt when the score improves, fold{f}/last.pt after every epoch
+
+then predict the held-out rows and the test set with best.pt under every TTA view. Random numbers are derived
+from (seed, fold, epoch, batch), so a resumed fold draws exactly what an uninterrupted one would; nothing but
+the epoch number needs replaying.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from kit.config.schema import TimmMember
+from kit.data.cache import build_image_cache
+from kit.errors import KitError
+from kit.metrics.scores import greater_is_better, score
+from kit.train.checkpoint import load_checkpoint, save_checkpoint
+from kit.train.data import BatchAugment, build_mixup, derive_seed, epoch_order, split_batches
+from kit.train.device import DeviceSetup, select_device
+from kit.train.fold_loop import RESUME_FILE, fold_lists
+from kit.train.kinds import Clock, FoldResult, MemberSummary, register_kind
+from kit.train.loop import Trainee, oom_error, predict, train_one_epoch, warmup_cosine
+from kit.train.losses import KitLoss
+from kit.train.models import ModelSpec, head_parameter_names, resolve_model
+from kit.train.progress import Reporter
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from kit.data.table import Table
+    from kit.data.workspace import Workspace
+
+
+@dataclass
+class FoldState:
+    """A fold's progress, saved in last.pt beside the weights: what resuming restores."""
+
+    epoch: int = -1  # the last finished epoch
+    best: float | None = None  # the best held-out score so far
+    best_epoch: int = -1
+    bad: int = 0  # epochs since the best one (early stopping's patience)
+    stopped: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+    elapsed: float = 0.0  # training seconds over every process that worked on the fold
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The checkpoint entries (plain types: checkpoints are read back with weights_only)."""
+        state = {
+            "epoch": self.epoch,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "bad": self.bad,
+            "stopped": self.stopped,
+        }
+        return {"state": state, "history": self.history, "elapsed": self.elapsed}
+
+    @classmethod
+    def from_checkpoint(cls, ck: dict[str, Any]) -> FoldState:
+        return cls(**ck["state"], history=ck["history"], elapsed=ck["elapsed"])
+
+    def record(self, epoch: int, s: float, higher: bool, patience: int | None) -> bool:
+        """Epoch `epoch` scored `s`; whether it is the best so far."""
+        improved = self.best is None or (s > self.best if higher else s < self.best)
+        if improved:
+            self.best, self.best_epoch, self.bad = s, epoch, 0
+        else:
+            self.bad += 1
+        self.epoch = epoch
+        if patience is not None and self.bad >= patience:
+            self.stopped = True
+        return improved
+
+    def info(self, f: int) -> dict[str, Any]:
+        return {
+            "fold": f,
+            "epochs": self.epoch + 1,
+            "best_epoch": self.best_epoch,
+            "best_score": self.best,
+            "stopped_early": self.stopped,
+            "train_s": self.elapsed,
+            "history": self.history,
+        }
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay: list[Any] = []
+    no_decay: list[Any] = []
+    for _, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _set_frozen(model: nn.Module, head: set[str], frozen: bool) -> None:
+    for n, p in model.named_parameters():
+        p.requires_grad_(not frozen or n in head)
+
+
+@register_kind("timm")
+@dataclass
+class TimmKind:
+    """A timm member prepared for its folds: the model spec, the image caches and the device."""
+
+    trains_images: ClassVar[bool] = True
+
+    ws: Workspace
+    name: str
+    member: TimmMember
+    spec: ModelSpec
+    train_cache: np.ndarray
+    test_cache: np.ndarray | None
+    setup: DeviceSetup
+    reporter: Reporter
+
+    @classmethod
+    def prepare(cls, ws: Workspace, name: str, member: TimmMember, reporter: Reporter) -> TimmKind:
+        spec = resolve_model(name, member, len(ws.classes))
+
+        def images(table: Table, split: str, fingerprint: str) -> np.ndarray:
+            """The split decoded once at the member's size with the model's interpolation."""
+            return build_image_cache(
+                table,
+                member.img_size,
+                ws.cache_dir,
+                split=split,
+                fingerprint=fingerprint,
+                resample=spec.interpolation,
+            )
+
+        train_cache = images(ws.train, "train", ws.train_images_fingerprint)
+        test_cache = None if ws.test is None else images(ws.test, "test", ws.test_images_fingerprint)
+        setup = select_device(name, member.device, amp=member.amp, channels_last=member.channels_last)
+        return cls(ws, name, member, spec, train_cache, test_cache, setup, reporter)
+
+    @property
+    def run_extra(self) -> dict[str, Any] | None:
+        return None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.ws.classes)
+
+    @property
+    def augment(self) -> BatchAugment:
+        return BatchAugment(self.member.augment, self.spec.mean, self.spec.std)
+
+    def fit_predict_fold(self, f: int, fold_dir: Path) -> FoldResult:
+        import torch
+
+        try:
+            info = fit_fold(self, f, fold_dir)
+            t0 = time.perf_counter()
+            oof, test = predict_fold(self, f, fold_dir)
+        except torch.cuda.OutOfMemoryError:
+            raise oom_error(self.name, self.member.batch_size) from None
+        except FloatingPointError as e:
+            raise KitError(
+                f"member '{self.name}' fold {f}: training diverged ({e}); lower members.{self.name}.lr "
+                f"(now {self.member.lr}) or raise members.{self.name}.warmup_epochs"
+            ) from None
+        info["predict_s"] = time.perf_counter() - t0
+        return FoldResult(info, oof, test)
+
+    def load_model(self, fold_dir: Path, which: str = "best") -> nn.Module:
+        """The fold's saved network (`best` or `last`), on the member's device, in eval mode."""
+        import torch
+
+        state = load_checkpoint(fold_dir / f"{which}.pt")
+        model = self.spec.create(with_weights=False)
+        model.load_state_dict(state["model"] if which == "best" else state["eval_model"])
+        model.to(self.setup.device)
+        if self.setup.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model.eval()
+
+    def describe(self, root: Path, infos: list[dict[str, Any]], clock: Clock) -> MemberSummary:
+        m, spec = self.member, self.spec
+        train_s = sum(i["train_s"] + i.get("predict_s", 0.0) for i in infos)
+        return MemberSummary(
+            timings={"train_s": round(train_s, 2), "this_call_s": round(clock.folds_s, 2)},
+            extra={
+                "run": {
+                    "hash": root.name,
+                    "dir": str(root),
+                    "device": str(self.setup.device),
+                    **fold_lists(infos, ("epochs", "best_epoch", "best_score", "stopped_early")),
+                },
+                "preprocess": {
+                    "img_size": m.img_size,
+                    "mean": list(spec.mean),
+                    "std": list(spec.std),
+                    "interpolation": spec.interpolation,
+                    "model_kwargs": {k: v for k, v in spec.kwargs.items()},
+                },
+            },
+        )
+
+
+# ---------------------------------------------------------------- one fold, in phases
+
+
+@dataclass
+class FoldTraining:
+    """What the epochs of one fold work with (built from the member config, seeded by (seed, fold))."""
+
+    trainee: Trainee
+    head: set[str]  # the classifier's parameter names (trained alone while frozen)
+    train_idx: np.ndarray
+    valid_idx: np.ndarray
+    drop_last: bool
+
+
+def build(kind: TimmKind, f: int) -> FoldTraining:
+    """The network with its starting weights, AdamW, warmup + cosine, the grad scaler, EMA, loss and mixup."""
+    import torch
+    from torch.optim.lr_scheduler import LambdaLR
+
+    m, ws, setup = kind.member, kind.ws, kind.setup
+    train_idx, valid_idx = ws.folds.train_idx(f), ws.folds.valid_idx(f)
+    y = ws.train.labels
+    assert y is not None  # train tables always carry labels
+    counts = np.bincount(y[train_idx], minlength=kind.n_classes)
+
+    torch.manual_seed(derive_seed(m.seed, f))
+    model = kind.spec.create().to(setup.device)
+    if setup.channels_last:
+        model.to(memory_format=torch.channels_last)
+    head = head_parameter_names(model)
+    optimizer = torch.optim.AdamW(_param_groups(model, m.weight_decay), lr=m.lr)
+    drop_last = len(train_idx) > m.batch_size
+    steps = len(train_idx) // m.batch_size if drop_last else 1
+    warmup = round(m.warmup_epochs * steps)
+    total = steps * m.epochs
+    scheduler = LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
+    scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.needs_scaler)
+    ema = None
+    if m.ema is not None:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=m.ema)
+    trainee = Trainee(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        loss_fn=KitLoss(m.loss, counts),
+        augment=kind.augment,
+        setup=setup,
+        grad_clip=m.grad_clip,
+        ema=ema,
+        mixup=build_mixup(m.augment, kind.n_classes),
+    )
+    return FoldTraining(trainee, head, train_idx, valid_idx, drop_last)
+
+
+def resume(kind: TimmKind, f: int, fold_dir: Path, ft: FoldTraining) -> FoldState:
+    """The state of an interrupted fold from its last.pt (weights, optimizer, schedule, scaler, EMA), else
+    a fresh one."""
+    last = fold_dir / RESUME_FILE
+    if not last.exists():
+        return FoldState()
+    t = ft.trainee
+    ck = load_checkpoint(last)
+    t.model.load_state_dict(ck["model"])
+    t.optimizer.load_state_dict(ck["optimizer"])
+    t.scheduler.load_state_dict(ck["scheduler"])
+    t.scaler.load_state_dict(ck["scaler"])
+    if t.ema is not None:
+        t.ema.module.load_state_dict(ck["eval_model"])
+    state = FoldState.from_checkpoint(ck)
+    kind.reporter.line(f"{kind.name} fold {f}: resuming after epoch {state.epoch + 1}/{kind.member.epochs}")
+    return state
+
+
+def run_epochs(kind: TimmKind, f: int, fold_dir: Path, ft: FoldTraining, state: FoldState) -> None:
+    """The remaining epochs of fold f: train, score the held-out rows, save (best.pt, last.pt), report."""
+    import torch
+
+    m, ws, t = kind.member, kind.ws, ft.trainee
+    y = ws.train.labels
+    assert y is not None
+    y_train, y_valid = y[ft.train_idx], y[ft.valid_idx]
+    metric = ws.cfg.competition.metric
+    higher = greater_is_better(metric)
+    start_epoch = state.epoch + 1
+    with kind.reporter.task(f"{kind.name} fold {f} epochs", total=m.epochs) as epochs_task:
+        epochs_task.advance(start_epoch)
+        for epoch in range(start_epoch, m.epochs):
+            if state.stopped:
+                break
+            t0 = time.perf_counter()
+            _set_frozen(t.model, ft.head, epoch < m.freeze_epochs)
+            torch.manual_seed(derive_seed(m.seed, f, epoch, 1))  # dropout, drop_path
+            order = epoch_order(y_train, m.sampler, derive_seed(m.seed, f, epoch, 2), kind.n_classes)
+            rows = split_batches(ft.train_idx[order], m.batch_size, drop_last=ft.drop_last)
+            stats = train_one_epoch(
+                t,
+                kind.train_cache,
+                rows,
+                y,
+                derive_seed(m.seed, f, epoch, 3),
+                kind.reporter,
+                label=f"epoch {epoch + 1} batches",
+                num_workers=m.num_workers,
+            )
+            logits = predict(
+                t.eval_model,
+                kind.train_cache,
+                ft.valid_idx,
+                ["plain"],
+                t.augment,
+                kind.setup,
+                m.batch_size * 2,
+                num_workers=m.num_workers,
+            )[:, 0]
+            s = score(metric, y_valid, logits)
+            improved = state.record(epoch, s, higher, m.early_stopping)
+            if improved:
+                save_best(fold_dir, t, epoch, s)
+            lr = t.optimizer.param_groups[0]["lr"]
+            state.elapsed += time.perf_counter() - t0
+            state.history.append(
+                {"epoch": epoch, "loss": stats.loss, "score": s, "lr": lr, "images_per_s": stats.images_per_s}
+            )
+            save_last(fold_dir, t, state)
+            kind.reporter.line(
+                f"{kind.name} fold {f} epoch {epoch + 1}/{m.epochs}: loss {stats.loss:.4f}  {metric} {s:.4f}"
+                f"{' *' if improved else '  '}  lr {lr:.2e}  {stats.images_per_s:.0f} img/s"
+                + ("  (early stop)" if state.stopped else "")
+            )
+            epochs_task.advance()
+
+
+def save_best(fold_dir: Path, t: Trainee, epoch: int, s: float) -> None:
+    """best.pt: the evaluated weights (EMA's when set) of the best epoch so far."""
+    save_checkpoint(fold_dir / "best.pt", {"model": t.eval_model.state_dict(), "epoch": epoch, "score": s})
+
+
+def save_last(fold_dir: Path, t: Trainee, state: FoldState) -> None:
+    """last.pt: everything an interrupted fold resumes from."""
+    import torch
+
+    save_checkpoint(
+        fold_dir / RESUME_FILE,
+        {
+            "model": t.model.state_dict(),
+            "eval_model": t.eval_model.state_dict(),
+            "optimizer": t.optimizer.state_dict(),
+            "scheduler": t.scheduler.state_dict(),
+            "scaler": t.scaler.state_dict(),
+            **state.checkpoint(),
+            "torch_rng": torch.get_rng_state(),  # informational: every epoch reseeds
+        },
+    )
+
+
+def fit_fold(kind: TimmKind, f: int, fold_dir: Path) -> dict[str, Any]:
+    """Train fold f from scratch or from its last epoch checkpoint; returns the fold's info."""
+    ft = build(kind, f)
+    state = resume(kind, f, fold_dir, ft)
+    run_epochs(kind, f, fold_dir, ft, state)
+    return state.info(f)
+
+
+def predict_fold(kind: TimmKind, f: int, fold_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of best.pt under every view: [n_valid, V, C] on the held-out rows, [n_test, V, C] on the test set."""
+    m = kind.member
+    model = kind.load_model(fold_dir)
+    bs = m.batch_size * 2
+    oof = predict(
+        model,
+        kind.train_cache,
+        kind.ws.folds.valid_idx(f),
+        m.tta,
+        kind.augment,
+        kind.setup,
+        bs,
+        kind.reporter,
+        f"fold {f} OOF x{len(m.tta)} views",
+        m.num_workers,
+    )
+    if kind.test_cache is None:
+        return oof, np.zeros((0, len(m.tta), kind.n_classes), dtype=np.float32)
+    test = predict(
+        model,
+        kind.test_cache,
+        np.arange(len(kind.test_cache)),
+        m.tta,
+        kind.augment,
+        kind.setup,
+        bs,
+        kind.reporter,
+        f"fold {f} test x{len(m.tta)} views",
+        m.num_workers,
+    )
+    return oof, test
