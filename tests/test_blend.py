@@ -15,11 +15,11 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss
 from typer.testing import CliRunner
 
 from kit.artifacts.member import write_member
-from kit.blend.blenders import Greedy, HillClimb, Subsets, class_major, combine, greedy_counts
+from kit.blend.blenders import Greedy, HillClimb, Subsets, combine, greedy_counts
 from kit.blend.io import load_blend
 from kit.blend.report import TABLE_KEYS
 from kit.blend.run import blend, load_spec
-from kit.blend.scoring import FastScorer
+from kit.blend.scoring import FastScorer, class_major
 from kit.blend.spec import EnsembleSpec
 from kit.cli.app import app
 from kit.config.load import load_config, validate_data

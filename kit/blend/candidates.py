@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kit.artifacts.member import Expected, MemberArtifact, list_members, load_member, members_dir
+from kit.blend.space import as_space
 from kit.blend.spec import EnsembleSpec, MemberChoice
 from kit.errors import KitError
 from kit.metrics.scores import log_softmax
@@ -110,8 +111,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def _to_space(logits: np.ndarray, t: float, space: str) -> np.ndarray:
-    lp = log_softmax(logits / t)
-    return (lp if space == "logits" else np.exp(lp)).astype(np.float32)
+    return as_space(space).encode(log_softmax(logits / t)).astype(np.float32)
 
 
 def build_candidates(
