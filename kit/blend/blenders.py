@@ -19,15 +19,7 @@ import numpy as np
 
 from kit.blend.scoring import FastScorer
 from kit.blend.space import as_space
-from kit.blend.spec import (
-    BestSingleSpec,
-    BlenderSpec,
-    GreedySpec,
-    HillClimbSpec,
-    StackSpec,
-    SubsetsSpec,
-    UniformSpec,
-)
+from kit.blend.spec import BlenderSpec, StackSpec
 from kit.errors import KitError
 
 
@@ -361,37 +353,24 @@ class Stack:
 
 
 Blender = BestSingle | Uniform | Greedy | HillClimb | Subsets | Stack
+BLENDERS: dict[str, type[Blender]] = {
+    "best_single": BestSingle,
+    "uniform": Uniform,
+    "greedy": Greedy,
+    "hill_climb": HillClimb,
+    "subsets": Subsets,
+    "stack": Stack,
+}
 
 
 def make_blender(
     spec: BlenderSpec, metric: str, space: str, path_cache: dict[Any, list[Any]] | None = None
 ) -> Blender:
-    """The estimator a validated blender spec describes (`path_cache`: see Stack)."""
-    if isinstance(spec, BestSingleSpec):
-        return BestSingle(metric, space)
-    if isinstance(spec, UniformSpec):
-        return Uniform(metric, space)
-    if isinstance(spec, GreedySpec):
-        return Greedy(
-            metric,
-            space,
-            rounds=spec.rounds,
-            init=spec.init,
-            bags=spec.bags,
-            bag_fraction=spec.bag_fraction,
-            seed=spec.seed,
-        )
-    if isinstance(spec, HillClimbSpec):
-        return HillClimb(metric, space, grid=tuple(spec.grid), max_steps=spec.max_steps, tol=spec.tol)
-    if isinstance(spec, SubsetsSpec):
-        return Subsets(
-            metric,
-            space,
-            max_size=spec.max_size,
-            weights=spec.weights,
-            rounds=spec.rounds,
-            max_subsets=spec.max_subsets,
-        )
+    """The estimator a validated blender spec describes: the spec's fields (but `kind` and `name`) are the
+    blender's parameters of the same names (`path_cache`: see Stack)."""
+    params: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in spec if k not in ("kind", "name")
+    }
     if isinstance(spec, StackSpec):
-        return Stack(metric, space, spec.C, spec.features, spec.max_iter, tuple(spec.C_grid), path_cache)
-    raise TypeError(f"unknown blender spec {spec!r}")
+        params["path_cache"] = path_cache
+    return BLENDERS[spec.kind](metric, space, **params)

@@ -18,7 +18,6 @@ from kit.blend.nested import describe, evaluate_blender, judge
 from kit.blend.postprocess import variants
 from kit.blend.report import per_class_csv, per_class_rows, table_csv, write_png
 from kit.blend.selection import group_codes
-from kit.blend.space import as_space
 from kit.blend.spec import BestSingleSpec, BlenderSpec, EnsembleSpec
 from kit.config.load import apply_overrides, load_config, read_yaml, validate_data
 from kit.data.workspace import Workspace, open_workspace
@@ -83,7 +82,7 @@ def blend(
         else np.zeros((0, len(ws.classes)))
     )
 
-    probs = as_space(spec.space).to_probs(P)
+    probs = cands.space.to_probs(P)
     single_scores = [score(metric, y, probs[:, m], logits=False) for m in range(P.shape[1])]
     sign = 1 if greater_is_better(metric) else -1
     best = int(np.argmax([sign * s for s in single_scores]))
