@@ -49,6 +49,9 @@ def mean_present(values: np.ndarray, present: np.ndarray) -> np.ndarray:
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, 0 where den is 0."""
+    if np.ndim(den) == 0:  # one table (the blend search's inner loop): skip the masked ufunc's overhead
+        return np.asarray(num / den if den > 0 else 0.0)
     return np.divide(num, den, out=np.zeros(np.shape(den)), where=den > 0)
 
 
@@ -59,10 +62,10 @@ def score_from_counts(metric: str, tp: np.ndarray, predicted: np.ndarray, suppor
 
     macro_f1 averages over the classes present in y_true or the predictions (scikit-learn's default label set)."""
     if metric == "accuracy":
-        return _ratio(np.sum(tp, axis=-1), np.sum(support, axis=-1))
+        return _ratio(tp.sum(axis=-1), support.sum(axis=-1))
     f1 = f1_from_counts(tp, predicted, support)
     if metric == "weighted_f1":
-        return _ratio((f1 * support).sum(axis=-1), np.sum(support, axis=-1))
+        return _ratio((f1 * support).sum(axis=-1), support.sum(axis=-1))
     if metric == "macro_f1":
         return mean_present(f1, (support + predicted) > 0)
     raise ValueError(f"{metric!r} is not one of {ARGMAX_METRICS}")
