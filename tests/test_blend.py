@@ -15,11 +15,11 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss
 from typer.testing import CliRunner
 
 from kit.artifacts.member import write_member
-from kit.blend.blenders import Greedy, HillClimb, Subsets, class_major, combine, greedy_counts
+from kit.blend.blenders import Greedy, HillClimb, Subsets, combine, greedy_counts
 from kit.blend.io import load_blend
 from kit.blend.report import TABLE_KEYS
 from kit.blend.run import blend, load_spec
-from kit.blend.scoring import FastScorer
+from kit.blend.scoring import FastScorer, class_major
 from kit.blend.spec import EnsembleSpec
 from kit.cli.app import app
 from kit.config.load import load_config, validate_data
@@ -402,3 +402,43 @@ def test_greedy_row_pruning_matches_sklearn_scored_search(digits: dict) -> None:
     np.testing.assert_allclose(history, ref_hist, rtol=1e-12)
     best = int(np.argmax(ref_hist))  # first best prefix
     assert sum(counts) == best + 1
+
+
+def test_blending_space_round_trips_and_blends() -> None:
+    """kit.blend.space is the one place that knows the spaces: candidates encoded from log-probabilities read
+    back as the same probabilities, and a blend of one candidate is that candidate's probabilities."""
+    from kit.blend.space import as_space
+
+    rng = np.random.default_rng(0)
+    lp = log_softmax(rng.normal(size=(50, 4)))
+    for name in ("probs", "logits"):
+        space = as_space(name)
+        P = space.encode(lp)
+        np.testing.assert_allclose(space.to_probs(P), np.exp(lp), rtol=1e-12)
+        np.testing.assert_allclose(space.blend(3 * P, 3.0), np.exp(lp), rtol=1e-12)
+        np.testing.assert_allclose(combine(P[:, None, :], np.array([1.0]), name), np.exp(lp), rtol=1e-12)
+    with pytest.raises(ValueError, match="space must be one of"):
+        as_space("log_probs")
+
+
+def test_make_blender_passes_every_spec_field() -> None:
+    """make_blender reads a spec's fields as the blender's parameters of the same names."""
+    from kit.blend.blenders import make_blender
+
+    spec = EnsembleSpec.model_validate(
+        {
+            "members": "all",
+            "blenders": [
+                {"kind": "greedy", "rounds": 7, "init": 2, "bags": 3, "bag_fraction": 0.4, "seed": 9},
+                {"kind": "hill_climb", "grid": [0.1, 0.2], "max_steps": 4, "tol": 0.01},
+                {"kind": "subsets", "max_size": 2, "weights": "greedy", "rounds": 5, "max_subsets": 99},
+                {"kind": "stack", "C": 0.5, "C_grid": [0.1, 1.0], "features": "log_probs", "max_iter": 50},
+            ],
+        }
+    )
+    for b in spec.blenders:
+        blender = make_blender(b, "macro_f1", "logits")
+        assert (blender.metric, blender.space) == ("macro_f1", "logits")
+        for k, v in b:
+            if k not in ("kind", "name"):
+                assert getattr(blender, k) == (tuple(v) if isinstance(v, list) else v), (b.kind, k)

@@ -11,7 +11,8 @@ import pytest
 from sklearn.metrics import f1_score
 
 from kit.blend.blenders import Greedy, HillClimb, Subsets, greedy_counts
-from kit.blend.scoring import ARGMAX_METRICS, FastScorer
+from kit.blend.scoring import FastScorer
+from kit.metrics.scores import ARGMAX_METRICS
 
 METRICS = ["weighted_f1", "macro_f1", "accuracy", "log_loss"]
 

@@ -48,3 +48,34 @@ def test_pooled_oof_differs_from_mean_of_fold_scores() -> None:
     per_fold = np.mean([weighted_f1(y[fold == f], pred[fold == f], 3) for f in (0, 1)])
     assert pooled == pytest.approx(skm.f1_score(y, pred, average="weighted"))
     assert pooled != pytest.approx(per_fold)
+
+
+def test_argmax_metrics_from_counts_batched_equal_each_table_and_sklearn() -> None:
+    """score_from_counts is the one implementation (kit.metrics, the blend search, the bootstrap): batched
+    per-class counts give each table's own score, and one table's counts give scikit-learn's."""
+    from kit.metrics.scores import ARGMAX_METRICS, counts_from_confusion, score_from_counts
+
+    rng = np.random.default_rng(4)
+    c, tables = 11, []
+    for _ in range(30):
+        y = rng.choice(
+            c, size=300, p=np.r_[np.geomspace(1, 0.05, c - 1), 0] / np.geomspace(1, 0.05, c - 1).sum()
+        )
+        pred = np.where(rng.random(300) < 0.6, y, rng.integers(0, c - 2, 300))  # some classes never predicted
+        tables.append((y, pred))
+    counts = [counts_from_confusion(confusion_matrix(y, p, c)) for y, p in tables]
+    tp, predicted, support = (np.stack([k[i] for k in counts]).astype(np.float64) for i in range(3))
+    sk = {
+        "weighted_f1": lambda y, p: skm.f1_score(y, p, average="weighted"),
+        "macro_f1": lambda y, p: skm.f1_score(y, p, average="macro"),
+        "accuracy": skm.accuracy_score,
+    }
+    for metric in ARGMAX_METRICS:
+        batched = score_from_counts(metric, tp, predicted, support)
+        single = [float(score_from_counts(metric, *k)) for k in counts]
+        assert batched.shape == (30,)
+        np.testing.assert_allclose(batched, single, rtol=1e-15, atol=0)
+        np.testing.assert_allclose(single, [sk[metric](y, p) for y, p in tables], rtol=1e-12)
+    y0, p0 = tables[0]
+    assert weighted_f1(y0, p0, c) == float(score_from_counts("weighted_f1", *counts[0]))
+    assert macro_f1(y0, p0, c) == float(score_from_counts("macro_f1", *counts[0]))

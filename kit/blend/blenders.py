@@ -11,51 +11,42 @@ per candidate. Both engines choose the same weights.
 from __future__ import annotations
 
 import math
+from dataclasses import KW_ONLY, dataclass, field
 from itertools import combinations
 from typing import Any
 
 import numpy as np
 
-from kit.blend.scoring import ARGMAX_METRICS, FastScorer
-from kit.blend.spec import (
-    BestSingleSpec,
-    BlenderSpec,
-    GreedySpec,
-    HillClimbSpec,
-    StackSpec,
-    SubsetsSpec,
-    UniformSpec,
-)
+from kit.blend.scoring import FastScorer
+from kit.blend.space import as_space
+from kit.blend.spec import BlenderSpec, StackSpec
 from kit.errors import KitError
-from kit.metrics.scores import softmax
-
-
-def class_major(P: np.ndarray) -> np.ndarray:
-    """[n, M, C] -> contiguous float32 [M, C, n] (each candidate's classes as contiguous rows)."""
-    return np.ascontiguousarray(np.transpose(P, (1, 2, 0)), dtype=np.float32)
 
 
 def combine(P: np.ndarray, weights: np.ndarray, space: str) -> np.ndarray:
     """Blended probabilities [n, C] (float64) of candidates P [n, M, C] under `weights`."""
     w = np.asarray(weights, dtype=np.float64)
     s = np.einsum("nmc,m->nc", P.astype(np.float64, copy=False), w)
-    if space == "logits":
-        return softmax(s / w.sum())
-    return s / s.sum(axis=1, keepdims=True)
+    return as_space(space).blend(s, w.sum())
 
 
+@dataclass(eq=False)
 class WeightedBlender:
-    """Shared predict for blenders that learn one non-negative weight per candidate."""
+    """Shared parameters and predict for blenders that learn one non-negative weight per candidate.
 
-    weights_: np.ndarray
+    A dataclass: the generated `__init__` stores the parameters (scikit-learn's convention); every parameter
+    after `space` is keyword-only."""
 
-    def __init__(self, metric: str = "weighted_f1", space: str = "probs", engine: str = "auto") -> None:
-        self.metric = metric
-        self.space = space
-        self.engine = engine
+    metric: str = "weighted_f1"
+    space: str = "probs"
+    _: KW_ONLY
+    engine: str = "auto"
+    weights_: np.ndarray = field(init=False, repr=False)
 
-    def _scorer(self, y: np.ndarray, n_classes: int) -> FastScorer:
-        return FastScorer(self.metric, y, n_classes, self.space, self.engine)
+    def _scorer(self, P: np.ndarray, y: np.ndarray) -> tuple[FastScorer, np.ndarray]:
+        """A scorer for labels y and the candidates P [n, M, C] in its engine's layout."""
+        scorer = FastScorer(self.metric, y, P.shape[2], self.space, self.engine)
+        return scorer, scorer.layout(P)
 
     def predict(self, P: np.ndarray) -> np.ndarray:
         return combine(P, self.weights_, self.space)
@@ -69,31 +60,20 @@ def _single_gains(X: np.ndarray, scorer: FastScorer, allowed: list[int] | None =
     return np.array([scorer.gain(scorer.score(X[m])) for m in idx])
 
 
+@dataclass(eq=False)
 class BestSingle(WeightedBlender):
     def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> BestSingle:
-        scorer = self._scorer(y, P.shape[2])
-        gains = _single_gains(scorer.layout(P), scorer)
-        self.best_ = int(np.argmax(gains))
+        scorer, X = self._scorer(P, y)
+        self.best_ = int(np.argmax(_single_gains(X, scorer)))
         self.weights_ = np.eye(P.shape[1])[self.best_]
         return self
 
 
+@dataclass(eq=False)
 class Uniform(WeightedBlender):
     def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> Uniform:
         self.weights_ = np.full(P.shape[1], 1.0 / P.shape[1])
         return self
-
-
-def settled_rows(S: np.ndarray, spread: np.ndarray) -> np.ndarray:
-    """Rows whose argmax no candidate can change: top-1 minus top-2 of S exceeds the row's largest spread.
-
-    Adding P_m moves each class score by at most max_c P_m - min_c P_m, so the leader stays strictly ahead.
-    """
-    top = S.max(axis=0)
-    is_top = top == S
-    second = np.where(is_top, -np.inf, S).max(axis=0)
-    tied = is_top.sum(axis=0) > 1
-    return ~tied & (top - second > spread)
 
 
 def greedy_counts(
@@ -106,81 +86,48 @@ def greedy_counts(
     """Caruana selection with replacement over candidates Pt in the scorer's layout (`scorer.layout(P)`).
 
     Returns the pick counts of the best prefix (earliest among ties), its gain, and the gain per round.
-    Argmax metrics: the numba engine scores all candidates per round in one pass over quantized tiles
-    (FastScorer.search); the numpy engine scores only the rows a candidate can still flip (exact: settled rows
-    keep their prediction, counted once per round into the confusion matrix). Log loss scores one candidate at
-    a time.
+    Each round scores every allowed candidate with the scorer's round evaluator (FastScorer.search): argmax
+    metrics, numba engine: all candidates in one pass over quantized tiles; numpy engine: only the rows a
+    candidate can still flip (exact: settled rows keep their prediction, counted once per round into the
+    confusion matrix); log loss: one candidate at a time.
     """
     M = Pt.shape[0]
     idx = list(range(M)) if allowed is None else list(allowed)
     counts = np.zeros(M, dtype=np.int64)
-    S = scorer.zeros()
-    total = 0
     best_gain, best_counts = -math.inf, counts.copy()
-    argmax = scorer.metric in ARGMAX_METRICS
-    tiles = scorer.search(Pt, idx) if argmax and scorer.engine == "numba" else None
+    search = scorer.search(Pt, idx)
     if init:
         order = np.argsort(-_single_gains(Pt, scorer, idx), kind="stable")
+        S = scorer.zeros()  # the search keeps its own running sum; this one scores the starting blend
         for j in order[: min(init, len(idx))]:
             S += Pt[idx[j]]
             counts[idx[j]] += 1
-            total += 1
-            if tiles is not None:
-                tiles.add(idx[j])
-        best_gain, best_counts = scorer.gain(scorer.score(S, total)), counts.copy()
-    if argmax and tiles is None:
-        widest = scorer.candidate_spreads(Pt, idx).max(axis=0)  # per row, for settled rows
+            search.add(idx[j])
+        best_gain, best_counts = scorer.gain(scorer.score(S, int(counts.sum()))), counts.copy()
     history = []
     for _ in range(rounds):
-        if tiles is not None:
-            gains = tiles.gains()
-        elif argmax and total and (settled := settled_rows(S, widest)).mean() > 0.25:
-            keep, open_rows = np.flatnonzero(settled), np.flatnonzero(~settled)
-            base = scorer.confusion_of(keep, scorer.argmax(S)[keep])
-            sub = FastScorer(scorer.metric, scorer.y[open_rows], scorer.n_classes, scorer.space)
-            S_open = np.ascontiguousarray(S[:, open_rows])
-            gains = []
-            for m in idx:
-                pred = sub.argmax(S_open + Pt[m][:, open_rows])
-                gains.append(scorer.gain(scorer.from_confusion(base + sub.confusion(pred))))
-        else:
-            gains = [scorer.gain(scorer.score_added(S, Pt[m], total + 1)) for m in idx]
+        gains = search.gains()
         j = int(np.argmax(gains))
         m = idx[j]
-        if tiles is not None:
-            tiles.add(m)  # the tiles keep their own running sum: S is only needed for the other paths
-        else:
-            S += Pt[m]
+        search.add(m)
         counts[m] += 1
-        total += 1
         history.append(gains[j])
         if gains[j] > best_gain:
             best_gain, best_counts = gains[j], counts.copy()
     return best_counts, best_gain, history
 
 
+@dataclass(eq=False)
 class Greedy(WeightedBlender):
-    def __init__(
-        self,
-        metric: str = "weighted_f1",
-        space: str = "probs",
-        rounds: int = 50,
-        init: int = 0,
-        bags: int = 1,
-        bag_fraction: float = 0.5,
-        seed: int = 0,
-        engine: str = "auto",
-    ) -> None:
-        super().__init__(metric, space, engine)
-        self.rounds = rounds
-        self.init = init
-        self.bags = bags
-        self.bag_fraction = bag_fraction
-        self.seed = seed
+    _: KW_ONLY
+    rounds: int = 50
+    init: int = 0
+    bags: int = 1
+    bag_fraction: float = 0.5
+    seed: int = 0
 
     def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> Greedy:
-        scorer = self._scorer(y, P.shape[2])
-        Pt = scorer.layout(P)
+        scorer, Pt = self._scorer(P, y)
         M = P.shape[1]
         if self.bags == 1:
             counts, _, self.history_ = greedy_counts(Pt, scorer, self.rounds, self.init)
@@ -198,24 +145,15 @@ class Greedy(WeightedBlender):
         return self
 
 
+@dataclass(eq=False)
 class HillClimb(WeightedBlender):
-    def __init__(
-        self,
-        metric: str = "weighted_f1",
-        space: str = "probs",
-        grid: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
-        max_steps: int = 20,
-        tol: float = 1e-6,
-        engine: str = "auto",
-    ) -> None:
-        super().__init__(metric, space, engine)
-        self.grid = grid
-        self.max_steps = max_steps
-        self.tol = tol
+    _: KW_ONLY
+    grid: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+    max_steps: int = 20
+    tol: float = 1e-6
 
     def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> HillClimb:
-        scorer = self._scorer(y, P.shape[2])
-        Pt = scorer.layout(P)
+        scorer, Pt = self._scorer(P, y)
         M = P.shape[1]
         gains = _single_gains(Pt, scorer)
         start = int(np.argmax(gains))
@@ -243,22 +181,13 @@ class HillClimb(WeightedBlender):
         return self
 
 
+@dataclass(eq=False)
 class Subsets(WeightedBlender):
-    def __init__(
-        self,
-        metric: str = "weighted_f1",
-        space: str = "probs",
-        max_size: int = 3,
-        weights: str = "uniform",
-        rounds: int = 20,
-        max_subsets: int = 20000,
-        engine: str = "auto",
-    ) -> None:
-        super().__init__(metric, space, engine)
-        self.max_size = max_size
-        self.weights = weights
-        self.rounds = rounds
-        self.max_subsets = max_subsets
+    _: KW_ONLY
+    max_size: int = 3
+    weights: str = "uniform"
+    rounds: int = 20
+    max_subsets: int = 20000
 
     def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> Subsets:
         M = P.shape[1]
@@ -269,8 +198,7 @@ class Subsets(WeightedBlender):
                 f"blender subsets: {M} candidates up to max_size {self.max_size} make {n_subsets} subsets, "
                 f"more than max_subsets ({self.max_subsets}); lower max_size or use kind: greedy"
             )
-        scorer = self._scorer(y, P.shape[2])
-        Pt = scorer.layout(P)
+        scorer, Pt = self._scorer(P, y)
         best_gain, best_w = -math.inf, np.zeros(M)
         for k in range(1, top + 1):
             for combo in combinations(range(M), k):
@@ -326,7 +254,7 @@ class Stack:
         self.path_cache = path_cache
 
     def _features(self, P: np.ndarray) -> np.ndarray:
-        probs = np.exp(P.astype(np.float32)) if self.space == "logits" else P.astype(np.float32)
+        probs = as_space(self.space).to_probs(P.astype(np.float32))
         x = np.log(np.clip(probs, 1e-7, 1.0)) if self.features == "log_probs" else probs
         return x.reshape(len(P), -1)
 
@@ -425,22 +353,24 @@ class Stack:
 
 
 Blender = BestSingle | Uniform | Greedy | HillClimb | Subsets | Stack
+BLENDERS: dict[str, type[Blender]] = {
+    "best_single": BestSingle,
+    "uniform": Uniform,
+    "greedy": Greedy,
+    "hill_climb": HillClimb,
+    "subsets": Subsets,
+    "stack": Stack,
+}
 
 
 def make_blender(
     spec: BlenderSpec, metric: str, space: str, path_cache: dict[Any, list[Any]] | None = None
 ) -> Blender:
-    """The estimator a validated blender spec describes (`path_cache`: see Stack)."""
-    if isinstance(spec, BestSingleSpec):
-        return BestSingle(metric, space)
-    if isinstance(spec, UniformSpec):
-        return Uniform(metric, space)
-    if isinstance(spec, GreedySpec):
-        return Greedy(metric, space, spec.rounds, spec.init, spec.bags, spec.bag_fraction, spec.seed)
-    if isinstance(spec, HillClimbSpec):
-        return HillClimb(metric, space, tuple(spec.grid), spec.max_steps, spec.tol)
-    if isinstance(spec, SubsetsSpec):
-        return Subsets(metric, space, spec.max_size, spec.weights, spec.rounds, spec.max_subsets)
+    """The estimator a validated blender spec describes: the spec's fields (but `kind` and `name`) are the
+    blender's parameters of the same names (`path_cache`: see Stack)."""
+    params: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in spec if k not in ("kind", "name")
+    }
     if isinstance(spec, StackSpec):
-        return Stack(metric, space, spec.C, spec.features, spec.max_iter, tuple(spec.C_grid), path_cache)
-    raise TypeError(f"unknown blender spec {spec!r}")
+        params["path_cache"] = path_cache
+    return BLENDERS[spec.kind](metric, space, **params)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kit.artifacts.member import Expected, MemberArtifact, list_members, load_member, members_dir
+from kit.blend.space import Space, as_space
 from kit.blend.spec import EnsembleSpec, MemberChoice
 from kit.errors import KitError
 from kit.metrics.scores import log_softmax
@@ -34,11 +35,7 @@ class Candidates:
     specs: list[CandidateSpec]
     oof: np.ndarray  # [n_train, M, C] float32 in `space`
     test: np.ndarray  # [n_test, M, C] float32 in `space`
-    space: str
-
-    @property
-    def names(self) -> list[str]:
-        return [c.name for c in self.specs]
+    space: Space
 
 
 def resolve_members(spec: EnsembleSpec, workdir: Path) -> dict[str, MemberChoice]:
@@ -109,14 +106,14 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return TEMPERATURES[int(np.argmin(losses))]
 
 
-def _to_space(logits: np.ndarray, t: float, space: str) -> np.ndarray:
-    lp = log_softmax(logits / t)
-    return (lp if space == "logits" else np.exp(lp)).astype(np.float32)
+def _to_space(logits: np.ndarray, t: float, space: Space) -> np.ndarray:
+    return space.encode(log_softmax(logits / t)).astype(np.float32)
 
 
 def build_candidates(
     spec: EnsembleSpec, choices: dict[str, MemberChoice], arts: dict[str, MemberArtifact], y: np.ndarray
 ) -> Candidates:
+    space = as_space(spec.space)
     specs: list[CandidateSpec] = []
     oof_cols, test_cols = [], []
     for name, choice in choices.items():
@@ -127,8 +124,8 @@ def build_candidates(
             t = choice.temperature
             temp = fit_temperature(oof, y) if t == "fit" else float(t or 1.0)
             specs.append(CandidateSpec(f"{name}{suffix}", name, views, temp))
-            oof_cols.append(_to_space(oof, temp, spec.space))
-            test_cols.append(_to_space(test, temp, spec.space))
+            oof_cols.append(_to_space(oof, temp, space))
+            test_cols.append(_to_space(test, temp, space))
     return Candidates(
-        specs=specs, oof=np.stack(oof_cols, axis=1), test=np.stack(test_cols, axis=1), space=spec.space
+        specs=specs, oof=np.stack(oof_cols, axis=1), test=np.stack(test_cols, axis=1), space=space
     )

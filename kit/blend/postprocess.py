@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from kit.blend.scoring import ARGMAX_METRICS, FastScorer
+from kit.blend.scoring import FastScorer
 from kit.blend.spec import PostprocessSpec
-from kit.metrics.scores import softmax
+from kit.metrics.scores import ARGMAX_METRICS, softmax
 
 EPS = 1e-7
 

@@ -106,7 +106,7 @@ def blend(
         else np.zeros((0, len(ws.classes)))
     )
 
-    probs = np.exp(P) if spec.space == "logits" else P
+    probs = cands.space.to_probs(P)
     single_scores = [score(metric, y, probs[:, m], logits=False) for m in range(P.shape[1])]
     sign = 1 if greater_is_better(metric) else -1
     best = int(np.argmax([sign * s for s in single_scores]))

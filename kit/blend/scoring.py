@@ -1,193 +1,350 @@
 """Vectorised metric for blend search: scores a running sum of candidates without allocating per call.
 
-Candidate evaluation is the inner loop of every search. Two engines compute the same numbers:
+Candidate evaluation is the inner loop of every search. Two engines, one protocol (`Engine`), compute the same
+numbers; `resolve_engine` picks one when a FastScorer is made:
 
-- `numba` (what blenders use): row-major arrays, running sum [n, C], candidates X [M, n, C]. One fused pass
-  over rows adds the candidate, takes the argmax and counts the confusion matrix (kit.blend.kernels).
-- `numpy` (the reference the tests compare against): class-major arrays, running sum [C, n], candidates
+- `NumbaEngine` (what blenders use): row-major arrays, running sum [n, C], candidates X [M, n, C]. One fused
+  pass over rows adds the candidate, takes the argmax and counts the confusion matrix (kit.blend.kernels);
+  greedy's rounds score every candidate at once over quantized tiles (TileSearch).
+- `NumpyEngine` (the reference the tests compare against): class-major arrays, running sum [C, n], candidates
   [M, C, n]. Adds the candidate into a preallocated buffer, takes the argmax with a max-reduce plus one
-  equality pass per class, builds the confusion matrix with one bincount of y*C + pred.
+  equality pass per class, builds the confusion matrix with one bincount of y*C + pred; greedy's rounds
+  rescore only the rows a candidate can still flip (SettledSearch).
 
 Both add in float32 in the same order and break ties to the lowest class index, as numpy's argmax, so argmax
-metrics are identical and log loss agrees to float64 rounding. Results equal kit.metrics.scores (and
-scikit-learn's f1_score / accuracy_score / log_loss).
+metrics are identical and log loss agrees to float64 rounding. The metric itself comes from
+kit.metrics.scores (`score_from_counts`), so results equal kit.metrics' scores (and scikit-learn's f1_score /
+accuracy_score / log_loss).
 """
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import numpy as np
 
-from kit.metrics.scores import greater_is_better
+from kit.blend.space import EPS32, Space, as_space
+from kit.metrics.scores import ARGMAX_METRICS, greater_is_better, score_from_counts
 
-ARGMAX_METRICS = ("weighted_f1", "macro_f1", "accuracy")
 ENGINES = ("auto", "numba", "numpy")
 PARALLEL_MIN_ROWS = 50_000  # below this, starting threads costs more than it saves
 SPREAD_SAFETY, SPREAD_SLACK = 1 + 1e-5, 1e-6  # float32 rounding of the sums is far below this margin
+SETTLED_MIN_SHARE = 0.25  # SettledSearch rescores only the open rows once this share of rows is settled
 
 
-def resolve_engine(engine: str) -> str:
-    """'auto' is numba when it imports, else numpy."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine != "auto":
-        return engine
-    try:
-        import kit.blend.kernels  # noqa: F401
-    except ImportError:
-        return "numpy"
-    return "numba"
+class Labels:
+    """Labels y [n] of C classes, with reused buffers for the confusion matrices of class predictions."""
 
-
-class FastScorer:
-    """Scores blends (a weighted sum of candidates, in `space`) against labels y.
-
-    `space='probs'`: the sum divided by `total` is a probability; `space='logits'`: it is a mean of
-    log-probabilities (softmax gives the blend). Argmax metrics ignore `total`. Sums and candidates are in
-    the engine's layout: `layout(P)` converts [n, M, C] candidates, `candidate(X, m)` and `zeros()` give
-    the arrays to add (numpy: class-major [C, n]; numba: row-major [n, C]).
-    """
-
-    def __init__(
-        self, metric: str, y: np.ndarray, n_classes: int, space: str = "probs", engine: str = "numpy"
-    ) -> None:
-        self.metric = metric
-        self.space = space
-        self.engine = resolve_engine(engine)
-        self.n_classes = n_classes
+    def __init__(self, y: np.ndarray, n_classes: int) -> None:
         self.y = np.ascontiguousarray(y, dtype=np.intp)
-        self.n = len(self.y)
-        self.sign = 1.0 if greater_is_better(metric) else -1.0
+        self.n, self.n_classes = len(self.y), n_classes
         self._yc = self.y * n_classes
-        self._rows = np.arange(self.n)
-        self._support = np.bincount(self.y, minlength=n_classes).astype(np.float64)
-        if self.engine == "numba":
-            from kit.blend import kernels
-
-            self._k = kernels
-            self._cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-            return
-        self._buf = np.empty((n_classes, self.n), dtype=np.float32)
-        self._max = np.empty(self.n, dtype=np.float32)
-        self._eq = np.empty(self.n, dtype=bool)
-        self._pred = np.empty(self.n, dtype=np.uint8 if n_classes <= 255 else np.intp)
         self._idx = np.empty(self.n, dtype=np.intp)
 
-    def _threads(self) -> int:
-        """numba threads for the multi-candidate kernel (numba's default: one per core; NUMBA_NUM_THREADS)."""
-        import numba
+    def confusion(self, pred: np.ndarray) -> np.ndarray:
+        """[true, pred] counts of predictions for every row."""
+        np.add(self._yc, pred, out=self._idx)
+        C = self.n_classes
+        return np.bincount(self._idx, minlength=C * C).reshape(C, C)
 
-        return int(numba.get_num_threads())
+    def confusion_of(self, rows: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """[true, pred] counts of a subset of rows with their predictions."""
+        C = self.n_classes
+        return np.bincount(self._yc[rows] + pred, minlength=C * C).reshape(C, C)
 
-    # ------------------------------------------------------------ layout
+
+class RoundSearch(Protocol):
+    """Greedy's round evaluator (argmax metrics): the gains of S + X[m] for every candidate m at once."""
+
+    def add(self, m: int) -> None: ...
+
+    def gains(self) -> list[float]: ...
+
+
+class Engine(Protocol):
+    """How sums and candidates are laid out and scored; FastScorer turns the counts into the metric."""
+
+    name: str
+    class_axis: int  # the class axis of a running sum in this layout
 
     def layout(self, P: np.ndarray) -> np.ndarray:
-        """Candidates [n, M, C] -> contiguous float32 X in this engine's layout: numba [M, n, C], numpy [M, C, n]."""
-        axes = (1, 0, 2) if self.engine == "numba" else (1, 2, 0)
-        return np.ascontiguousarray(np.transpose(P, axes), dtype=np.float32)
-
-    def candidate(self, X: np.ndarray, m: int) -> np.ndarray:
-        return X[m]
+        """Candidates [n, M, C] -> contiguous float32 X [M, ...] in this layout."""
+        ...
 
     def zeros(self) -> np.ndarray:
-        shape = (self.n, self.n_classes) if self.engine == "numba" else (self.n_classes, self.n)
-        return np.zeros(shape, dtype=np.float32)
+        """An empty running sum."""
+        ...
 
-    # ------------------------------------------------------------ numpy engine (class-major)
+    def confusion(self, s: np.ndarray) -> np.ndarray:
+        """[true, argmax] counts of the sum s."""
+        ...
+
+    def confusion_added(self, s: np.ndarray, p: np.ndarray, scale: float) -> np.ndarray:
+        """[true, argmax] counts of s + scale * p."""
+        ...
+
+    def log_loss_added(self, s: np.ndarray, p: np.ndarray, scale: float, total: float, space: Space) -> float:
+        """Log loss of the blend s + scale * p of `total` weight in `space`."""
+        ...
+
+    def search(self, scorer: FastScorer, X: np.ndarray, idx: list[int]) -> RoundSearch:
+        """Greedy's round evaluator over candidates X[idx] (argmax metrics)."""
+        ...
+
+
+def class_major(P: np.ndarray) -> np.ndarray:
+    """[n, M, C] -> contiguous float32 [M, C, n] (each candidate's classes as contiguous rows)."""
+    return np.ascontiguousarray(np.transpose(P, (1, 2, 0)), dtype=np.float32)
+
+
+def row_major(P: np.ndarray) -> np.ndarray:
+    """[n, M, C] -> contiguous float32 [M, n, C] (each candidate's rows contiguous)."""
+    return np.ascontiguousarray(np.transpose(P, (1, 0, 2)), dtype=np.float32)
+
+
+def log_loss_of_sum(s: np.ndarray, total: float, labels: Labels, space: Space, axis: int) -> float:
+    """Log loss of the blend s / total (classes on `axis`) in `space`."""
+    z = np.asarray(s, dtype=np.float64) / total
+    rows = np.arange(labels.n)
+    true = z[rows, labels.y] if axis else z[labels.y, rows]
+    return space.log_loss(z, true, axis)
+
+
+class NumpyEngine:
+    """Class-major reference engine: sums [C, n], candidates [M, C, n]."""
+
+    name = "numpy"
+    class_axis = 0
+
+    def __init__(self, labels: Labels) -> None:
+        self.labels = labels
+        n, C = labels.n, labels.n_classes
+        self._buf = np.empty((C, n), dtype=np.float32)
+        self._max = np.empty(n, dtype=np.float32)
+        self._eq = np.empty(n, dtype=bool)
+        self._pred = np.empty(n, dtype=np.uint8 if C <= 255 else np.intp)
+
+    def layout(self, P: np.ndarray) -> np.ndarray:
+        return class_major(P)
+
+    def zeros(self) -> np.ndarray:
+        return np.zeros((self.labels.n_classes, self.labels.n), dtype=np.float32)
 
     def argmax(self, s: np.ndarray) -> np.ndarray:
         """Lowest index of the maximum over classes of a class-major [C, n] array (into a reused buffer)."""
         np.maximum.reduce(s, axis=0, out=self._max)
         pred = self._pred
         pred.fill(0)
-        for c in range(self.n_classes - 1, -1, -1):
+        for c in range(s.shape[0] - 1, -1, -1):
             np.equal(s[c], self._max, out=self._eq)
             np.copyto(pred, c, where=self._eq)
         return pred
 
-    def confusion(self, pred: np.ndarray) -> np.ndarray:
-        np.add(self._yc, pred, out=self._idx)
-        return np.bincount(self._idx, minlength=self.n_classes * self.n_classes).reshape(
-            self.n_classes, self.n_classes
-        )
-
-    def confusion_of(self, rows: np.ndarray, pred: np.ndarray) -> np.ndarray:
-        """Confusion matrix of a subset of rows with their predictions."""
-        idx = self._yc[rows] + pred
-        return np.bincount(idx, minlength=self.n_classes * self.n_classes).reshape(
-            self.n_classes, self.n_classes
-        )
-
-    def from_pred(self, pred: np.ndarray) -> float:
-        if self.metric == "accuracy":
-            return float(np.count_nonzero(pred == self.y) / self.n)
-        return self.from_confusion(self.confusion(pred))
-
-    def from_confusion(self, cm: np.ndarray) -> float:
-        """The metric from a full [true, pred] confusion matrix over this scorer's rows."""
-        if self.metric == "accuracy":
-            return float(np.trace(cm) / self.n)
-        tp = np.diag(cm).astype(np.float64)
-        predicted = cm.sum(axis=0)
-        denom = self._support + predicted
-        f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-        if self.metric == "weighted_f1":
-            return float((f1 * self._support).sum() / self.n)
-        present = denom > 0
-        return float(f1[present].mean())
-
-    def score(self, s: np.ndarray, total: float = 1.0) -> float:
-        """The metric of the blend `s` (running sum of `total` weight, in the engine's layout)."""
-        if self.metric in ARGMAX_METRICS:
-            if self.engine == "numba":
-                self._cm.fill(0)
-                self._k.confusion_of_sum(s, self.y, self._cm)
-                return self.from_confusion(self._cm)
-            return self.from_pred(self.argmax(s))
-        axis = 1 if self.engine == "numba" else 0
-        z = np.asarray(s, dtype=np.float64) / total
-        true = z[self._rows, self.y] if axis else z[self.y, self._rows]
-        if self.space == "logits":
-            m = z.max(axis=axis)
-            lse = m + np.log(np.exp(z - np.expand_dims(m, axis)).sum(axis=axis))
-            return float(-(true - lse).mean())
-        eps = np.finfo(np.float32).eps
-        p = np.clip(true / z.sum(axis=axis), eps, 1 - eps)
-        return float(-np.log(p).mean())
-
-    def score_added(self, s: np.ndarray, p: np.ndarray, total: float = 1.0, scale: float = 1.0) -> float:
-        """The metric of `s + scale * p` without allocating (the candidate evaluation of every search)."""
-        if self.engine == "numba":
-            if self.metric in ARGMAX_METRICS:
-                self._cm.fill(0)
-                self._k.confusion_added(s, p, np.float32(scale), self.y, self._cm)
-                return self.from_confusion(self._cm)
-            eps = float(np.finfo(np.float32).eps)
-            loss = self._k.log_loss_sum(
-                s, p, np.float32(scale), float(total), self.y, self.space == "logits", eps
-            )
-            return loss / self.n
+    def _added(self, s: np.ndarray, p: np.ndarray, scale: float) -> np.ndarray:
         buf = self._buf
         if scale == 1.0:
             np.add(s, p, out=buf)
         else:
             np.multiply(p, scale, out=buf)
             buf += s
-        return self.score(buf, total)
+        return buf
 
-    def candidate_spreads(self, X: np.ndarray, idx: list[int]) -> np.ndarray:
-        """[len(idx), n] per candidate X[idx[k]] (numpy layout) and row, max - min over classes, with a margin
-        of safety for float32 rounding of the sums: how far adding that candidate can move the gap between two
-        classes."""
-        spread = X[idx].max(axis=1) - X[idx].min(axis=1)
-        return spread * SPREAD_SAFETY + SPREAD_SLACK
+    def confusion(self, s: np.ndarray) -> np.ndarray:
+        return self.labels.confusion(self.argmax(s))
 
-    def search(self, X: np.ndarray, idx: list[int]) -> TileSearch:
-        """Greedy's round evaluator over candidates X[idx] (numba engine, argmax metrics)."""
-        return TileSearch(self, X, idx)
+    def confusion_added(self, s: np.ndarray, p: np.ndarray, scale: float) -> np.ndarray:
+        return self.confusion(self._added(s, p, scale))
+
+    def log_loss_added(self, s: np.ndarray, p: np.ndarray, scale: float, total: float, space: Space) -> float:
+        return log_loss_of_sum(self._added(s, p, scale), total, self.labels, space, self.class_axis)
+
+    def search(self, scorer: FastScorer, X: np.ndarray, idx: list[int]) -> SettledSearch:
+        return SettledSearch(scorer, self, X, idx)
+
+
+class NumbaEngine:
+    """Row-major fused kernels (kit.blend.kernels): sums [n, C], candidates [M, n, C]."""
+
+    name = "numba"
+    class_axis = 1
+
+    def __init__(self, labels: Labels) -> None:
+        from kit.blend import kernels
+
+        self.labels, self.kernels = labels, kernels
+        self._cm = np.zeros((labels.n_classes, labels.n_classes), dtype=np.int64)
+
+    def layout(self, P: np.ndarray) -> np.ndarray:
+        return row_major(P)
+
+    def zeros(self) -> np.ndarray:
+        return np.zeros((self.labels.n, self.labels.n_classes), dtype=np.float32)
+
+    def confusion(self, s: np.ndarray) -> np.ndarray:
+        self._cm.fill(0)
+        self.kernels.confusion_of_sum(s, self.labels.y, self._cm)
+        return self._cm
+
+    def confusion_added(self, s: np.ndarray, p: np.ndarray, scale: float) -> np.ndarray:
+        self._cm.fill(0)
+        self.kernels.confusion_added(s, p, np.float32(scale), self.labels.y, self._cm)
+        return self._cm
+
+    def log_loss_added(self, s: np.ndarray, p: np.ndarray, scale: float, total: float, space: Space) -> float:
+        y = self.labels.y
+        loss = self.kernels.log_loss_sum(s, p, np.float32(scale), float(total), y, space.logits, EPS32)
+        return float(loss / self.labels.n)
+
+    def threads(self) -> int:
+        """numba threads for the multi-candidate kernels (numba's default: one per core; NUMBA_NUM_THREADS)."""
+        import numba
+
+        return int(numba.get_num_threads())
+
+    def search(self, scorer: FastScorer, X: np.ndarray, idx: list[int]) -> TileSearch:
+        return TileSearch(scorer, X, idx)
+
+
+ENGINE_CLASSES: dict[str, type[NumpyEngine] | type[NumbaEngine]] = {
+    "numpy": NumpyEngine,
+    "numba": NumbaEngine,
+}
+
+
+def resolve_engine(engine: str) -> type[NumpyEngine] | type[NumbaEngine]:
+    """The engine class `engine` names; 'auto' is numba when it imports, else numpy."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "auto":
+        try:
+            import kit.blend.kernels  # noqa: F401
+        except ImportError:
+            return NumpyEngine
+        return NumbaEngine
+    return ENGINE_CLASSES[engine]
+
+
+class FastScorer:
+    """Scores blends (a weighted sum of candidates, in `space`) against labels y.
+
+    `space='probs'`: the sum divided by `total` is a probability; `space='logits'`: it is a mean of
+    log-probabilities (softmax gives the blend); see kit.blend.space. Argmax metrics ignore `total`. Sums and
+    candidates are in the engine's layout: `layout(P)` converts [n, M, C] candidates, `zeros()` gives an empty
+    sum (numpy: class-major [C, n]; numba: row-major [n, C]).
+    """
+
+    def __init__(
+        self, metric: str, y: np.ndarray, n_classes: int, space: str | Space = "probs", engine: str = "numpy"
+    ) -> None:
+        self.metric = metric
+        self.space = as_space(space)
+        self.labels = Labels(y, n_classes)
+        self.y, self.n, self.n_classes = self.labels.y, self.labels.n, n_classes
+        self.engine: NumpyEngine | NumbaEngine = resolve_engine(engine)(self.labels)
+        self.sign = 1.0 if greater_is_better(metric) else -1.0
+        self.argmax_metric = metric in ARGMAX_METRICS
+        self._support = np.bincount(self.y, minlength=n_classes).astype(np.float64)
+
+    def layout(self, P: np.ndarray) -> np.ndarray:
+        """Candidates [n, M, C] -> contiguous float32 X in this engine's layout: numba [M, n, C], numpy [M, C, n]."""
+        return self.engine.layout(P)
+
+    def zeros(self) -> np.ndarray:
+        return self.engine.zeros()
+
+    def from_pred(self, pred: np.ndarray) -> float:
+        """The metric of class predictions [n] (argmax metrics)."""
+        if self.metric == "accuracy":
+            return float(np.count_nonzero(pred == self.y) / self.n)
+        return self.from_confusion(self.labels.confusion(pred))
+
+    def from_confusion(self, cm: np.ndarray) -> float:
+        """The metric from a full [true, pred] confusion matrix over this scorer's rows."""
+        return float(
+            score_from_counts(self.metric, np.diag(cm).astype(np.float64), cm.sum(axis=0), self._support)
+        )
+
+    def score(self, s: np.ndarray, total: float = 1.0) -> float:
+        """The metric of the blend `s` (running sum of `total` weight, in the engine's layout)."""
+        if self.argmax_metric:
+            return self.from_confusion(self.engine.confusion(s))
+        return log_loss_of_sum(s, total, self.labels, self.space, self.engine.class_axis)
+
+    def score_added(self, s: np.ndarray, p: np.ndarray, total: float = 1.0, scale: float = 1.0) -> float:
+        """The metric of `s + scale * p` without allocating (the candidate evaluation of every search)."""
+        if self.argmax_metric:
+            return self.from_confusion(self.engine.confusion_added(s, p, scale))
+        return self.engine.log_loss_added(s, p, scale, total, self.space)
+
+    def search(self, X: np.ndarray, idx: list[int]) -> RoundSearch:
+        """Greedy's round evaluator over candidates X[idx]: the engine's for argmax metrics (TileSearch,
+        SettledSearch), else one candidate at a time (PlainSearch)."""
+        if self.argmax_metric:
+            return self.engine.search(self, X, idx)
+        return PlainSearch(self, X, idx)
 
     def gain(self, value: float) -> float:
         """Greater is better for every metric (log loss negated), for comparisons in searches."""
         return self.sign * value
+
+
+def settled_rows(S: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Rows whose argmax no candidate can change: top-1 minus top-2 of S exceeds the row's largest spread.
+
+    Adding P_m moves each class score by at most max_c P_m - min_c P_m, so the leader stays strictly ahead.
+    """
+    top = S.max(axis=0)
+    is_top = top == S
+    second = np.where(is_top, -np.inf, S).max(axis=0)
+    tied = is_top.sum(axis=0) > 1
+    return ~tied & (top - second > spread)
+
+
+class PlainSearch:
+    """Greedy's round evaluator that scores S + X[m] one candidate at a time (any metric, any engine)."""
+
+    def __init__(self, scorer: FastScorer, X: np.ndarray, idx: list[int]) -> None:
+        self.scorer, self.X, self.idx = scorer, X, list(idx)
+        self.S = scorer.zeros()
+        self.total = 0
+
+    def add(self, m: int) -> None:
+        self.S += self.X[m]
+        self.total += 1
+
+    def gains(self) -> list[float]:
+        scorer = self.scorer
+        return [scorer.gain(scorer.score_added(self.S, self.X[m], self.total + 1)) for m in self.idx]
+
+
+class SettledSearch:
+    """Greedy's round evaluator for the numpy engine (class-major X [M, C, n]), argmax metrics, exact.
+
+    Once enough rows are settled (no candidate can change their argmax), each round counts the settled rows
+    once and rescores only the open rows per candidate; until then it scores as PlainSearch."""
+
+    def __init__(self, scorer: FastScorer, engine: NumpyEngine, X: np.ndarray, idx: list[int]) -> None:
+        self.plain, self.engine = PlainSearch(scorer, X, idx), engine
+        # per candidate and row, max - min over classes (with a margin for float32 rounding of the sums): how
+        # far adding that candidate can move the gap between two classes; the widest per row
+        spread = X[idx].max(axis=1) - X[idx].min(axis=1)
+        self.widest = (spread * SPREAD_SAFETY + SPREAD_SLACK).max(axis=0)
+
+    def add(self, m: int) -> None:
+        self.plain.add(m)
+
+    def gains(self) -> list[float]:
+        scorer, S, X = self.plain.scorer, self.plain.S, self.plain.X
+        if not self.plain.total or (settled := settled_rows(S, self.widest)).mean() <= SETTLED_MIN_SHARE:
+            return self.plain.gains()
+        keep, open_rows = np.flatnonzero(settled), np.flatnonzero(~settled)
+        base = scorer.labels.confusion_of(keep, self.engine.argmax(S)[keep])
+        sub = NumpyEngine(Labels(scorer.y[open_rows], scorer.n_classes))
+        S_open = np.ascontiguousarray(S[:, open_rows])
+        return [
+            scorer.gain(scorer.from_confusion(base + sub.confusion(S_open + X[m][:, open_rows])))
+            for m in self.plain.idx
+        ]
 
 
 class TileSearch:
@@ -202,10 +359,13 @@ class TileSearch:
     def __init__(self, scorer: FastScorer, X: np.ndarray, idx: list[int]) -> None:
         if X.shape[1] != scorer.n:
             raise ValueError(f"candidates have {X.shape[1]} rows, the scorer's labels {scorer.n}")
-        k = scorer._k
+        engine = scorer.engine
+        if not isinstance(engine, NumbaEngine):
+            raise ValueError(f"TileSearch needs the numba engine, the scorer has {engine.name!r}")
+        k: Any = engine.kernels
         self.scorer, self.X, self._kernels = scorer, X, k
         self.idx = np.asarray(idx, dtype=np.int64)
-        threads = scorer._threads()
+        threads = engine.threads()
         self.Q, self.step, big = k.quantize(X, self.idx, threads)
         self.big = dict(zip(idx, big.tolist(), strict=True))
         n, C = X.shape[1], X.shape[2]

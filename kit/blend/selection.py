@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kit.metrics.scores import greater_is_better, log_loss_rows, score
+from kit.metrics.scores import ARGMAX_METRICS, greater_is_better, log_loss_rows, score, score_from_counts
 
-ARGMAX_METRICS = ("weighted_f1", "macro_f1", "accuracy")
 RULES = ("max_nested", "one_se", "beat_single", "stepwise")
 KIND_COMPLEXITY = {"best_single": 0, "uniform": 1, "greedy": 2, "hill_climb": 2, "subsets": 3, "stack": 4}
 
@@ -120,7 +119,9 @@ class BootstrapScorer:
             for counts in rs.chunks():
                 support = counts @ labels
                 parts.append(
-                    np.stack([self._argmax_metric(support, counts @ p, counts @ t) for p, t in mats])
+                    np.stack(
+                        [score_from_counts(self.metric, counts @ t, counts @ p, support) for p, t in mats]
+                    )
                 )
             return np.concatenate(parts, axis=1)
         if self.metric == "log_loss":
@@ -131,16 +132,6 @@ class BootstrapScorer:
             parts = [np.stack([(c @ g) / (c @ sizes) for g in losses]) for c in rs.chunks()]
             return np.concatenate(parts, axis=1)
         return np.stack([self._generic(Q) for Q in preds])
-
-    def _argmax_metric(self, support: np.ndarray, predicted: np.ndarray, tp: np.ndarray) -> np.ndarray:
-        if self.metric == "accuracy":
-            return np.asarray(tp.sum(axis=1) / support.sum(axis=1))
-        denom = support + predicted
-        f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-        if self.metric == "weighted_f1":
-            return np.asarray((f1 * support).sum(axis=1) / support.sum(axis=1))
-        present = denom > 0  # scikit-learn's labels: present in y_true or in the predictions
-        return np.asarray((f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1))
 
     def _generic(self, Q: np.ndarray) -> np.ndarray:
         rows = np.arange(len(self.y))

@@ -12,7 +12,6 @@ from pydantic import Field, field_validator, model_validator
 
 from kit.config.schema import TTA_VIEWS, Metric, StrictModel
 
-ALL_MEMBERS = ("all", "*")
 MEMBER_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]-]+$")
 Views = Literal["plain", "all", "search"] | list[str]
 
@@ -148,7 +147,6 @@ BlenderSpec = Annotated[
     BestSingleSpec | UniformSpec | GreedySpec | HillClimbSpec | SubsetsSpec | StackSpec,
     Field(discriminator="kind"),
 ]
-BLENDER_KINDS = ("best_single", "uniform", "greedy", "hill_climb", "subsets", "stack")
 
 
 class LogitAdjustSpec(StrictModel):

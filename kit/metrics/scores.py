@@ -21,20 +21,70 @@ def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
+ARGMAX_METRICS = ("weighted_f1", "macro_f1", "accuracy")  # metrics of the argmax prediction alone
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """[true, pred] counts."""
     idx = np.asarray(y_true, dtype=np.int64) * n_classes + np.asarray(y_pred, dtype=np.int64)
     return np.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
+def f1_from_counts(tp: np.ndarray, predicted: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """Per-class F1 [..., C] from per-class counts [..., C]: true positives, predictions and true rows (support).
+    F1 is 0 where it is undefined (as sklearn)."""
+    denom = support + predicted
+    return np.divide(2 * tp, denom, out=np.zeros_like(denom, dtype=np.float64), where=denom > 0)
+
+
+def mean_present(values: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """The mean of `values` over the entries where `present`, along the last axis (0 where none is).
+
+    One set of values: `values[present].mean()`. Batched ([..., C], the bootstrap's resamples): a masked sum
+    over each row, which may differ from the 1-D mean in the last bit (another order of the same additions)."""
+    v, keep = np.asarray(values), np.asarray(present, dtype=bool)
+    if v.ndim == 1:
+        return np.asarray(v[keep].mean() if keep.any() else 0.0)
+    return np.asarray((v * keep).sum(axis=-1) / np.maximum(keep.sum(axis=-1), 1))
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, 0 where den is 0."""
+    if np.ndim(den) == 0:  # one table (the blend search's inner loop): skip the masked ufunc's overhead
+        return np.asarray(num / den if den > 0 else 0.0)
+    return np.divide(num, den, out=np.zeros(np.shape(den)), where=den > 0)
+
+
+def score_from_counts(metric: str, tp: np.ndarray, predicted: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """An argmax metric (ARGMAX_METRICS) from per-class counts [..., C] (true positives, predictions, true rows):
+    one value per leading index, a 0-d array for one set of counts. The one implementation of these metrics:
+    kit.metrics' scores, the blend search (kit.blend.scoring) and the group bootstrap (kit.blend.selection).
+
+    macro_f1 averages over the classes present in y_true or the predictions (scikit-learn's default label set)."""
+    if metric == "accuracy":
+        return _ratio(tp.sum(axis=-1), support.sum(axis=-1))
+    f1 = f1_from_counts(tp, predicted, support)
+    if metric == "weighted_f1":
+        return _ratio((f1 * support).sum(axis=-1), support.sum(axis=-1))
+    if metric == "macro_f1":
+        return mean_present(f1, (support + predicted) > 0)
+    raise ValueError(f"{metric!r} is not one of {ARGMAX_METRICS}")
+
+
+def counts_from_confusion(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(true positives as float64, predictions, support) per class of a [true, pred] confusion matrix."""
+    return np.diag(cm).astype(np.float64), cm.sum(axis=0), cm.sum(axis=1)
+
+
 def f1_from_confusion(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class F1, support (true counts), predicted counts. F1 is 0 where it is undefined (as sklearn)."""
-    tp = np.diag(cm).astype(np.float64)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    denom = support + predicted
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    return f1, support, predicted
+    tp, predicted, support = counts_from_confusion(cm)
+    return f1_from_counts(tp, predicted, support), support, predicted
+
+
+def score_from_confusion(metric: str, cm: np.ndarray) -> float:
+    """An argmax metric from a [true, pred] confusion matrix."""
+    return float(score_from_counts(metric, *counts_from_confusion(cm)))
 
 
 def _pred(y_score_or_pred: np.ndarray) -> np.ndarray:
@@ -42,27 +92,20 @@ def _pred(y_score_or_pred: np.ndarray) -> np.ndarray:
     return a.argmax(axis=-1) if a.ndim == 2 else a
 
 
-def f1_per_class(y_true: np.ndarray, y: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+def _confusion(y_true: np.ndarray, y: np.ndarray, n_classes: int | None) -> np.ndarray:
+    """Confusion matrix of class predictions or scores y [n, C] (classes: n_classes, y's columns, or the labels seen)."""
     pred = _pred(y)
     c = n_classes or (y.shape[1] if np.ndim(y) == 2 else int(max(y_true.max(), pred.max())) + 1)
-    return f1_from_confusion(confusion_matrix(y_true, pred, c))[0]
+    return confusion_matrix(y_true, pred, c)
 
 
 def weighted_f1(y_true: np.ndarray, y: np.ndarray, n_classes: int | None = None) -> float:
-    pred = _pred(y)
-    c = n_classes or (y.shape[1] if np.ndim(y) == 2 else int(max(y_true.max(), pred.max())) + 1)
-    f1, support, _ = f1_from_confusion(confusion_matrix(y_true, pred, c))
-    total = support.sum()
-    return float((f1 * support).sum() / total) if total else 0.0
+    return score_from_confusion("weighted_f1", _confusion(y_true, y, n_classes))
 
 
 def macro_f1(y_true: np.ndarray, y: np.ndarray, n_classes: int | None = None) -> float:
     """Mean F1 over classes present in y_true or the predictions (scikit-learn's default label set)."""
-    pred = _pred(y)
-    c = n_classes or (y.shape[1] if np.ndim(y) == 2 else int(max(y_true.max(), pred.max())) + 1)
-    f1, support, predicted = f1_from_confusion(confusion_matrix(y_true, pred, c))
-    present = (support + predicted) > 0
-    return float(f1[present].mean()) if present.any() else 0.0
+    return score_from_confusion("macro_f1", _confusion(y_true, y, n_classes))
 
 
 def accuracy(y_true: np.ndarray, y: np.ndarray, n_classes: int | None = None) -> float:
