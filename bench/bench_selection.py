@@ -46,7 +46,7 @@ from kit.blend.selection import (
     select,
     selection_aware,
 )
-from kit.blend.spec import EnsembleSpec
+from kit.config.ensemble import EnsembleSpec
 from kit.cv.folds import FoldWarning, assign_folds
 from kit.metrics.scores import score, softmax
 

@@ -109,7 +109,7 @@ def validate_file(path: Path, overrides: list[str] | None = None) -> Checked:
             cfg = validate_data(apply_overrides(data, overrides), KitConfig, str(path))
             return Checked(path, kind, check_data(resolve_paths(cfg, path.parent.resolve())))
         if kind == "ensemble":
-            from kit.blend.spec import EnsembleSpec
+            from kit.config.ensemble import EnsembleSpec
 
             validate_data(data, EnsembleSpec, str(path))
             return Checked(path, kind)

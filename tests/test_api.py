@@ -99,7 +99,7 @@ def test_readme_notebook_example_runs_and_returns_typed_results(readme: Readme) 
 
 def test_api_takes_a_loaded_config_and_a_spec_built_in_code(readme: Readme) -> None:
     import kit
-    from kit.blend.spec import EnsembleSpec
+    from kit.config.ensemble import EnsembleSpec
     from kit.errors import KitError
 
     cfg = kit.load_config(readme.home / "kit.yaml", ["folds.seed=0"])

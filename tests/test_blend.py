@@ -20,8 +20,8 @@ from kit.blend.io import load_blend
 from kit.blend.report import TABLE_KEYS
 from kit.blend.run import blend, load_spec
 from kit.blend.scoring import FastScorer, class_major
-from kit.blend.spec import EnsembleSpec
 from kit.cli.app import app
+from kit.config.ensemble import EnsembleSpec
 from kit.config.load import load_config, validate_data
 from kit.data.workspace import Workspace, open_workspace
 from kit.demo.digits import build_demo, competition_section

@@ -110,7 +110,7 @@ def test_auc_kernel_equals_sklearn_on_blended_keys_with_ties() -> None:
 def test_ordinal_thresholds_tune_cut_points_for_qwk() -> None:
     """Probabilities shrunk toward the middle grade: argmax under-calls the extremes; tuned cuts fix it."""
     from kit.blend.postprocess import OrdinalThresholds, variants
-    from kit.blend.spec import PostprocessSpec
+    from kit.config.ensemble import PostprocessSpec
 
     rng = np.random.default_rng(6)
     C, n = 5, 3000

@@ -156,7 +156,7 @@ def test_stack_chooses_C_inside_the_fit_rows_by_their_folds() -> None:
 
 def test_small_selection_benchmark_runs_with_a_fixed_seed() -> None:
     bench = _bench()
-    from kit.blend.spec import EnsembleSpec
+    from kit.config.ensemble import EnsembleSpec
 
     spec = EnsembleSpec.model_validate(bench.BENCH_SPEC)
     outcomes = [bench.run_one(11, spec, resamples=100, small=True)]
@@ -224,7 +224,7 @@ def test_stack_shared_paths_give_the_same_nested_predictions_with_fewer_fits() -
     from kit.blend.blenders import make_blender
     from kit.blend.nested import evaluate_blender
     from kit.blend.postprocess import variants
-    from kit.blend.spec import EnsembleSpec, PostprocessSpec
+    from kit.config.ensemble import EnsembleSpec, PostprocessSpec
 
     rng = np.random.default_rng(5)
     n, M, C = 400, 3, 4

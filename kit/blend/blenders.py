@@ -19,7 +19,7 @@ import numpy as np
 
 from kit.blend.scoring import FastScorer
 from kit.blend.space import as_space
-from kit.blend.spec import BlenderSpec, StackSpec
+from kit.config.ensemble import BlenderSpec, StackSpec
 from kit.errors import KitError
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from kit.artifacts.member import Expected, MemberArtifact, list_members, load_member, members_dir
 from kit.blend.space import Space, as_space
-from kit.blend.spec import EnsembleSpec, MemberChoice
+from kit.config.ensemble import EnsembleSpec, MemberChoice
 from kit.errors import KitError
 from kit.metrics.scores import log_softmax
 

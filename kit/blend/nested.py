@@ -25,7 +25,7 @@ from kit.blend.selection import (
     select,
     selection_aware,
 )
-from kit.blend.spec import BlenderSpec, PostprocessSpec, SelectionSpec
+from kit.config.ensemble import BlenderSpec, PostprocessSpec, SelectionSpec
 from kit.metrics.scores import greater_is_better, score
 
 

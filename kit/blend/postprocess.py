@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from kit.blend.scoring import FastScorer
-from kit.blend.spec import PostprocessSpec
+from kit.config.ensemble import PostprocessSpec
 from kit.metrics.scores import ARGMAX_METRICS, softmax
 
 EPS = 1e-7

@@ -19,7 +19,7 @@ from kit.blend.nested import describe, evaluate_blender, judge
 from kit.blend.postprocess import variants
 from kit.blend.report import per_class_csv, per_class_rows, table_csv, write_png
 from kit.blend.selection import group_codes
-from kit.blend.spec import BestSingleSpec, BlenderSpec, EnsembleSpec
+from kit.config.ensemble import BestSingleSpec, BlenderSpec, EnsembleSpec
 from kit.config.load import apply_overrides, read_yaml, validate_data
 from kit.config.schema import KitConfig
 from kit.data.workspace import Workspace, open_workspace
