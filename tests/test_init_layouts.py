@@ -265,3 +265,60 @@ def test_init_reads_real_competition_layouts(case: str, tmp_path: Path, runner) 
         read_csv_exact(comp.sample_submission), ws.classes, comp.submission, comp.id_column, comp.scored_by
     )
     assert layout.kind == kind
+
+
+TINY = [
+    "folds.k=2",
+    "members.convnext.model=test_convnext",
+    "members.convnext.pretrained=false",
+    "members.convnext.img_size=32",
+    "members.convnext.epochs=1",
+]
+
+
+@pytest.mark.parametrize(
+    "case,metric",
+    [
+        ("histopathologic", ["competition.metric=roc_auc"]),
+        ("aptos", ["competition.metric=qwk"]),
+        ("humpback", ["competition.metric=map_at_k", "competition.metric_k=5"]),
+    ],
+)
+def test_metric_competitions_end_to_end(case: str, metric: list[str], tmp_path: Path, runner) -> None:
+    """init -> train -> blend -> submit under the competition's own metric: every blender optimises it, the
+    table and the sidecar report it, and the CSV has the shape the metric needs."""
+    import csv
+
+    data = tmp_path / case
+    data.mkdir()
+    CASES[case][0](data)
+    assert invoke(runner, ["init", str(data)], cwd=tmp_path).exit_code == 0
+    sets = [a for s in [*TINY, *metric] for a in ("--set", s)]
+    for cmd in (
+        ["train"],
+        ["blend", "ensembles/all.yaml"],
+        ["submit", "ensembles/all.yaml", "-o", "sub.csv"],
+    ):
+        r = invoke(runner, [*cmd, *sets], cwd=tmp_path)
+        assert r.exit_code == 0, r.output
+    name = metric[0].split("=")[1]
+    winner = json.loads((tmp_path / "work" / "blends" / "all" / "winner.json").read_text("utf-8"))
+    assert winner["metric"].startswith(name)
+    with (tmp_path / "work" / "blends" / "all" / "table.csv").open(encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    labels = [t["blender"] for t in table]
+    assert {"greedy", "hill_climb", "subsets", "stack"} <= set(labels)
+    if name == "qwk":
+        assert "greedy+ordinal_thresholds" in labels and "greedy+class_bias" in labels
+    else:  # rank metrics: no label post-processing rows
+        assert not any("+" in lab for lab in labels)
+    sidecar = json.loads(next((tmp_path).glob("sub.csv*.json")).read_text("utf-8"))
+    assert str(sidecar["metric"]).startswith(name)
+    rows = list(csv.reader((tmp_path / "sub.csv").open(encoding="utf-8")))
+    values = [r[1] for r in rows[1:]]
+    if name == "roc_auc":
+        assert all(0.0 <= float(v) <= 1.0 for v in values) and len(set(values)) > 1  # probabilities
+    elif name == "qwk":
+        assert set(values) <= {"0", "1", "2", "3", "4"}
+    else:
+        assert all(len(v.split()) == 3 for v in values)  # 3 classes: a full ranked list

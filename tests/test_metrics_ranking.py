@@ -81,30 +81,55 @@ def test_map_at_k_equals_the_reference_apk(k: int) -> None:
     assert map_at_k(np.array([0, 0, 1]), hand, 3) == pytest.approx((1.0 + 1 / 3 + 1 / 2) / 3)
 
 
-def test_auc_kernel_equals_sklearn_on_blended_keys_with_ties() -> None:
-    from kit.blend.rank_kernels import auc_added, true_rank_added
+def test_auc_kernel_equals_sklearn_with_ties() -> None:
+    from kit.blend.rank_kernels import auc_of, true_rank_added
     from kit.metrics.ranking import true_rank
 
     rng = np.random.default_rng(5)
     n = 5000
     y = rng.integers(0, 2, n)
-    S = np.round(rng.normal(0, 1, n), 1).astype(np.float32)  # coarse: long runs of equal keys
-    P = np.round(rng.normal(0, 1, n) + y, 1).astype(np.float32)
-    S[:300], P[:300] = 0.0, -0.0  # -0.0 and +0.0 are one key
-    P[300:400], S[300:400] = -1.0e30, -1.0e30  # very negative keys sort first
-    bufs = (np.empty(n, np.float32), np.empty(n, np.uint64), np.empty(n, np.uint64))
-    for scale in (1.0, 0.25):
-        key = P * np.float32(scale) + S
-        got = auc_added(S, P, np.float32(scale), y == 1, *bufs)
-        assert got == pytest.approx(roc_auc_score(y, key.astype(np.float64)), abs=1e-12)
-    assert np.isnan(auc_added(S, P, np.float32(1.0), np.zeros(n, bool), *bufs))
+    key = np.round(rng.normal(0, 1, n) + y, 1).astype(np.float32)  # coarse: long runs of equal keys
+    key[:300] = np.where(np.arange(300) % 2, 0.0, -0.0)  # -0.0 and +0.0 are one key
+    key[300:400] = -1.0e30  # very negative keys sort first
+    bufs = (np.empty(n, np.uint64), np.empty(n, np.uint64))
+    assert auc_of(key, y == 1, *bufs) == pytest.approx(roc_auc_score(y, key.astype(np.float64)), abs=1e-12)
+    assert np.isnan(auc_of(key, np.zeros(n, bool), *bufs))
     C = 6
     yc = rng.integers(0, C, n)
     SC = np.round(rng.random((n, C)), 1).astype(np.float32)
     PC = np.round(rng.random((n, C)), 1).astype(np.float32)
     out = np.empty(n, np.int64)
     true_rank_added(SC, PC, np.float32(0.5), yc, out)
-    np.testing.assert_array_equal(out, true_rank(yc, PC * np.float32(0.5) + SC, C))
+    np.testing.assert_array_equal(np.where(out <= C, out, 0), true_rank(yc, PC * np.float32(0.5) + SC, C))
+
+
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
+@pytest.mark.parametrize("space", ["probs", "logits"])
+@pytest.mark.parametrize(
+    "metric,C", [("roc_auc", 2), ("roc_auc", 4), ("qwk", 5), ("map_at_k@3", 6), ("top_k_accuracy@2", 6)]
+)
+def test_fast_scorer_scores_rank_and_ordinal_metrics_as_kit_metrics(
+    metric: str, C: int, space: str, engine: str
+) -> None:
+    """The blend search's scorer equals kit.metrics.score on the blended probabilities, both engines."""
+    from kit.blend.blenders import combine
+    from kit.blend.scoring import FastScorer
+    from kit.blend.space import as_space
+    from kit.metrics.scores import score
+
+    rng = np.random.default_rng(8)
+    n, M = 900, 3
+    y = rng.integers(0, C, n)
+    z = rng.normal(0, 1, (n, M, C)) + 1.0 * np.eye(C)[y][:, None, :]
+    P = (np.exp(z) / np.exp(z).sum(-1, keepdims=True)).astype(np.float32)
+    X = np.asarray(as_space(space).encode(np.log(P)), dtype=np.float32)  # candidates in the blending space
+    fs = FastScorer(metric, y, C, space, engine)
+    Xl = fs.layout(X)
+    S = fs.zeros()
+    S += Xl[0]
+    got = fs.score_added(S, Xl[2], total=3.0, scale=2.0)
+    blend = combine(X, np.array([1 / 3, 0.0, 2 / 3]), space)
+    assert got == pytest.approx(score(metric, y, blend, logits=False), abs=1e-9)
 
 
 def test_ordinal_thresholds_tune_cut_points_for_qwk() -> None:
@@ -133,3 +158,22 @@ def test_ordinal_thresholds_tune_cut_points_for_qwk() -> None:
     assert variants(pp, "qwk") == [(), ("logit_adjust",), ("ordinal_thresholds",)]
     assert variants(pp, "weighted_f1") == [(), ("logit_adjust",)]
     assert variants(pp, "roc_auc") == [()]
+
+
+@pytest.mark.parametrize(
+    "metric,C", [("qwk", 5), ("map_at_k@3", 6), ("top_k_accuracy@2", 6), ("roc_auc", 2), ("roc_auc", 4)]
+)
+def test_group_bootstrap_of_new_metrics_equals_scoring_each_resample(metric: str, C: int) -> None:
+    from kit.blend.selection import BootstrapScorer, Resampler
+
+    rng = np.random.default_rng(9)
+    n = 300
+    y = rng.integers(0, C, n)
+    z = rng.normal(0, 1, (n, C)) + np.eye(C)[y]
+    Q = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    codes = np.arange(n) // 3  # groups of three rows
+    bs = BootstrapScorer(metric, y, C, Resampler.make(codes, 40, seed=1))
+    fast = bs.scores_many([Q])[0]
+    slow = bs._generic(Q)  # every resample's rows scored by kit.metrics.score
+    np.testing.assert_allclose(fast, slow, atol=1e-12)
+    assert fast.std() > 0

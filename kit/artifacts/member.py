@@ -218,6 +218,8 @@ def config_changes(name: str, meta: dict[str, Any], expected: Expected) -> list[
         changes += _diff(old_member, current, f"members.{name}")
     comp: dict[str, Any] = saved["competition"] if isinstance(saved.get("competition"), dict) else {}
     old_metric = comp.get("metric")
+    if old_metric is not None and comp.get("metric_k") is not None:
+        old_metric = f"{old_metric}@{comp['metric_k']}"  # as Competition.scored_by names it
     if expected.metric is not None and old_metric is not None and old_metric != expected.metric:
         changes.append(
             f"competition.metric: {_show(old_metric)} -> {_show(expected.metric)} (it picked the best epochs)"

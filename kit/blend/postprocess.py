@@ -12,7 +12,7 @@ import numpy as np
 
 from kit.blend.scoring import FastScorer
 from kit.config.ensemble import PostprocessSpec
-from kit.metrics.scores import ARGMAX_METRICS, softmax
+from kit.metrics.scores import parse_metric, softmax
 
 EPS = 1e-7
 
@@ -55,7 +55,7 @@ class ClassBias:
     def fit(self, Q: np.ndarray, y: np.ndarray) -> ClassBias:
         L = np.ascontiguousarray(_log(Q).T, dtype=np.float32)
         scorer = FastScorer(self.metric, y, Q.shape[1], "logits")
-        trial = _TopTwoTrial(L, scorer) if self.metric in ARGMAX_METRICS else _FullTrial(L, scorer)
+        trial = _TopTwoTrial(L, scorer) if scorer.argmax_metric else _FullTrial(L, scorer)
         self.offsets_ = _coordinate_ascent(trial, Q.shape[1], self.grid, self.passes)
         return self
 
@@ -237,7 +237,11 @@ STEPS_FOR_METRIC = {
 def variants(spec: PostprocessSpec, metric: str | None = None) -> list[tuple[str, ...]]:
     """Post-processing chains to judge: none, each enabled step that suits the metric alone, and
     logit_adjust followed by class_bias when both are on."""
-    suits = STEPS_FOR_METRIC.get(metric, ()) if metric is not None else ("logit_adjust", "class_bias")
+    suits = (
+        STEPS_FOR_METRIC.get(parse_metric(metric)[0], ())
+        if metric is not None
+        else ("logit_adjust", "class_bias")
+    )
     on = [n for n in ("logit_adjust", "class_bias", "ordinal_thresholds") if getattr(spec, n).enabled]
     on = [n for n in on if n in suits]
     out: list[tuple[str, ...]] = [()]

@@ -1,8 +1,8 @@
 """Numba kernels for rank metrics in blend search: binary ROC AUC of a blended score column, and the rank of
 the true class for top-k metrics, each one pass (plus a radix sort) per candidate evaluation.
 
-AUC: the blended key `P[i] * scale + S[i]` is computed in float32 exactly as numpy does, mapped to a uint32
-whose unsigned order is the float order (-0.0 and +0.0 are one key), and sorted with a stable LSD radix sort
+AUC: each float32 score is mapped to a uint32 whose unsigned order is the float order (-0.0 and +0.0 are one
+key), and sorted with a stable LSD radix sort
 (three passes of 11 bits: O(n), no comparisons). Runs of equal keys get half credit, as scikit-learn's
 roc_auc_score (average ranks). Importing this module imports numba; kit.blend.scoring imports it lazily.
 """
@@ -18,27 +18,20 @@ PASSES = 3  # 3 * 11 >= 32 bits
 
 
 @numba.njit(cache=True, nogil=True)
-def auc_added(
-    S: np.ndarray,
-    P: np.ndarray,
-    scale: np.float32,
-    pos: np.ndarray,
-    vals: np.ndarray,
-    keys: np.ndarray,
-    tmp: np.ndarray,
-) -> float:
-    """ROC AUC of the key `P * scale + S` (float32 [n]) against the boolean target `pos` [n].
+def auc_of(vals: np.ndarray, pos: np.ndarray, keys: np.ndarray, tmp: np.ndarray) -> float:
+    """ROC AUC of the float32 scores `vals` [n] (contiguous) against the boolean target `pos` [n].
 
-    `vals` is a float32 work buffer [n]; `keys` and `tmp` are uint64 work buffers [n] (the sortable key in the
-    high 32 bits, the label in bit 0, so one sort carries both). NaN when `pos` holds a single value.
+    `keys` and `tmp` are uint64 work buffers [n] (the sortable key in the high 32 bits, the label in bit 0, so
+    one sort carries both). NaN when `pos` holds a single value.
     """
-    n = S.shape[0]
-    for i in range(n):
-        vals[i] = (P[i] * scale + S[i]) + np.float32(0.0)  # -0.0 -> +0.0
+    n = vals.shape[0]
     bits = vals.view(np.uint32)
     sign = np.uint32(0x80000000)
+    zero = np.uint32(0x80000000)  # -0.0's bits: read as +0.0 (one key)
     for i in range(n):
         b = bits[i]
+        if b == zero:
+            b = np.uint32(0)
         k = ~b if b & sign else b | sign  # unsigned order = float order
         keys[i] = (np.uint64(k) << np.uint64(32)) | np.uint64(1 if pos[i] else 0)
     count = np.zeros(RADIX, dtype=np.int64)

@@ -21,7 +21,7 @@ from kit.blend.report import per_class_csv, per_class_rows, table_csv, write_png
 from kit.blend.selection import group_codes
 from kit.config.ensemble import BestSingleSpec, BlenderSpec, EnsembleSpec
 from kit.config.load import apply_overrides, read_yaml, validate_data
-from kit.config.schema import KitConfig
+from kit.config.schema import K_METRICS, Competition, KitConfig
 from kit.data.workspace import Workspace, open_workspace
 from kit.errors import KitError
 from kit.metrics.scores import greater_is_better, score
@@ -63,6 +63,19 @@ def split_overrides(overrides: list[str] | None) -> tuple[list[str], list[str]]:
     return spec_o, cfg_o
 
 
+def blend_metric(spec: EnsembleSpec, comp: Competition) -> str:
+    """The metric the blend optimises: the spec's `metric` or the competition's, with its k (map_at_k@5)."""
+    if spec.metric is None:
+        return comp.scored_by
+    if spec.metric in K_METRICS:
+        if comp.metric_k is None:
+            raise KitError(
+                f"the spec's metric {spec.metric} needs k; set competition.metric_k in kit.yaml (e.g. 5)"
+            )
+        return f"{spec.metric}@{comp.metric_k}"
+    return spec.metric
+
+
 def with_baseline(blenders: list[BlenderSpec]) -> list[BlenderSpec]:
     """The spec's blenders, with a best_single row first when the spec has none: every row is compared with it."""
     if any(b.kind == "best_single" for b in blenders):
@@ -79,7 +92,7 @@ def blend(
 
     Members made from other data are refused; members made with another config too, unless `allow_stale`."""
     started = time.time()
-    metric = spec.metric or ws.cfg.competition.metric
+    metric = blend_metric(spec, ws.cfg.competition)
     y = ws.train.labels
     if y is None:
         raise KitError("the train table has no labels; kit blend needs labelled train rows")
@@ -93,7 +106,7 @@ def blend(
             "run `kit train NAME` again with the current kit.yaml"
         )
     P, fold = cands.oof, ws.folds.fold
-    pp = variants(spec.postprocess)
+    pp = variants(spec.postprocess, metric)
     rows = []
     for b in with_baseline(spec.blenders):
         rows.extend(evaluate_blender(b, pp, spec.postprocess, P, y, fold, metric, spec.space))

@@ -24,7 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from kit.blend.space import EPS32, Space, as_space
-from kit.metrics.scores import ARGMAX_METRICS, greater_is_better, score_from_counts
+from kit.metrics.ranking import binary_auc, qwk_from_confusion, true_rank
+from kit.metrics.scores import LABEL_METRICS, greater_is_better, parse_metric, score_from_counts
 
 ENGINES = ("auto", "numba", "numpy")
 PARALLEL_MIN_ROWS = 50_000  # below this, starting threads costs more than it saves
@@ -237,13 +238,15 @@ class FastScorer:
         self, metric: str, y: np.ndarray, n_classes: int, space: str | Space = "probs", engine: str = "numpy"
     ) -> None:
         self.metric = metric
+        self.name, self.k = parse_metric(metric)
         self.space = as_space(space)
         self.labels = Labels(y, n_classes)
         self.y, self.n, self.n_classes = self.labels.y, self.labels.n, n_classes
         self.engine: NumpyEngine | NumbaEngine = resolve_engine(engine)(self.labels)
         self.sign = 1.0 if greater_is_better(metric) else -1.0
-        self.argmax_metric = metric in ARGMAX_METRICS
+        self.argmax_metric = self.name in LABEL_METRICS
         self._support = np.bincount(self.y, minlength=n_classes).astype(np.float64)
+        self._ranks: RankMetric | None = None
 
     def layout(self, P: np.ndarray) -> np.ndarray:
         """Candidates [n, M, C] -> contiguous float32 X in this engine's layout: numba [M, n, C], numpy [M, C, n]."""
@@ -254,27 +257,38 @@ class FastScorer:
 
     def from_pred(self, pred: np.ndarray) -> float:
         """The metric of class predictions [n] (argmax metrics)."""
-        if self.metric == "accuracy":
+        if self.name == "accuracy":
             return float(np.count_nonzero(pred == self.y) / self.n)
         return self.from_confusion(self.labels.confusion(pred))
 
     def from_confusion(self, cm: np.ndarray) -> float:
         """The metric from a full [true, pred] confusion matrix over this scorer's rows."""
+        if self.name == "qwk":
+            return qwk_from_confusion(cm)
         return float(
-            score_from_counts(self.metric, np.diag(cm).astype(np.float64), cm.sum(axis=0), self._support)
+            score_from_counts(self.name, np.diag(cm).astype(np.float64), cm.sum(axis=0), self._support)
         )
+
+    def _rank(self) -> RankMetric:
+        if self._ranks is None:
+            self._ranks = RankMetric(self)
+        return self._ranks
 
     def score(self, s: np.ndarray, total: float = 1.0) -> float:
         """The metric of the blend `s` (running sum of `total` weight, in the engine's layout)."""
         if self.argmax_metric:
             return self.from_confusion(self.engine.confusion(s))
-        return log_loss_of_sum(s, total, self.labels, self.space, self.engine.class_axis)
+        if self.name == "log_loss":
+            return log_loss_of_sum(s, total, self.labels, self.space, self.engine.class_axis)
+        return self._rank().score(s, total)
 
     def score_added(self, s: np.ndarray, p: np.ndarray, total: float = 1.0, scale: float = 1.0) -> float:
         """The metric of `s + scale * p` without allocating (the candidate evaluation of every search)."""
         if self.argmax_metric:
             return self.from_confusion(self.engine.confusion_added(s, p, scale))
-        return self.engine.log_loss_added(s, p, scale, total, self.space)
+        if self.name == "log_loss":
+            return self.engine.log_loss_added(s, p, scale, total, self.space)
+        return self._rank().score_added(s, p, scale, total)
 
     def search(self, X: np.ndarray, idx: list[int]) -> RoundSearch:
         """Greedy's round evaluator over candidates X[idx]: the engine's for argmax metrics (TileSearch,
@@ -286,6 +300,70 @@ class FastScorer:
     def gain(self, value: float) -> float:
         """Greater is better for every metric (log loss negated), for comparisons in searches."""
         return self.sign * value
+
+
+class RankMetric:
+    """ROC AUC, MAP@k and top-k accuracy of a running sum, for FastScorer.
+
+    They depend on the order of scores only, so the blend's probabilities are not needed where an order-keeping
+    key exists: binary AUC ranks class 1's summed probability (`probs`) or z1 - z0 (`logits`, the order of
+    softmax's P(class 1)); top-k metrics rank each row's sums. Multi-class AUC (one-vs-rest, macro) takes each
+    class's probability column. With the numba engine the sort is a radix sort (kit.blend.rank_kernels) and the
+    rank of the true class a fused kernel.
+    """
+
+    def __init__(self, scorer: FastScorer) -> None:
+        self.scorer = scorer
+        self.axis = scorer.engine.class_axis
+        self.numba = isinstance(scorer.engine, NumbaEngine)
+        n = scorer.n
+        if self.numba:
+            from kit.blend import rank_kernels
+
+            self.kernels: Any = rank_kernels
+            self._keys, self._tmp = np.empty(n, np.uint64), np.empty(n, np.uint64)
+            self._rank = np.empty(n, np.int64)
+        self._pos = [np.ascontiguousarray(scorer.y == c) for c in range(scorer.n_classes)]
+
+    def _column(self, b: np.ndarray, c: int) -> np.ndarray:
+        return np.ascontiguousarray(b[:, c] if self.axis == 1 else b[c], dtype=np.float32)
+
+    def _auc(self, key: np.ndarray, c: int) -> float:
+        if self.numba:
+            return float(self.kernels.auc_of(key, self._pos[c], self._keys, self._tmp))
+        return binary_auc(self._pos[c], key)
+
+    def score(self, b: np.ndarray, total: float) -> float:
+        """The metric of the blend sum b (engine layout) of `total` weight."""
+        sc = self.scorer
+        if sc.name == "roc_auc":
+            if sc.n_classes == 2:
+                key = self._column(b, 1)
+                if sc.space.logits:
+                    key = key - self._column(b, 0)
+                return self._auc(key, 1)
+            probs = sc.space.blend(np.moveaxis(np.asarray(b, dtype=np.float64), self.axis, 1), total)
+            aucs = [
+                self._auc(np.ascontiguousarray(probs[:, c], dtype=np.float32), c) for c in range(sc.n_classes)
+            ]
+            valid = [a for a in aucs if not np.isnan(a)]
+            return float(np.mean(valid)) if valid else float("nan")
+        rows = np.asarray(b if self.axis == 1 else b.T)
+        return self._from_ranks(true_rank(sc.y, rows, sc.k or 1))
+
+    def score_added(self, s: np.ndarray, p: np.ndarray, scale: float, total: float) -> float:
+        sc = self.scorer
+        if self.numba and sc.name != "roc_auc":
+            self.kernels.true_rank_added(s, p, np.float32(scale), sc.y, self._rank)
+            return self._from_ranks(self._rank)
+        b = s + p if scale == 1.0 else s + np.float32(scale) * p
+        return self.score(b, total)
+
+    def _from_ranks(self, r: np.ndarray) -> float:
+        k = self.scorer.k or 1
+        if self.scorer.name == "map_at_k":
+            return float(np.where((r > 0) & (r <= k), 1.0 / np.maximum(r, 1), 0.0).mean())
+        return float(((r > 0) & (r <= k)).mean())
 
 
 def settled_rows(S: np.ndarray, spread: np.ndarray) -> np.ndarray:

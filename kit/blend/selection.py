@@ -12,12 +12,22 @@ Everything here is pure array code: predictions in, indices and numbers out.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from kit.metrics.scores import ARGMAX_METRICS, greater_is_better, log_loss_rows, score, score_from_counts
+from kit.metrics.ranking import qwk_from_confusions, weighted_auc
+from kit.metrics.scores import (
+    ARGMAX_METRICS,
+    ROW_MEAN_METRICS,
+    greater_is_better,
+    parse_metric,
+    row_values,
+    score,
+    score_from_counts,
+)
 
 RULES = ("max_nested", "one_se", "beat_single", "stepwise")
 KIND_COMPLEXITY = {"best_single": 0, "uniform": 1, "greedy": 2, "hill_climb": 2, "subsets": 3, "stack": 4}
@@ -124,14 +134,43 @@ class BootstrapScorer:
                     )
                 )
             return np.concatenate(parts, axis=1)
-        if self.metric == "log_loss":
-            losses = [
-                np.bincount(rs.codes, weights=log_loss_rows(y, Q, logits=False), minlength=G) for Q in preds
+        name, _ = parse_metric(self.metric)
+        if name in ROW_MEAN_METRICS:  # log loss, MAP@k, top-k: per-row values summed by group
+            sums = [
+                np.bincount(rs.codes, weights=row_values(self.metric, y, Q, logits=False), minlength=G)
+                for Q in preds
             ]
             sizes = np.bincount(rs.codes, minlength=G).astype(np.float64)
-            parts = [np.stack([(c @ g) / (c @ sizes) for g in losses]) for c in rs.chunks()]
+            parts = [np.stack([(c @ g) / (c @ sizes) for g in sums]) for c in rs.chunks()]
             return np.concatenate(parts, axis=1)
+        if name == "qwk":  # the confusion matrix of each resample: counts of (group, true * C + predicted)
+            cells = [
+                _group_class_matrix(rs.codes, y * C + np.asarray(Q).argmax(axis=1), None, G, C * C)
+                for Q in preds
+            ]
+            parts = [
+                np.stack([qwk_from_confusions((counts @ m).reshape(-1, C, C)) for m in cells])
+                for counts in rs.chunks()
+            ]
+            return np.concatenate(parts, axis=1)
+        if name == "roc_auc":
+            return np.stack([self._auc(np.asarray(Q)) for Q in preds])
         return np.stack([self._generic(Q) for Q in preds])
+
+    def _auc(self, Q: np.ndarray) -> np.ndarray:
+        """[B] ROC AUC (binary: class 1's column; else one-vs-rest, macro over the classes a resample has) with
+        the resample's draw counts as row weights: one sort per class for all resamples."""
+        columns = [1] if self.C == 2 else list(range(self.C))
+        out = []
+        for counts in self.rs.chunks():
+            rows = max(1, (64 << 20) // (8 * max(len(self.y), 1)))  # row weights [b, n] in 64 MB pieces
+            for start in range(0, len(counts), rows):
+                w = counts[start : start + rows][:, self.rs.codes]
+                aucs = np.stack([weighted_auc(self.y == c, Q[:, c], w) for c in columns])
+                with warnings.catch_warnings():  # a resample without some class: that class has no AUC
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    out.append(np.nanmean(aucs, axis=0) if len(columns) > 1 else aucs[0])
+        return np.concatenate(out)
 
     def _generic(self, Q: np.ndarray) -> np.ndarray:
         rows = np.arange(len(self.y))

@@ -47,4 +47,4 @@ def runs(config: ConfigOpt = Path("kit.yaml"), overrides: SetOpt = None) -> None
     from kit.train.runs import collect_runs
 
     cfg = load(config, overrides)
-    print_runs(collect_runs(cfg), cfg.workdir, cfg.competition.metric, console)
+    print_runs(collect_runs(cfg), cfg.workdir, cfg.competition.scored_by, console)

@@ -101,7 +101,7 @@ class Workspace:
             test_fingerprint=self.test_fingerprint if self.test is not None else None,
             fingerprint_parts=self.fingerprint_parts(),
             member_configs={n: m.model_dump(mode="json") for n, m in self.cfg.members.items()},
-            metric=self.cfg.competition.metric,
+            metric=self.cfg.competition.scored_by,
             allow_stale=allow_stale,
         )
 

@@ -120,7 +120,7 @@ def run_demo(
         )  # random-init CLIP for the demo's clip member (no download)
     console.rule("train")
     train(cfg, None, RichReporter(console))
-    print_runs(collect_runs(cfg), cfg.workdir, cfg.competition.metric, console)
+    print_runs(collect_runs(cfg), cfg.workdir, cfg.competition.scored_by, console)
     console.rule("blend")
     result = run_blend(cfg, ensemble, overrides=split_overrides(overrides)[0])
     print_blend(result, console)
@@ -131,7 +131,7 @@ def run_demo(
     test_scores = score_against_answers(sub.path, answers, classes)
     console.print(f"[green]wrote[/] {sub.path}", highlight=False)
     console.rule("scores")
-    metric = cfg.competition.metric
+    metric = cfg.competition.scored_by
     console.print(
         f"blend '{ensemble.stem}': nested-CV {metric} {sub.source.cv_score:.4f}; on the held-back test "
         f"answers: weighted F1 {test_scores['weighted_f1']:.4f}, macro F1 {test_scores['macro_f1']:.4f}, "

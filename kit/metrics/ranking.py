@@ -40,6 +40,23 @@ def binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def weighted_auc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """[B] ROC AUC of one score column under B row weightings `weights` [B, n] (a bootstrap's draw counts):
+    one sort for all of them. Ties get half credit; NaN where a weighting has no positive or no negative."""
+    positive = np.asarray(positive, dtype=bool)
+    order = np.argsort(score, kind="mergesort")
+    s = np.asarray(score)[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    pos = positive[order]
+    w = np.asarray(weights, dtype=np.float64)[:, order]
+    pos_run = np.add.reduceat(w * pos, starts, axis=1)
+    neg_run = np.add.reduceat(w * ~pos, starts, axis=1)
+    neg_below = np.cumsum(neg_run, axis=1) - neg_run
+    credit = (pos_run * (neg_below + 0.5 * neg_run)).sum(axis=1)
+    denom = pos_run.sum(axis=1) * neg_run.sum(axis=1)
+    return np.divide(credit, denom, out=np.full(len(w), np.nan), where=denom > 0)
+
+
 def roc_auc(
     y_true: np.ndarray, scores: np.ndarray, n_classes: int | None = None, *, logits: bool = True
 ) -> float:
@@ -56,16 +73,22 @@ def roc_auc(
 
 def qwk_from_confusion(cm: np.ndarray) -> float:
     """Quadratic weighted kappa of a [true, pred] confusion matrix over ordered classes 0..C-1."""
-    cm = np.asarray(cm, dtype=np.float64)
-    C = cm.shape[0]
-    n = cm.sum()
-    if n == 0 or C < 2:
-        return 0.0
+    return float(qwk_from_confusions(np.asarray(cm)[None])[0])
+
+
+def qwk_from_confusions(cms: np.ndarray) -> np.ndarray:
+    """[B] quadratic weighted kappa of a batch of [B, C, C] confusion matrices (0 where undefined)."""
+    cms = np.asarray(cms, dtype=np.float64)
+    C = cms.shape[-1]
+    if C < 2:
+        return np.zeros(len(cms))
     i = np.arange(C)
     w = (i[:, None] - i[None, :]) ** 2 / (C - 1) ** 2
-    expected = np.outer(cm.sum(axis=1), cm.sum(axis=0)) / n
-    denom = (w * expected).sum()
-    return float(1.0 - (w * cm).sum() / denom) if denom > 0 else 0.0
+    n = cms.sum(axis=(1, 2))
+    expected = cms.sum(axis=2)[:, :, None] * cms.sum(axis=1)[:, None, :] / np.maximum(n, 1)[:, None, None]
+    observed = (w * cms).sum(axis=(1, 2))
+    denom = (w * expected).sum(axis=(1, 2))
+    return np.divide(observed, denom, out=np.ones_like(denom), where=denom > 0) * -1.0 + 1.0
 
 
 def qwk(y_true: np.ndarray, y: np.ndarray, n_classes: int | None = None) -> float:

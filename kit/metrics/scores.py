@@ -21,7 +21,17 @@ def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
-ARGMAX_METRICS = ("weighted_f1", "macro_f1", "accuracy")  # metrics of the argmax prediction alone
+ARGMAX_METRICS = ("weighted_f1", "macro_f1", "accuracy")  # from per-class counts of the argmax prediction
+LABEL_METRICS = (*ARGMAX_METRICS, "qwk")  # from the confusion matrix of the argmax prediction
+ROW_MEAN_METRICS = ("log_loss", "map_at_k", "top_k_accuracy")  # the mean of a per-row value
+RANK_METRICS = ("roc_auc",)  # from the ranking of each class's probability over the rows
+
+
+def parse_metric(metric: str) -> tuple[str, int | None]:
+    """'map_at_k@5' -> ('map_at_k', 5); a metric without k -> (name, None). kit.yaml's competition.metric and
+    metric_k make this name (`Competition.scored_by`), so every scorer sees k."""
+    name, _, k = metric.partition("@")
+    return name, int(k) if k else None
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -130,6 +140,21 @@ def log_loss(
     return float(log_loss_rows(y_true, scores, logits=logits).mean())
 
 
+def row_values(metric: str, y_true: np.ndarray, scores: np.ndarray, *, logits: bool = True) -> np.ndarray:
+    """Per-row values whose mean is a ROW_MEAN_METRICS metric (log loss, 1/rank within k, hit within k)."""
+    from kit.metrics.ranking import true_rank
+
+    name, k = parse_metric(metric)
+    if name == "log_loss":
+        return log_loss_rows(y_true, scores, logits=logits)
+    r = true_rank(y_true, scores, k or 1)
+    if name == "map_at_k":
+        return np.where(r > 0, 1.0 / np.maximum(r, 1), 0.0)
+    if name == "top_k_accuracy":
+        return (r > 0).astype(np.float64)
+    raise ValueError(f"{metric!r} is not one of {ROW_MEAN_METRICS}")
+
+
 METRICS: dict[str, Callable[..., float]] = {
     "weighted_f1": weighted_f1,
     "macro_f1": macro_f1,
@@ -139,14 +164,21 @@ METRICS: dict[str, Callable[..., float]] = {
 
 
 def greater_is_better(metric: str) -> bool:
-    return metric != "log_loss"
+    return parse_metric(metric)[0] != "log_loss"
 
 
 def score(metric: str, y_true: np.ndarray, scores: np.ndarray, *, logits: bool = True) -> float:
-    """One metric on an [n, C] score array (logits by default)."""
-    if metric == "log_loss":
-        return log_loss(y_true, scores, scores.shape[1], logits=logits)
-    return METRICS[metric](y_true, scores, scores.shape[1])
+    """One metric (a kit metric name, `map_at_k@5` with its k) on an [n, C] score array (logits by default)."""
+    from kit.metrics import ranking
+
+    name, _ = parse_metric(metric)
+    if name in ROW_MEAN_METRICS:
+        return float(row_values(metric, y_true, scores, logits=logits).mean())
+    if name == "roc_auc":
+        return ranking.roc_auc(y_true, scores, logits=logits)
+    if name == "qwk":
+        return ranking.qwk(y_true, scores, scores.shape[1])
+    return METRICS[name](y_true, scores, scores.shape[1])
 
 
 def all_scores(y_true: np.ndarray, scores: np.ndarray, *, logits: bool = True) -> dict[str, float]:

@@ -67,7 +67,7 @@ def member_meta_score(meta: dict[str, Any], metric: str) -> tuple[float | None, 
 
 def member_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Source:
     art = load_member(ws.workdir, name, ws.expected(allow_stale=allow_stale))
-    metric = ws.cfg.competition.metric
+    metric = ws.cfg.competition.scored_by
     test = mean_view_probs(np.asarray(art.test))
     oof = mean_view_probs(np.asarray(art.oof))
     assert ws.train.labels is not None
@@ -114,7 +114,7 @@ def blend_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Sour
         kind="blend",
         name=name,
         test_probs=np.asarray(test, dtype=np.float64),
-        metric=str(winner.get("metric", ws.cfg.competition.metric)),
+        metric=str(winner.get("metric", ws.cfg.competition.scored_by)),
         cv_score=float(nested) if isinstance(nested, (int, float)) else None,
         cv_interval=winner.get("nested_interval"),
         score_kind="nested CV",

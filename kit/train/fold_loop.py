@@ -56,7 +56,7 @@ def run_hash(ws: Workspace, member: BaseModel, extra: dict[str, Any] | None = No
     payload = {
         "format": RUN_FORMAT,
         "member": member.model_dump(mode="json", exclude=NOT_HASHED),
-        "metric": ws.cfg.competition.metric,
+        "metric": ws.cfg.competition.scored_by,
         "folds": ws.folds.fingerprint,
         "data": ws.data_fingerprint,
         "test": ws.test_fingerprint,
@@ -216,7 +216,7 @@ def assemble(
     test = np.mean(tests, axis=0).astype(np.float32)
     y = ws.train.labels
     assert y is not None  # train tables always carry labels
-    metric = ws.cfg.competition.metric
+    metric = ws.cfg.competition.scored_by
     metrics = member_metrics(y, oof, ws.folds.fold, views, ws.classes, metric)
     summary = kind.describe(root, infos, clock)
     out = write_member(

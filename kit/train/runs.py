@@ -52,7 +52,7 @@ def member_intervals(cfg: KitConfig, rows: list[RunRow], level: float = 0.95) ->
         if oof.ndim != 3 or len(oof) != len(train.labels):
             continue
         probs = softmax(np.asarray(oof[:, 0, :], dtype=np.float64))
-        r.interval = score_interval(cfg.competition.metric, train.labels, probs, train.groups, level=level)
+        r.interval = score_interval(cfg.competition.scored_by, train.labels, probs, train.groups, level=level)
 
 
 def run_rows(
@@ -106,4 +106,4 @@ def _expected(cfg: KitConfig) -> Expected:
         return open_workspace(cfg, write=False).expected()
     except KitError:
         members = {n: m.model_dump(mode="json") for n, m in cfg.members.items()}
-        return Expected([], "", "", member_configs=members, metric=cfg.competition.metric)
+        return Expected([], "", "", member_configs=members, metric=cfg.competition.scored_by)

@@ -26,8 +26,8 @@ def member_metrics(
     present = np.flatnonzero(support > 0)
     return {
         "metric": metric,
-        "pooled": all_scores(y, plain),
-        "pooled_tta_mean": all_scores(y, mean),
+        "pooled": {**all_scores(y, plain), metric: score(metric, y, plain)},
+        "pooled_tta_mean": {**all_scores(y, mean), metric: score(metric, y, mean)},
         "per_view": {v: score(metric, y, oof[:, i]) for i, v in enumerate(views)},
         "per_fold": {str(f): score(metric, y[fold == f], plain[fold == f]) for f in np.unique(fold).tolist()},
         "per_class_f1": {c: float(f1[i]) for i, c in enumerate(classes)},

@@ -133,7 +133,7 @@ class ClipProbeKind:
     def fit_predict_fold(self, f: int, fold_dir: Path) -> FoldResult:
         ws, member, init = self.ws, self.member, self.init
         y = np.asarray(ws.train.labels)
-        metric = ws.cfg.competition.metric
+        metric = ws.cfg.competition.scored_by
         tr, va = ws.folds.train_idx(f), ws.folds.valid_idx(f)
         x_tr = self.train_emb[tr] if member.train_views else self.train_emb[tr, :1]
         y_tr = np.repeat(y[tr], x_tr.shape[1])

@@ -291,7 +291,7 @@ def run_epochs(kind: TimmKind, f: int, fold_dir: Path, ft: FoldTraining, state: 
     y = ws.train.labels
     assert y is not None
     y_train, y_valid = y[ft.train_idx], y[ft.valid_idx]
-    metric = ws.cfg.competition.metric
+    metric = ws.cfg.competition.scored_by
     higher = greater_is_better(metric)
     start_epoch = state.epoch + 1
     with kind.reporter.task(f"{kind.name} fold {f} epochs", total=m.epochs) as epochs_task:
