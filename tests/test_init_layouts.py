@@ -322,3 +322,28 @@ def test_metric_competitions_end_to_end(case: str, metric: list[str], tmp_path: 
         assert set(values) <= {"0", "1", "2", "3", "4"}
     else:
         assert all(len(v.split()) == 3 for v in values)  # 3 classes: a full ranked list
+
+
+def test_metric_config_errors_name_the_key(tmp_path: Path, runner) -> None:
+    """An unknown metric, a k-metric without k, k for a metric without one, qwk on unordered string labels."""
+    data = tmp_path / "dog"
+    data.mkdir()
+    dog_breed(data)
+    out = tmp_path / "kit.yaml"
+    assert invoke(runner, ["init", str(data), "--out", str(out)]).exit_code == 0
+
+    def validate(*sets: str) -> str:
+        r = invoke(runner, ["validate", str(out), *[a for s in sets for a in ("--set", s)]])
+        assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+        return r.output
+
+    assert "competition.metric" in validate("competition.metric=auc") and "roc_auc" in validate(
+        "competition.metric=auc"
+    )
+    assert "competition.metric_k" in validate("competition.metric=map_at_k")
+    assert "remove metric_k" in validate("competition.metric_k=5")
+    text = validate("competition.metric=qwk")
+    assert "qwk scores ordered grades" in text and "competition.classes" in text
+    ordered = "competition.classes=[collie, beagle, affenpinscher]"
+    r = invoke(runner, ["validate", str(out), "--set", "competition.metric=qwk", "--set", ordered])
+    assert r.exit_code == 0, r.output  # grades in the order the user gave

@@ -367,7 +367,6 @@ def _guess_train_table(g: Guess, train_csv: Path, folders: dict[Path, int], clas
     c = _train_columns(header, rows)
     g.id_column, g.image_column, g.label_column = c.id_column, c.image_column, c.label_column
     g.label_columns, g.group_column = c.label_columns, c.group_column
-    g.notes += c.notes
     g.missing += c.missing
     labels = (
         {r.get(c.label_column, "").strip() for r in rows} if c.label_column else set(c.label_columns or [])
@@ -376,6 +375,7 @@ def _guess_train_table(g: Guess, train_csv: Path, folders: dict[Path, int], clas
     if class_root is not None and labels and labels <= {d.name for d in class_root.iterdir() if d.is_dir()}:
         # the table's images sit in one folder per class (paddy disease): the folders are the labelled data
         _use_class_folders(g, class_root, f"; {g.train}'s labels are its folder names")
+        g.notes += [n for n in c.notes if not n.startswith("group column")]
         return
     keys = [r.get(g.image_column or g.id_column or "", "") for r in rows]
     img_dir = _find_image_folder(root, keys, folders, "train")
@@ -384,11 +384,11 @@ def _guess_train_table(g: Guess, train_csv: Path, folders: dict[Path, int], clas
     elif img_dir is None:
         g.missing.append("could not find the folder holding the train images; set competition.train_images")
     label = f"label columns {g.label_columns}" if g.label_columns else f"label column '{g.label_column}'"
-    g.notes.insert(
-        0,
+    g.notes.append(
         f"train table: {g.train} ({g.n_train} rows): id column '{g.id_column}', image column "
-        f"'{g.image_column}', {label} ({g.n_classes} classes)",
+        f"'{g.image_column}', {label} ({g.n_classes} classes)"
     )
+    g.notes += c.notes
     if g.id_column is None and g.image_column is None:
         g.missing.append("no id or image-path column found in the train table; set competition.id_column")
     if g.label_column is None and not g.label_columns:
