@@ -26,7 +26,7 @@ def print_runs(rows: list[RunRow], workdir: Path, metric: str, console: Console)
     t = Table(title=f"members in {workdir}: pooled out-of-fold scores (plain view)")
     for col in ("member", "kind"):
         t.add_column(col, overflow="fold")
-    for col in ("w-F1", "macro-F1", "acc", "logloss", f"{metric} 95% interval", "epochs", "time"):
+    for col in ("w-F1", "macro-F1", "acc", "logloss", f"{metric} [95% interval]", "epochs", "time"):
         t.add_column(col, justify="right", no_wrap=True)
     notes = []
     for r in rows:
@@ -40,7 +40,7 @@ def print_runs(rows: list[RunRow], workdir: Path, metric: str, console: Console)
             r.name,
             r.kind,
             *(f"{p.get(k, float('nan')):.4f}" for k in ("weighted_f1", "macro_f1", "accuracy", "log_loss")),
-            "-" if r.interval is None else f"{r.interval[1]:.4f}-{r.interval[2]:.4f}",
+            "-" if r.interval is None else f"{r.interval[0]:.4f} [{r.interval[1]:.4f}-{r.interval[2]:.4f}]",
             "-" if not r.epochs else (str(lo) if lo == hi else f"{lo}-{hi}"),
             f"{r.train_s:.0f}s" if r.train_s is not None else "-",
         )
