@@ -14,7 +14,7 @@ from typing import get_args
 import yaml
 
 from kit.config.schema import Metric
-from kit.data.table import IMAGE_EXTS, is_image, read_csv
+from kit.data.table import IMAGE_EXTS, is_float, is_image, is_int, read_csv
 
 ID_NAMES = (
     "id",
@@ -189,14 +189,6 @@ def _group_hint(name: str) -> str | None:
     return None
 
 
-def _is_number(v: str) -> bool:
-    try:
-        float(v)
-    except ValueError:
-        return False
-    return True
-
-
 def _find_image_folder(root: Path, keys: list[str], folders: dict[Path, int], prefer: str) -> Path | None:
     """The folder where the first table keys resolve, by file name or by stem."""
     probe = [k.strip().removeprefix("./") for k in keys[:20] if k.strip()]
@@ -259,12 +251,12 @@ def _train_columns(header: list[str], rows: list[dict[str, str]]) -> _Columns:
         if h not in keys
         and h not in groups
         and 1 < distinct[h] < n
-        and not (all(_is_number(v) for v in cols[h]) and not all(v.lstrip("-").isdigit() for v in cols[h]))
+        and not (all(is_float(v) for v in cols[h]) and not all(is_int(v) for v in cols[h]))
     ]
     out.label_column = _by_name(candidates, LABEL_NAMES)
     if out.label_column is None:
         plausible = [h for h in candidates if distinct[h] <= max(2, n // 2)]
-        text = [h for h in plausible if not all(v.lstrip("-").isdigit() for v in cols[h])]
+        text = [h for h in plausible if not all(is_int(v) for v in cols[h])]
         pool = text or plausible
         out.label_column = pool[-1] if pool else None
         if out.label_column:

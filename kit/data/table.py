@@ -9,13 +9,14 @@ import csv
 import hashlib
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kit.config.schema import Competition
+from kit.config.schema import COCO_SUFFIXES, TABLE_SUFFIXES, Competition
 from kit.data.encoding import decode_bytes
 from kit.errors import KitError
 
@@ -197,9 +198,17 @@ def _table_split(
     return ids, paths, (labels if labelled else None), (groups if labelled and comp.group_column else None)
 
 
-def _is_int(text: str) -> bool:
+_INT = re.compile(r"^[+-]?\d+$")
+
+
+def is_int(text: str) -> bool:
+    """An integer as written in a CSV cell (sign allowed, surrounding spaces ignored)."""
+    return bool(_INT.match(text.strip()))
+
+
+def is_float(text: str) -> bool:
     try:
-        int(text)
+        float(text)
     except ValueError:
         return False
     return True
@@ -293,14 +302,20 @@ def _folder_split(folder: Path, *, labelled: bool) -> tuple[list[str], list[Path
     return ids, paths, (labels if labelled else None)
 
 
+def _read_split(
+    comp: Competition, source: Path, images: Path | None, split: str, *, labelled: bool
+) -> tuple[list[str], list[Path], list[str] | None, list[str] | None]:
+    """ids, image paths, labels and groups of a split: a table, COCO-style JSON, or a folder."""
+    suffix = source.suffix.lower()
+    if suffix in TABLE_SUFFIXES:
+        return _table_split(comp, source, images, split, labelled=labelled)
+    if suffix in COCO_SUFFIXES:
+        return (*_coco_split(source, images, labelled=labelled), None)
+    return (*_folder_split(source, labelled=labelled), None)
+
+
 def load_train(comp: Competition) -> Table:
-    groups: list[str] | None = None
-    if comp.train_is_table:
-        ids, paths, labels, groups = _table_split(comp, comp.train, comp.train_images, "train", labelled=True)
-    elif comp.train_is_coco:
-        ids, paths, labels = _coco_split(comp.train, comp.train_images, labelled=True)
-    else:
-        ids, paths, labels = _folder_split(comp.train, labelled=True)
+    ids, paths, labels, groups = _read_split(comp, comp.train, comp.train_images, "train", labelled=True)
     assert labels is not None
     if comp.classes:
         classes = list(comp.classes)
@@ -308,7 +323,7 @@ def load_train(comp: Competition) -> Table:
         classes = list(comp.label_columns)
     else:
         classes = sort_classes(labels)
-        if comp.metric == "qwk" and not all(_is_int(c) for c in classes):
+        if comp.metric == "qwk" and not all(is_int(c) for c in classes):
             raise KitError(
                 f"competition.metric: qwk scores ordered grades, but the labels of {comp.train} are not numbers "
                 f"({classes[:5]}); list them in grade order in competition.classes"
@@ -333,10 +348,5 @@ def load_train(comp: Competition) -> Table:
 def load_test(comp: Competition, classes: list[str]) -> Table:
     if comp.test is None:
         raise KitError("competition.test is not set; point it at the test table or the test image folder")
-    if comp.test_is_table:
-        ids, paths, _, _ = _table_split(comp, comp.test, comp.test_images, "test", labelled=False)
-    elif comp.test_is_coco:
-        ids, paths, _ = _coco_split(comp.test, comp.test_images, labelled=False)
-    else:
-        ids, paths, _ = _folder_split(comp.test, labelled=False)
+    ids, paths, _, _ = _read_split(comp, comp.test, comp.test_images, "test", labelled=False)
     return Table(ids=ids, paths=paths, classes=classes)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from kit.data.table import is_int
 from kit.errors import KitError
-from kit.submit.sample import CsvFile, Layout, is_int
+from kit.submit.sample import CsvFile, Layout
 
 MISSING = {"", "nan", "none", "null", "na", "n/a", "inf", "-inf", "+inf", "infinity", "-infinity"}
 SUM_TOLERANCE = 1e-3

@@ -16,12 +16,12 @@ from typing import Literal
 
 from kit.config.schema import SubmissionConfig
 from kit.data.encoding import decode_bytes
+from kit.data.table import is_float, is_int
 from kit.errors import KitError
 
 Kind = Literal["label", "label_code", "proba", "binary_proba", "topk"]
 KINDS: tuple[Kind, ...] = ("label", "label_code", "proba", "binary_proba", "topk")
 UNNAMED = re.compile(r"^(Unnamed: \d+)?$")
-_INT = re.compile(r"^[+-]?\d+$")
 
 
 @dataclass(frozen=True)
@@ -95,18 +95,6 @@ class Layout:
         if self.kind == "label_code":
             return f"label_code: class index (0..{len(self.classes) - 1}) in column '{cols[0]}'"
         return f"label: class name in column '{cols[0]}'"
-
-
-def is_int(s: str) -> bool:
-    return bool(_INT.match(s.strip()))
-
-
-def is_float(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
 
 
 def _id_column(sample: CsvFile, cfg: SubmissionConfig, competition_id: str | None) -> int:
