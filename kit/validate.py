@@ -81,15 +81,15 @@ def check_data(cfg: KitConfig) -> list[str]:
             return None
 
     train = attempt(lambda: load_train(comp))
-    if train is None:
-        return problems
-    attempt(lambda: check_fold_plan(cfg, train))
-    test = attempt(lambda: load_test(comp, train.classes))
+    if train is not None:
+        attempt(lambda: check_fold_plan(cfg, train))
+    # the test table and the sample are checked even when the train table failed: every problem at once
+    test = attempt(lambda: load_test(comp, train.classes if train is not None else []))
     assert comp.sample_submission is not None  # check_paths reports it unset
     sample = attempt(lambda: read_csv_exact(comp.sample_submission, "sample submission"))  # type: ignore[arg-type]
     if sample is not None and not sample.rows:
         problems.append(f"{comp.sample_submission}: the sample submission has a header but no rows")
-    elif sample is not None:
+    elif sample is not None and train is not None:
         layout = attempt(
             lambda: detect_layout(sample, train.classes, comp.submission, comp.id_column, comp.scored_by)
         )

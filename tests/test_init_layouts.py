@@ -347,3 +347,20 @@ def test_metric_config_errors_name_the_key(tmp_path: Path, runner) -> None:
     ordered = "competition.classes=[collie, beagle, affenpinscher]"
     r = invoke(runner, ["validate", str(out), "--set", "competition.metric=qwk", "--set", ordered])
     assert r.exit_code == 0, r.output  # grades in the order the user gave
+
+
+def test_validate_reports_train_test_and_sample_problems_at_once(tmp_path: Path, runner) -> None:
+    """A train row without its image, a test row without its image and an empty sample: one run, all three."""
+    data = tmp_path / "aptos"
+    data.mkdir()
+    aptos(data)
+    out = tmp_path / "kit.yaml"
+    assert invoke(runner, ["init", str(data), "--out", str(out)]).exit_code == 0
+    (data / "train_images" / f"{3:012x}.png").unlink()
+    (data / "test_images" / f"{501:012x}.png").unlink()
+    (data / "sample_submission.csv").write_text("id_code,diagnosis\n", "utf-8")
+    r = invoke(runner, ["validate", str(out)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"image '{3:012x}' not found" in r.output
+    assert f"image '{501:012x}' not found" in r.output
+    assert "has a header but no rows" in r.output
