@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -48,11 +49,29 @@ class _Lazy:
         return f"<kit API function {self._module}.{self._name}>"
 
 
-# kit.train, kit.blend and kit.submit are also packages, and Python sets `kit.NAME` to a subpackage when it is
-# first imported. Importing the (light) packages here, before the names below are bound, keeps `kit.train` &
-# co. the functions for good; `import kit.train.run` still finds the package in sys.modules.
-for _package in ("kit.train", "kit.blend", "kit.submit"):
-    importlib.import_module(_package)
+# kit.train, kit.blend and kit.submit are packages and API functions at once: each package module is made
+# callable (its class becomes _ApiPackage), so `kit.blend(cfg, spec)` calls kit.blend.run.run_blend while
+# `import kit.blend.kernels` and `from kit.blend import rank_kernels` keep working as for any package.
+_PACKAGE_API = {
+    "kit.train": ("kit.train.run", "train"),
+    "kit.blend": ("kit.blend.run", "run_blend"),
+    "kit.submit": ("kit.submit.make", "make_submission"),
+}
+
+
+class _ApiPackage(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        module, name = _PACKAGE_API[self.__name__]
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        module, name = _PACKAGE_API[self.__name__]
+        return inspect.signature(getattr(importlib.import_module(module), name))
+
+
+for _package in _PACKAGE_API:
+    importlib.import_module(_package).__class__ = _ApiPackage
 
 if TYPE_CHECKING:  # the real functions, for type checkers and editors
     from kit.blend.run import run_blend as blend
@@ -60,7 +79,6 @@ if TYPE_CHECKING:  # the real functions, for type checkers and editors
     from kit.submit.make import make_submission as submit
     from kit.train.run import train
 else:
+    from kit import blend, submit, train  # the callable packages
+
     load_config = _Lazy("kit.config.load", "load_config")
-    train = _Lazy("kit.train.run", "train")
-    blend = _Lazy("kit.blend.run", "run_blend")
-    submit = _Lazy("kit.submit.make", "make_submission")

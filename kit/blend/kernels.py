@@ -13,8 +13,13 @@ compiled code in __pycache__, so the compile cost (a few seconds) is paid once p
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from kit.blend.numba_setup import configure
+
+configure()  # the cache folder and threading layer, before numba is imported
+
+import numba  # noqa: E402
 
 
 @numba.njit(cache=True, nogil=True)

@@ -9,8 +9,13 @@ roc_auc_score (average ranks). Importing this module imports numba; kit.blend.sc
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from kit.blend.numba_setup import configure
+
+configure()  # the cache folder and threading layer, before numba is imported
+
+import numba  # noqa: E402
 
 RADIX_BITS = 11
 RADIX = 1 << RADIX_BITS

@@ -1,0 +1,72 @@
+"""Where numba keeps kit's compiled kernels and how its threads wait: set before kit imports numba.
+
+- Cache: compiled kernels go to a user cache folder (`$XDG_CACHE_HOME/kit/numba`, else `~/.cache/kit/numba`,
+  else a folder in the temp dir when neither is writable), never beside kit's sources, so a read-only install
+  works and a second process loads the kernels instead of compiling them. `NUMBA_CACHE_DIR` set by the user wins.
+- Threads: numba's `workqueue` threading layer, whose idle threads sleep instead of spin-waiting. OpenMP's
+  default spin-wait made the threaded greedy kernel lose about half its speed whenever another process used the
+  cores (docs/blend.md has the numbers). `NUMBA_THREADING_LAYER` set by the user wins.
+
+Nothing here imports numba; `kernels_warm()` tells, without importing it, whether this install's kernels are
+already compiled in the cache (kit.blend.scoring picks the numpy engine for small searches when they are not).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+KERNEL_MODULES = ("kernels", "rank_kernels")
+
+
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".kit-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError:
+        return False
+    return True
+
+
+def default_cache_dir() -> Path:
+    """The first writable of $XDG_CACHE_HOME/kit/numba, ~/.cache/kit/numba, $TMPDIR/kit-numba-USER."""
+    candidates = []
+    if os.environ.get("XDG_CACHE_HOME"):
+        candidates.append(Path(os.environ["XDG_CACHE_HOME"]) / "kit" / "numba")
+    candidates.append(Path.home() / ".cache" / "kit" / "numba")
+    user = os.environ.get("USER") or str(os.getuid() if hasattr(os, "getuid") else "user")
+    candidates.append(Path(tempfile.gettempdir()) / f"kit-numba-{user}")
+    for c in candidates:
+        if _writable(c):
+            return c
+    return candidates[-1]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ["NUMBA_CACHE_DIR"]) if os.environ.get("NUMBA_CACHE_DIR") else default_cache_dir()
+
+
+def configure() -> None:
+    """Set the cache folder and the threading layer unless the user chose them (call before importing numba)."""
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        os.environ["NUMBA_CACHE_DIR"] = str(default_cache_dir())
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    if (
+        "numba" in sys.modules
+    ):  # imported before kit: its config was read already; the cache folder still applies
+        from numba.core import config
+
+        config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]  # type: ignore[attr-defined]
+
+
+def kernels_warm() -> bool:
+    """Whether this install's blend kernels are compiled in the cache (numba's index files are there)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    # numba's UserProvidedCacheLocator: <cache>/<folder name>_<sha1 of the source folder's absolute path>
+    folder = cache_dir() / f"{os.path.basename(here)}_{hashlib.sha1(here.encode()).hexdigest()}"
+    return all(any(folder.glob(f"{m}.*.nbi")) for m in KERNEL_MODULES)
