@@ -55,13 +55,16 @@ def configure() -> None:
     """Set the cache folder and the threading layer unless the user chose them (call before importing numba)."""
     if not os.environ.get("NUMBA_CACHE_DIR"):
         os.environ["NUMBA_CACHE_DIR"] = str(default_cache_dir())
+    user_layer = bool(os.environ.get("NUMBA_THREADING_LAYER"))
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-    if (
-        "numba" in sys.modules
-    ):  # imported before kit: its config was read already; the cache folder still applies
+    if "numba" in sys.modules:
+        # numba was imported before kit and read its config then; both settings still apply (the cache folder
+        # at the first compile, the threading layer when the threads first start)
         from numba.core import config
 
         config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]  # type: ignore[attr-defined]
+        if not user_layer:
+            config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
 
 def kernels_warm() -> bool:

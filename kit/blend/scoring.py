@@ -24,11 +24,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from kit.blend.space import EPS32, Space, as_space
-from kit.metrics.ranking import binary_auc, qwk_from_confusion, true_rank
+from kit.metrics.ranking import binary_auc, qwk_from_confusion, qwk_from_confusions, true_rank
 from kit.metrics.scores import LABEL_METRICS, greater_is_better, parse_metric, score_from_counts
 
 ENGINES = ("auto", "numba", "numpy")
 PARALLEL_MIN_ROWS = 50_000  # below this, starting threads costs more than it saves
+# below this many rows, and while numba's kernels are not compiled yet, 'auto' uses the numpy engine: compiling
+# costs about 6 s, more than a search of this size takes with numpy (bench/bench_blend_vs_autogluon.py)
+COLD_NUMBA_MIN_ROWS = 50_000
 SPREAD_SAFETY, SPREAD_SLACK = 1 + 1e-5, 1e-6  # float32 rounding of the sums is far below this margin
 SETTLED_MIN_SHARE = 0.25  # SettledSearch rescores only the open rows once this share of rows is settled
 
@@ -212,11 +215,17 @@ ENGINE_CLASSES: dict[str, type[NumpyEngine] | type[NumbaEngine]] = {
 }
 
 
-def resolve_engine(engine: str) -> type[NumpyEngine] | type[NumbaEngine]:
-    """The engine class `engine` names; 'auto' is numba when it imports, else numpy."""
+def resolve_engine(engine: str, n: int | None = None) -> type[NumpyEngine] | type[NumbaEngine]:
+    """The engine class `engine` names. 'auto' is numba when it imports and either its kernels are already
+    compiled in the cache or the search is large (n >= COLD_NUMBA_MIN_ROWS rows); else numpy, so the first blend
+    after an install does not wait for the compiler on a search that takes well under a second either way."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "auto":
+        from kit.blend.numba_setup import kernels_warm
+
+        if n is not None and n < COLD_NUMBA_MIN_ROWS and not kernels_warm():
+            return NumpyEngine
         try:
             import kit.blend.kernels  # noqa: F401
         except ImportError:
@@ -242,7 +251,7 @@ class FastScorer:
         self.space = as_space(space)
         self.labels = Labels(y, n_classes)
         self.y, self.n, self.n_classes = self.labels.y, self.labels.n, n_classes
-        self.engine: NumpyEngine | NumbaEngine = resolve_engine(engine)(self.labels)
+        self.engine: NumpyEngine | NumbaEngine = resolve_engine(engine, len(self.labels.y))(self.labels)
         self.sign = 1.0 if greater_is_better(metric) else -1.0
         self.argmax_metric = self.name in LABEL_METRICS
         self._support = np.bincount(self.y, minlength=n_classes).astype(np.float64)
@@ -268,6 +277,17 @@ class FastScorer:
         return float(
             score_from_counts(self.name, np.diag(cm).astype(np.float64), cm.sum(axis=0), self._support)
         )
+
+    def from_confusions(self, cms: np.ndarray) -> list[float]:
+        """The metric of each of K confusion matrices [K, C, C] at once (greedy's round: one per candidate).
+        Bit-equal to `from_confusion` of each: the same additions in the same order (macro F1, whose batched
+        masked mean may round differently, is scored one matrix at a time)."""
+        if self.name == "macro_f1":
+            return [self.from_confusion(cm) for cm in cms]
+        if self.name == "qwk":
+            return [float(v) for v in qwk_from_confusions(cms)]
+        tp = np.diagonal(cms, axis1=1, axis2=2).astype(np.float64)
+        return [float(v) for v in score_from_counts(self.name, tp, cms.sum(axis=1), self._support)]
 
     def _rank(self) -> RankMetric:
         if self._ranks is None:
@@ -443,7 +463,10 @@ class TileSearch:
         k: Any = engine.kernels
         self.scorer, self.X, self._kernels = scorer, X, k
         self.idx = np.asarray(idx, dtype=np.int64)
-        threads = engine.threads()
+        n_rows = X.shape[1]
+        threads = (
+            engine.threads() if n_rows >= PARALLEL_MIN_ROWS else 1
+        )  # small searches: one thread, unasked
         self.Q, self.step, big = k.quantize(X, self.idx, threads)
         self.big = dict(zip(idx, big.tolist(), strict=True))
         n, C = X.shape[1], X.shape[2]
@@ -475,4 +498,4 @@ class TileSearch:
             self.exact += self._kernels.search_blocks(*args, 0, self.T.shape[0])
         self.pending = -1
         cms = H.sum(axis=1).reshape(K, C, C)
-        return [self.scorer.gain(self.scorer.from_confusion(cms[k])) for k in range(K)]
+        return [self.scorer.gain(v) for v in self.scorer.from_confusions(cms)]
