@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import write_csv
+from conftest import invoke, write_csv
 from train_helpers import CLASSES, make_competition, member, write_config
 
 SPEC = {
@@ -126,7 +127,7 @@ def test_stack_with_postprocessing_recipe_equals_the_blend_engine(home: Path) ->
                 "space": spec.space,
                 "blender": "stack",
                 "blender_kind": "stack",
-                "weights": {c.name: float(w) for c, w in zip(cands.specs, win.blender.weights_)},
+                "weights": {c.name: float(w) for c, w in zip(cands.specs, win.blender.weights_, strict=True)},
                 "candidates": {
                     c.name: {"member": c.member, "views": list(c.views), "temperature": c.temperature}
                     for c in cands.specs
@@ -142,3 +143,120 @@ def test_stack_with_postprocessing_recipe_equals_the_blend_engine(home: Path) ->
         logits.update(Predictor.from_workspace(home / "kit.yaml", member=name).member_logits(images_of(home)))
     got = apply(blend_recipe(winner), logits)
     assert np.array_equal(got, want), np.abs(got - want).max()
+
+
+# ---------------------------------------------------------------- the CLI: workspace, bundle, bad input
+
+
+def test_cli_predict_writes_the_same_csv_as_kit_submit(home: Path, tmp_path: Path, runner) -> None:
+    r = invoke(runner, ["submit", "ensembles/stack.yaml", "--out", str(tmp_path / "sub.csv")], cwd=home)
+    assert r.exit_code == 0, r.output
+    args = [
+        "predict",
+        "ensembles/stack.yaml",
+        "--images",
+        "data/test.csv",
+        "--sample",
+        "data/sample_submission.csv",
+    ]
+    r = invoke(runner, [*args, "--out", str(tmp_path / "pred.csv"), "--workers", "1"], cwd=home)
+    assert r.exit_code == 0, r.output
+    assert "images/s" in r.output and "cnx" in r.output
+    assert (tmp_path / "pred.csv").read_text() == (tmp_path / "sub.csv").read_text()
+    # a folder, no sample: id,label plus the probabilities
+    r = invoke(
+        runner,
+        ["predict", "--member", "cnx", "--images", "data/test", "--out", str(tmp_path / "m.csv")],
+        cwd=home,
+    )
+    assert r.exit_code == 0, r.output
+    rows = list(csv.reader((tmp_path / "m.csv").open()))
+    probs = np.load(tmp_path / "m.npy")
+    assert rows[0] == ["id", "label"] and [x[0] for x in rows[1:]] == [f"t{j:03d}" for j in range(8)]
+    assert probs.shape == (8, 3) and [x[1] for x in rows[1:]] == [CLASSES[i] for i in probs.argmax(1)]
+
+
+def test_bundle_predicts_alone_after_the_workspace_is_gone(home: Path, tmp_path: Path, runner) -> None:
+    want = np.load(home / "work" / "blends" / "stack" / "test_probs.npy")
+    ws = tmp_path / "ws"
+    shutil.copytree(home, ws, symlinks=True)
+    r = invoke(runner, ["export", "ensembles/stack.yaml", "--out", str(tmp_path / "b0")], cwd=ws)
+    assert r.exit_code == 0, r.output
+    assert "MB" in r.output
+    manifest = json.loads((tmp_path / "b0" / "manifest.json").read_text())
+    assert {"torch", "timm", "open_clip_torch"} <= set(manifest["versions"])
+    assert not any(f.endswith((".png", ".csv", ".npy")) for f in manifest["files"])
+    shutil.copytree(tmp_path / "b0", tmp_path / "fresh" / "bundle")
+    shutil.copytree(ws / "data" / "test", tmp_path / "fresh" / "test")
+    shutil.copy(ws / "data" / "sample_submission.csv", tmp_path / "fresh" / "sample.csv")
+    shutil.rmtree(ws)
+    shutil.rmtree(tmp_path / "b0")
+    fresh = tmp_path / "fresh"
+    from kit import Predictor
+
+    p = Predictor.load(fresh / "bundle")
+    got = p.predict_proba(sorted((fresh / "test").glob("*.png")))
+    assert np.array_equal(got, want), np.abs(got - want).max()
+    args = ["predict", "--bundle", "bundle", "--images", "test", "--sample", "sample.csv", "--out", "sub.csv"]
+    r = invoke(runner, args, cwd=fresh)
+    assert r.exit_code == 0, r.output
+    rows = list(csv.reader((fresh / "sub.csv").open()))
+    assert [x[1] for x in rows[1:]] == [CLASSES[i] for i in want.argmax(1)]
+    # a changed file is named, nothing written
+    w = fresh / "bundle" / "members" / "cnx" / "fold1.safetensors"
+    w.write_bytes(w.read_bytes()[:-1] + b"\x00")
+    r = invoke(runner, [*args[:-1], "sub2.csv"], cwd=fresh)
+    assert r.exit_code == 1 and "members/cnx/fold1.safetensors" in r.output and "sha256" in r.output
+    assert "Traceback" not in r.output and not (fresh / "sub2.csv").exists()
+
+
+def test_bad_images_are_all_listed_and_nothing_is_written(home: Path, tmp_path: Path, runner) -> None:
+    folder = tmp_path / "imgs"
+    shutil.copytree(home / "data" / "test", folder)
+    (folder / "t001.png").write_bytes(b"not a png")
+    (folder / "t005.png").write_bytes(b"")
+    r = invoke(
+        runner,
+        ["predict", "--member", "cnx", "--images", str(folder), "--out", str(tmp_path / "x.csv")],
+        cwd=home,
+    )
+    assert r.exit_code == 1 and "2 image(s) could not be read" in r.output
+    assert "t001.png" in r.output and "t005.png" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.npy").exists()
+
+
+def test_sample_of_other_classes_is_refused(home: Path, tmp_path: Path, runner) -> None:
+    sample = write_csv(
+        tmp_path / "s.csv", ["id", "ant", "bee", "cow"], [[f"t{j:03d}", "0", "0", "1"] for j in range(8)]
+    )
+    args = [
+        "predict",
+        "--member",
+        "cnx",
+        "--images",
+        "data/test",
+        "--sample",
+        str(sample),
+        "--out",
+        str(tmp_path / "x.csv"),
+    ]
+    r = invoke(runner, args, cwd=home)
+    assert r.exit_code == 1 and "Traceback" not in r.output and not (tmp_path / "x.csv").exists()
+    assert "cat" in r.output or "class" in r.output
+
+
+def test_missing_fold_checkpoint_names_member_fold_and_fix(home: Path, tmp_path: Path, runner) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(home, ws, symlinks=True)
+    cfg = yaml.safe_load((ws / "kit.yaml").read_text())
+    cfg["competition"]["root"] = str(ws / "data")
+    (ws / "kit.yaml").write_text(yaml.safe_dump(cfg))
+    best = next((ws / "work" / "runs" / "cnx").glob("*/fold1/best.pt"))
+    best.unlink()
+    r = invoke(
+        runner,
+        ["predict", "--member", "cnx", "--images", "data/test", "--out", str(tmp_path / "x.csv")],
+        cwd=ws,
+    )
+    assert r.exit_code == 1 and "member 'cnx' fold 1" in r.output and "kit train cnx" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "x.csv").exists()
