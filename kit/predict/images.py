@@ -41,7 +41,9 @@ def read_images(path: Path, id_column: str | None = "id", image_column: str | No
         return ImageSet(ids, list(paths))
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise KitError(f"--images {path}: not a folder or a table ({', '.join(TABLE_SUFFIXES)})")
-    comp = Competition.model_construct(id_column=id_column, image_column=image_column, root=path.parent)
+    comp = Competition.model_construct(
+        id_column=id_column, image_column=image_column, root=path.parent, train=path
+    )
     ids, paths, _, _ = _table_split(comp, path, path.parent, "test", labelled=False)
     return ImageSet(ids, list(paths))
 

@@ -77,6 +77,7 @@ def predict_files(
     probs = predictor.predict_proba(imgs.items)
     warnings: list[str] = []
     npy = None
+    kind: str
     if sample_file is not None and layout is not None:
         sub = build_rows(sample_file, layout, imgs.ids, probs)
         rep = check_submission_rows(sub, sample_file, layout)
