@@ -8,6 +8,8 @@ The Python API is what the CLI commands call, each over a loaded config and retu
     trained = kit.train(cfg)                          # TrainResult: member -> artifact folder
     blended = kit.blend(cfg, "ensembles/all.yaml")    # BlendResult: winner, nested score, weights...
     sub = kit.submit(cfg, "ensembles/all.yaml")       # SubmitResult: the CSV's path, its source and CV score
+    p = kit.Predictor.from_workspace(cfg, ensemble="ensembles/all.yaml")  # or Predictor.load("bundle/")
+    probs = p.predict_proba(["new/001.jpg"])          # [n, C] in p.classes order (kit predict, kit export)
 
 Importing kit is instant: torch, numpy and the rest load on the first call.
 """
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["blend", "load_config", "submit", "train"]
+__all__ = ["Predictor", "blend", "load_config", "submit", "train"]
 
 
 class _Lazy:
@@ -76,9 +78,17 @@ for _package in _PACKAGE_API:
 if TYPE_CHECKING:  # the real functions, for type checkers and editors
     from kit.blend.run import run_blend as blend
     from kit.config.load import load_config
+    from kit.predict.predictor import Predictor
     from kit.submit.make import make_submission as submit
     from kit.train.run import train
 else:
     from kit import blend, submit, train  # the callable packages
 
     load_config = _Lazy("kit.config.load", "load_config")
+
+
+def __getattr__(name: str) -> Any:
+    """`kit.Predictor`, a class, imported on first access (numpy and the rest load with it)."""
+    if name == "Predictor":
+        return importlib.import_module("kit.predict.predictor").Predictor
+    raise AttributeError(f"module 'kit' has no attribute {name!r}")

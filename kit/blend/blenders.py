@@ -349,6 +349,7 @@ class Stack:
             "classes_seen": [int(c) for c in self.model_.classes_],
             "coef": self.model_.coef_.tolist(),
             "intercept": self.model_.intercept_.tolist(),
+            "dtype": str(self.model_.coef_.dtype),  # kit predict rebuilds the model bit for bit
         }
 
 

@@ -210,7 +210,8 @@ def demo(
 # isort: off
 import kit.cli.train  # noqa: E402  (train, runs: listed first in --help)
 import kit.cli.blend  # noqa: E402
-import kit.cli.submit  # noqa: E402, F401
+import kit.cli.submit  # noqa: E402
+import kit.cli.predict  # noqa: E402, F401
 # isort: on
 
 

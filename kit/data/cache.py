@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,14 +45,21 @@ def to_uint8(a: np.ndarray) -> np.ndarray:
 def decode_image(path: Path, size: int, resample: str = "bicubic") -> np.ndarray:
     """uint8 RGB [size, size, 3]: EXIF orientation applied; 16-bit and float images scaled to 8 bits, not
     clipped (PIL's convert("RGB") clips 16-bit values at 255)."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     with Image.open(path) as im:
         im.load()
-        img = ImageOps.exif_transpose(im)
-        if img.mode in WIDE_MODES:
-            img = Image.fromarray(to_uint8(np.asarray(img)))
-        rgb = img.convert("RGB")
+        return decode_pil(im, size, resample)
+
+
+def decode_pil(im: Any, size: int, resample: str = "bicubic") -> np.ndarray:
+    """decode_image's pixels from an open PIL image (kit predict takes images in memory too)."""
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(im)
+    if img.mode in WIDE_MODES:
+        img = Image.fromarray(to_uint8(np.asarray(img)))
+    rgb = img.convert("RGB")
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), resample=RESAMPLE[resample])
     DecodeStats.decoded += 1

@@ -89,6 +89,16 @@ def fit_member_head(
     )
 
 
+HEAD_FILE = "head.npz"  # a fold's head (weight [C, D], bias [C]): what `kit predict` runs on new images
+
+
+def save_head(fold_dir: Path, head: LinearHead) -> None:
+    from kit.artifacts.atomic import atomic_file
+
+    with atomic_file(fold_dir / HEAD_FILE) as tmp, tmp.open("wb") as f:
+        np.savez(f, weight=head.weight, bias=head.bias)
+
+
 @register_kind("clip_probe")
 @dataclass
 class ClipProbeKind:
@@ -154,6 +164,7 @@ class ClipProbeKind:
                 member.seed + f,
                 self.device,
             )
+        save_head(fold_dir, head)
         oof = head.logits(self.train_emb[va]).astype(np.float32)
         test = head.logits(self.test_emb).astype(np.float32)
         ran = len(head.history) - (1 if init is not None else 0)

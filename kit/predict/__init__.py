@@ -1,0 +1,9 @@
+"""`kit predict` and `kit export`: a trained ensemble as a portable predictor (docs/predict.md).
+
+images.py     image inputs (folder, table, paths, PIL images, uint8 arrays) decoded once per size
+members.py    a member's fold models run over decoded images, one model at a time
+recipe.py     the blend winner (or one member) as data, and applying it to the members' logits
+predictor.py  `Predictor`: from a workspace or a bundle
+bundle.py     `kit export`: the self-contained bundle and its manifest
+run.py        what the CLI calls: predict a folder or table into a sample-shaped CSV
+"""

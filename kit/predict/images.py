@@ -1,0 +1,142 @@
+"""New images for `kit predict`: where they come from, and decoding them once per (size, resample).
+
+Decoding is training's (kit.data.cache.decode_image / decode_pil: EXIF orientation, 16-bit scaling, the model's
+resize filter), run in DataLoader workers, and written to a temporary uint8 memory map [n, S, S, 3]: every fold
+model of every member at that size reads it, so memory holds one batch of images whatever n is, and each image
+is decoded once. Every unreadable image is listed in one KitError before any model runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kit.errors import KitError
+
+ImageInput = Any  # a path (str or Path), a PIL image, or a uint8 array [H, W], [H, W, 3] or [H, W, 4]
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images to predict, with the ids a submission needs (folder: path stem; table: its id column)."""
+
+    ids: list[str]
+    items: list[ImageInput]
+
+
+def read_images(path: Path, id_column: str | None = "id", image_column: str | None = None) -> ImageSet:
+    """A folder of images (ids: relative paths without extension) or a table (CSV) with an id and an image
+    column, image paths relative to the table's folder (the test table's columns, as kit.yaml names them)."""
+    from kit.config.schema import Competition
+    from kit.data.table import TABLE_SUFFIXES, _folder_split, _table_split
+
+    if not path.exists():
+        raise KitError(f"--images {path}: not found; give a folder of images or a CSV table of them")
+    if path.is_dir():
+        ids, paths, _ = _folder_split(path, labelled=False)
+        return ImageSet(ids, list(paths))
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise KitError(f"--images {path}: not a folder or a table ({', '.join(TABLE_SUFFIXES)})")
+    comp = Competition.model_construct(
+        id_column=id_column, image_column=image_column, root=path.parent, train=path
+    )
+    ids, paths, _, _ = _table_split(comp, path, path.parent, "test", labelled=False)
+    return ImageSet(ids, list(paths))
+
+
+def decode_item(item: ImageInput, size: int, resample: str) -> np.ndarray:
+    from PIL import Image
+
+    from kit.data.cache import decode_image, decode_pil
+
+    if isinstance(item, (str, Path)):
+        return decode_image(Path(item), size, resample)
+    if isinstance(item, np.ndarray):
+        if (
+            item.dtype != np.uint8
+            or item.ndim not in (2, 3)
+            or (item.ndim == 3 and item.shape[2] not in (3, 4))
+        ):
+            raise ValueError(
+                f"array of dtype {item.dtype} and shape {item.shape}; expected uint8 [H, W(, 3|4)]"
+            )
+        item = Image.fromarray(item)
+    if isinstance(item, Image.Image):
+        return decode_pil(item, size, resample)
+    raise ValueError(f"a {type(item).__name__}; give a path, a PIL image or a uint8 array")
+
+
+def describe_item(item: ImageInput, i: int) -> str:
+    return str(item) if isinstance(item, (str, Path)) else f"image {i} ({type(item).__name__})"
+
+
+class DecodeSet:  # a torch Dataset by protocol (torch is imported lazily)
+    """Item i: (i, uint8 [S, S, 3], problem text or '')."""
+
+    def __init__(self, items: Sequence[ImageInput], size: int, resample: str) -> None:
+        self.items, self.size, self.resample = items, size, resample
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray, str]:
+        item = self.items[i]
+        try:
+            return i, decode_item(item, self.size, self.resample), ""
+        except FileNotFoundError:
+            problem = "missing"
+        except Exception as e:  # PIL raises several types for corrupt files
+            problem = f"unreadable ({type(e).__name__}: {e})"
+        return i, np.zeros((self.size, self.size, 3), np.uint8), f"{describe_item(item, i)}: {problem}"
+
+
+def _collate(batch: list[tuple[int, np.ndarray, str]]) -> list[tuple[int, np.ndarray, str]]:
+    return batch
+
+
+def spool(
+    items: Sequence[ImageInput],
+    size: int,
+    resample: str,
+    folder: Path,
+    *,
+    workers: int = 0,
+    batch_size: int = 64,
+    on_batch: Any = None,
+) -> np.ndarray:
+    """Decode every image into folder/SIZE-RESAMPLE.npy (uint8 [n, S, S, 3], memory-mapped); raises a KitError
+    listing every missing or unreadable image."""
+    from torch.utils.data import DataLoader
+
+    from kit.data.cache import RESAMPLE
+
+    if resample not in RESAMPLE:
+        raise KitError(f"unknown resample '{resample}'; choose from {sorted(RESAMPLE)}")
+    out = np.lib.format.open_memmap(
+        folder / f"{size}px-{resample}.npy", mode="w+", dtype=np.uint8, shape=(len(items), size, size, 3)
+    )
+    loader: DataLoader[Any] = DataLoader(
+        DecodeSet(items, size, resample),  # type: ignore[arg-type]
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+    )
+    bad: list[str] = []
+    for batch in loader:
+        for i, pixels, problem in batch:
+            out[i] = pixels
+            if problem:
+                bad.append(problem)
+        if on_batch is not None:
+            on_batch(len(batch))
+    if bad:
+        raise KitError(
+            f"{len(bad)} image(s) could not be read; replace or remove them, then run again (nothing was written):",
+            problems=bad,
+        )
+    out.flush()
+    return out
