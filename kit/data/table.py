@@ -110,6 +110,7 @@ class _ImageIndex:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._by_stem: dict[str, Path] | None = None
+        self._by_number: dict[int, Path] | None = None
 
     def find(self, key: str) -> Path | None:
         direct = self.folder / key
@@ -123,7 +124,16 @@ class _ImageIndex:
                     if entry.is_file() and is_image(p):
                         self._by_stem.setdefault(p.stem, p)
                         self._by_stem.setdefault(p.name, p)
-        return self._by_stem.get(key) or self._by_stem.get(Path(key).name)
+        found = self._by_stem.get(key) or self._by_stem.get(Path(key).name)
+        if found is None and is_int(key):  # id 1 for a zero-padded file name 00001.png
+            if self._by_number is None:
+                numbers: dict[int, list[Path]] = {}
+                for stem, p in self._by_stem.items():
+                    if stem == p.stem and is_int(stem):
+                        numbers.setdefault(int(stem), []).append(p)
+                self._by_number = {k: v[0] for k, v in numbers.items() if len(v) == 1}
+            found = self._by_number.get(int(key))
+        return found
 
 
 def _table_split(

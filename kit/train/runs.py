@@ -36,6 +36,7 @@ def member_intervals(cfg: KitConfig, rows: list[RunRow], level: float = 0.95) ->
     from kit.blend.selection import score_interval
     from kit.data.table import load_train
     from kit.errors import KitError
+    from kit.metrics.multilabel import sigmoid
     from kit.metrics.scores import softmax
 
     try:
@@ -51,7 +52,8 @@ def member_intervals(cfg: KitConfig, rows: list[RunRow], level: float = 0.95) ->
         oof = np.load(path, mmap_mode="r")
         if oof.ndim != 3 or len(oof) != len(train.labels):
             continue
-        probs = softmax(np.asarray(oof[:, 0, :], dtype=np.float64))
+        plain = np.asarray(oof[:, 0, :], dtype=np.float64)
+        probs = sigmoid(plain) if train.multilabel else softmax(plain)
         r.interval = score_interval(cfg.competition.scored_by, train.labels, probs, train.groups, level=level)
 
 
