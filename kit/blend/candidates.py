@@ -113,6 +113,8 @@ def _to_space(logits: np.ndarray, t: float, space: Space) -> np.ndarray:
 def build_candidates(
     spec: EnsembleSpec, choices: dict[str, MemberChoice], arts: dict[str, MemberArtifact], y: np.ndarray
 ) -> Candidates:
+    if np.ndim(y) == 2:  # multi-label: per-label sigmoid probabilities or logits (kit.blend.multilabel)
+        return _multilabel_candidates(spec, choices, arts, y)
     space = as_space(spec.space)
     specs: list[CandidateSpec] = []
     oof_cols, test_cols = [], []
@@ -128,4 +130,30 @@ def build_candidates(
             test_cols.append(_to_space(test, temp, space))
     return Candidates(
         specs=specs, oof=np.stack(oof_cols, axis=1), test=np.stack(test_cols, axis=1), space=space
+    )
+
+
+def _multilabel_candidates(
+    spec: EnsembleSpec, choices: dict[str, MemberChoice], arts: dict[str, MemberArtifact], Y: np.ndarray
+) -> Candidates:
+    from kit.blend import multilabel as ml
+
+    space = ml.multilabel_space(spec.space)
+    specs: list[CandidateSpec] = []
+    oof_cols, test_cols = [], []
+    for name, choice in choices.items():
+        art = arts[name]
+        for suffix, views in _view_sets(art, choice):
+            oof = _mean_logits(art.oof, art, views)
+            test = _mean_logits(art.test, art, views)
+            t = choice.temperature
+            temp = ml.fit_temperature(oof, Y) if t == "fit" else float(t or 1.0)
+            specs.append(CandidateSpec(f"{name}{suffix}", name, views, temp))
+            oof_cols.append(space.encode(oof / temp).astype(np.float32))
+            test_cols.append(space.encode(test / temp).astype(np.float32))
+    return Candidates(
+        specs=specs,
+        oof=np.stack(oof_cols, axis=1),
+        test=np.stack(test_cols, axis=1),
+        space=space,  # type: ignore[arg-type]
     )

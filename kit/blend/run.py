@@ -106,10 +106,18 @@ def blend(
             "run `kit train NAME` again with the current kit.yaml"
         )
     P, fold = cands.oof, ws.folds.fold
-    pp = variants(spec.postprocess, metric)
+    multilabel = ws.train.multilabel
+    pp_spec = spec.postprocess
+    if multilabel and pp_spec.thresholds.at_least_one is None:
+        at_least_one = ws.cfg.competition.at_least_one_label
+        pp_spec = pp_spec.model_copy(
+            update={"thresholds": pp_spec.thresholds.model_copy(update={"at_least_one": at_least_one})}
+        )
+    pp = variants(pp_spec, metric, multilabel=multilabel)
+    space: Any = cands.space if multilabel else spec.space  # multi-label blenders take the space object
     rows = []
     for b in with_baseline(spec.blenders):
-        rows.extend(evaluate_blender(b, pp, spec.postprocess, P, y, fold, metric, spec.space))
+        rows.extend(evaluate_blender(b, pp, pp_spec, P, y, fold, metric, space))
     codes = group_codes(ws.train.groups, len(y))
     judged = judge(rows, y, fold, codes, metric, spec.selection)
     win = rows[judged.winner]
