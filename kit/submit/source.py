@@ -131,5 +131,6 @@ def blend_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Sour
             "selection_rule": (winner.get("selection") or {}).get("rule"),
             "selection_aware_score": winner.get("selection_aware_score"),
             "selection_aware_interval": winner.get("selection_aware_interval"),
+            **({"postprocess": winner.get("postprocess")} if ws.train.multilabel else {}),
         },
     )
