@@ -20,7 +20,9 @@ from kit.metrics.multilabel import f1_of_counts
 DEFAULT_GRID = tuple(float(t) for t in np.round(np.arange(0.05, 0.96, 0.05), 2))
 
 
-def _by_grid(metric: str, col: np.ndarray, y: np.ndarray, grid: np.ndarray, rest: dict[str, Any]) -> np.ndarray:
+def _by_grid(
+    metric: str, col: np.ndarray, y: np.ndarray, grid: np.ndarray, rest: dict[str, Any]
+) -> np.ndarray:
     """[G] the metric with this label's threshold at each grid value (the other labels' counts in `rest`)."""
     pred = col[:, None] >= grid[None, :]  # [n, G]
     hit = pred & y[:, None]

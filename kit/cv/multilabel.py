@@ -13,9 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def iterative_stratification(
-    Y: np.ndarray, k: int, seed: int, groups: list[str] | None = None
-) -> np.ndarray:
+def iterative_stratification(Y: np.ndarray, k: int, seed: int, groups: list[str] | None = None) -> np.ndarray:
     """Fold index per row (int64 [n]) for the 0/1 label matrix Y [n, L]; rows of one group share a fold."""
     Y = np.asarray(Y, dtype=np.int64)
     n = len(Y)

@@ -404,7 +404,12 @@ def _guess_train_table(g: Guess, train_csv: Path, folders: dict[Path, int], clas
     if c.task == "multilabel" and c.label_column:
         labels = {t for r in rows for t in r.get(c.label_column, "").split()}
     g.n_classes = len(labels) or None
-    if class_root is not None and c.task != "multilabel" and labels and labels <= {d.name for d in class_root.iterdir() if d.is_dir()}:
+    if (
+        class_root is not None
+        and c.task != "multilabel"
+        and labels
+        and labels <= {d.name for d in class_root.iterdir() if d.is_dir()}
+    ):
         # the table's images sit in one folder per class (paddy disease): the folders are the labelled data
         _use_class_folders(g, class_root, f"; {g.train}'s labels are its folder names")
         g.notes += [n for n in c.notes if not n.startswith("group column")]

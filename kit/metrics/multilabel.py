@@ -72,7 +72,9 @@ def column_aucs(Y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     from kit.metrics.ranking import binary_auc
 
     Yb = np.asarray(Y, dtype=bool)
-    return np.array([binary_auc(Yb[:, j], np.asarray(scores[:, j], dtype=np.float64)) for j in range(Yb.shape[1])])
+    return np.array(
+        [binary_auc(Yb[:, j], np.asarray(scores[:, j], dtype=np.float64)) for j in range(Yb.shape[1])]
+    )
 
 
 def score(metric: str, Y: np.ndarray, scores: np.ndarray, *, logits: bool = True) -> float:

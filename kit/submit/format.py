@@ -118,7 +118,10 @@ def _multilabel_cells(layout: Layout, probs: np.ndarray, finite: np.ndarray) -> 
     pred = label_decisions(probs, layout.at_least_one)
     if layout.kind == "multilabel_binary":
         cells = pred[:, layout.col_class].astype(int).astype(str)
-        return [list(row) if ok else ["nan"] * len(row) for row, ok in zip(cells.tolist(), finite.tolist(), strict=True)]
+        return [
+            list(row) if ok else ["nan"] * len(row)
+            for row, ok in zip(cells.tolist(), finite.tolist(), strict=True)
+        ]
     return [
         [" ".join(layout.classes[j] for j in np.flatnonzero(row)) if ok else "nan"]
         for row, ok in zip(pred, finite.tolist(), strict=True)

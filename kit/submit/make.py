@@ -116,7 +116,9 @@ def _thresholds(src: Source, layout: Layout) -> dict[str, Any]:
     values = fitted if fitted is not None else [0.5] * len(layout.classes)
     return {
         "thresholds": dict(zip(layout.classes, values, strict=True)),
-        "thresholds_from": "the blend's per-label thresholds (post-processing)" if fitted else "0.5 (default)",
+        "thresholds_from": "the blend's per-label thresholds (post-processing)"
+        if fitted
+        else "0.5 (default)",
         "at_least_one_label": layout.at_least_one,
     }
 

@@ -81,7 +81,10 @@ def member_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Sou
     from kit.blend.selection import score_interval
 
     plain, lo, hi = score_interval(
-        metric, ws.train.labels, (sigmoid if ml else softmax)(np.asarray(art.oof[:, 0, :], np.float64)), ws.train.groups
+        metric,
+        ws.train.labels,
+        (sigmoid if ml else softmax)(np.asarray(art.oof[:, 0, :], np.float64)),
+        ws.train.groups,
     )
     return Source(
         kind="member",
