@@ -58,10 +58,10 @@ class Thresholds:
     def fit(self, Q: np.ndarray, y: np.ndarray) -> Thresholds:
         Q = np.asarray(Q, dtype=np.float64)
         Y = np.asarray(y, dtype=bool)
-        n, L = Q.shape
+        L = Q.shape[1]
         grid = np.asarray(sorted({*self.grid, 0.5}), dtype=np.float64)
         t = np.full(L, 0.5)
-        pred = Q >= t
+        pred = np.greater_equal(Q, t)
         for _ in range(self.passes):
             changed = False
             for j in range(L):
@@ -93,7 +93,7 @@ class Thresholds:
         t = self.thresholds_
         below = 0.5 * Q / t
         above = 0.5 + 0.5 * (Q - t) / np.maximum(1 - t, 1e-12)
-        out = np.where(Q >= t, above, below)
+        out = np.where(np.greater_equal(Q, t), above, below)
         if self.at_least_one and len(out):
             empty = ~(out >= 0.5).any(axis=1)
             top = out.argmax(axis=1)

@@ -158,9 +158,9 @@ def _check_multilabel(where: str, values: list[str], cols: list[str], layout: La
             problems.append(f"{where}: column '{col.strip()}' holds {v!r}, not a probability")
         elif not 0.0 <= p <= 1.0:
             problems.append(f"{where}: column '{col.strip()}' = {v} is outside [0, 1]")
-    if layout.kind == "multilabel_binary" and layout.at_least_one and not problems:
-        if all(v.strip() == "0" for v in values):
-            problems.append(f"{where}: no label set, but competition.at_least_one_label is set")
+    no_label = all(v.strip() == "0" for v in values)
+    if layout.kind == "multilabel_binary" and layout.at_least_one and not problems and no_label:
+        problems.append(f"{where}: no label set, but competition.at_least_one_label is set")
     return problems
 
 
