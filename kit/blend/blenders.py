@@ -49,7 +49,7 @@ class WeightedBlender:
         if np.ndim(y) == 2:
             from kit.blend.multilabel import MultilabelScorer
 
-            ml = MultilabelScorer(self.metric, y, self.space)  # type: ignore[arg-type]
+            ml = MultilabelScorer(self.metric, y, self.space, self.engine)  # type: ignore[arg-type]
             return ml, ml.layout(P)  # type: ignore[return-value]
         scorer = FastScorer(self.metric, y, P.shape[2], self.space, self.engine)
         return scorer, scorer.layout(P)
