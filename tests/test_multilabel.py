@@ -258,3 +258,27 @@ def test_multilabel_scorer_equals_the_metric(metric: str, space: str) -> None:
         assert searches[0].gains() == pytest.approx(searches[1].gains(), rel=1e-12)
     g = Greedy(metric, sp, rounds=5).fit(P, Y)
     assert g.weights_.sum() == pytest.approx(1.0) and g.predict(P).shape == (300, 5)
+
+
+def test_clip_probe_member_trains_multilabel(tmp_path: Path, runner) -> None:
+    """The clip_probe kind on a multi-label table: a sigmoid head (focal by default), per-label logits."""
+    from kit.demo.tiny_clip import write_tiny_clip
+
+    write_tiny_clip(tmp_path / "clip-tiny")
+    data = make_multilabel(tmp_path / "d", columns=False)
+    write_sample(data / "sample_submission.csv", "labels", _test_ids(data))
+    assert invoke(runner, ["init", str(data)], cwd=tmp_path).exit_code == 0
+    import yaml
+
+    # the init's timm-only keys do not fit a clip_probe member: write the member in full instead
+
+    cfg = yaml.safe_load((tmp_path / "kit.yaml").read_text())
+    cfg["members"] = {"clip": {"kind": "clip_probe", "model": "local-dir:clip-tiny", "epochs": 5}}
+    (tmp_path / "kit.yaml").write_text(yaml.safe_dump(cfg))
+    r = invoke(runner, ["train", "--set", "folds.k=2"], cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "work" / "members" / "clip" / "meta.json").read_text())
+    assert meta["task"] == "multilabel" and meta["kind"] == "clip_probe"
+    oof = np.load(tmp_path / "work" / "members" / "clip" / "oof_logits.npy")
+    assert oof.shape == (40, 2, 3) and np.isfinite(oof).all()
+    assert 0 <= meta["metrics"]["pooled"]["f1_samples"] <= 1

@@ -165,7 +165,7 @@ class MultilabelScorer:
         self.n, self.n_labels = self.Y.shape
         self.sign = 1.0 if greater_is_better(metric) else -1.0
         self._buf = np.empty(self.Y.shape, dtype=np.float32)
-        self.kernels = _kernels() if engine != "numpy" and self.name in LABEL_DECISION_METRICS else None
+        self.kernels: Any = _kernels() if engine != "numpy" and self.name in LABEL_DECISION_METRICS else None
         self.row_true = self.Y.sum(axis=1).astype(np.int64)
         self._true = self.Y.sum(axis=0).astype(np.float64)
 
