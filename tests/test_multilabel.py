@@ -89,6 +89,12 @@ def labels_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp
 
 
+def test_kit_runs_shows_per_label_f1_and_auc(labels_run: Path, runner) -> None:
+    r = invoke(runner, ["runs"], cwd=labels_run)
+    assert r.exit_code == 0, r.output
+    assert "convnext per label: blue F1" in r.output and "AUC" in r.output
+
+
 def test_multilabel_member_artifacts(labels_run: Path) -> None:
     meta = json.loads((labels_run / "work" / "members" / "convnext" / "meta.json").read_text())
     assert meta["task"] == "multilabel" and meta["classes"] == LABELS

@@ -24,6 +24,7 @@ class RunRow:
     metric: str = ""
     interval: tuple[float, float, float] | None = None  # (score, low, high) of the competition metric
     stale: list[str] = field(default_factory=list)  # why `kit blend`/`kit submit` would refuse it
+    per_label: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # multilabel: F1, AUC
 
 
 def member_intervals(cfg: KitConfig, rows: list[RunRow], level: float = 0.95) -> None:
@@ -82,6 +83,12 @@ def run_rows(
                 worst=[(str(c), float(f)) for c, f in m.get("worst_classes", [])],
                 metric=str(m.get("metric", "")),
                 stale=stale,
+                per_label={
+                    str(c): (float(f), (m.get("per_label_auc") or {}).get(c))
+                    for c, f in (m.get("per_class_f1") or {}).items()
+                }
+                if m.get("task") == "multilabel"
+                else {},
             )
         )
     trained = {r.name for r in rows}
