@@ -288,3 +288,18 @@ def test_clip_probe_member_trains_multilabel(tmp_path: Path, runner) -> None:
     oof = np.load(tmp_path / "work" / "members" / "clip" / "oof_logits.npy")
     assert oof.shape == (40, 2, 3) and np.isfinite(oof).all()
     assert 0 <= meta["metrics"]["pooled"]["f1_samples"] <= 1
+
+
+def test_submit_a_member_cuts_its_sigmoid_at_half(labels_run: Path, runner) -> None:
+    data = labels_run / "leaves"
+    write_sample(data / "sample_binary.csv", "binary", _test_ids(data))
+    sets = _sets(["competition.sample_submission=sample_binary.csv"])
+    out = labels_run / "member.csv"
+    r = invoke(runner, ["submit", "--member", "convnext", "-o", str(out), *sets], cwd=labels_run)
+    assert r.exit_code == 0, r.output
+    logits = np.load(labels_run / "work" / "members" / "convnext" / "test_logits.npy")
+    probs = (1 / (1 + np.exp(-logits.astype(np.float64)))).mean(axis=1)  # mean over views of the sigmoid
+    cells = np.array([[int(v) for v in ln.split(",")[1:]] for ln in out.read_text().splitlines()[1:]])
+    assert np.array_equal(cells, (probs >= 0.5).astype(int))
+    side = json.loads(Path(str(out) + ".json").read_text())
+    assert side["thresholds"] == dict.fromkeys(LABELS, 0.5) and side["thresholds_from"] == "0.5 (default)"

@@ -12,7 +12,6 @@ import yaml
 
 from kit.artifacts.atomic import atomic_dir
 from kit.artifacts.member import artifact_id
-from kit.blend.blenders import Stack
 from kit.blend.candidates import build_candidates, load_members, resolve_members
 from kit.blend.io import OOF_FILE, TEST_FILE, WINNER_FILE, blend_dir
 from kit.blend.nested import describe, evaluate_blender, judge
@@ -164,7 +163,7 @@ def blend(
         "views": views,
         "weights": weights,
         "weights_meaning": "share of |coefficients| (see stack)"
-        if isinstance(win.blender, Stack)
+        if win.kind == "stack"
         else "mixture weights summing to one",
         "candidates": {
             c.name: {"member": c.member, "views": list(c.views), "temperature": c.temperature}
@@ -191,7 +190,7 @@ def blend(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(time.time() - started, 3),
     }
-    if isinstance(win.blender, Stack):
+    if win.kind == "stack":  # Stack, or MultilabelStack (kit.blend.multilabel)
         winner["stack"] = win.blender.fitted_params()
 
     out = blend_dir(ws.workdir, name)
