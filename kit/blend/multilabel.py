@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kit.blend.scoring import PlainSearch
 from kit.metrics.multilabel import (
     EPS,
     LABEL_DECISION_METRICS,
@@ -99,37 +100,12 @@ def decision_score(metric: str, Y: np.ndarray, pred: np.ndarray) -> float:
     return float(f1_of_counts(tp, npred, true).mean())
 
 
-class PlainSearch:
-    """Greedy's round evaluator: S + X[m] scored one candidate at a time."""
-
-    def __init__(self, scorer: MultilabelScorer, X: np.ndarray, idx: list[int]) -> None:
-        self.scorer, self.X, self.idx = scorer, X, list(idx)
-        self.S = scorer.zeros()
-        self.total = 0
-
-    def add(self, m: int) -> None:
-        self.S += self.X[m]
-        self.total += 1
-
-    def gains(self) -> list[float]:
-        sc = self.scorer
-        return [sc.gain(sc.score_added(self.S, self.X[m], self.total + 1)) for m in self.idx]
-
-
-class KernelSearch:
+class KernelSearch(PlainSearch):
     """Greedy's round evaluator with the numba kernels: every candidate of idx scored in one parallel call."""
 
-    def __init__(self, scorer: MultilabelScorer, X: np.ndarray, idx: list[int]) -> None:
-        self.scorer, self.X, self.idx = scorer, X, np.asarray(idx, dtype=np.int64)
-        self.S = scorer.zeros()
-        self.total = 0
-
-    def add(self, m: int) -> None:
-        self.S += self.X[m]
-        self.total += 1
-
     def gains(self) -> list[float]:
-        sc, K, L = self.scorer, len(self.idx), self.scorer.n_labels
+        sc: MultilabelScorer = self.scorer  # type: ignore[assignment]
+        K, L = len(self.idx), sc.n_labels
         tp, pred = np.zeros((K, L), np.int64), np.zeros((K, L), np.int64)
         f1_sum, wrong = np.zeros(K), np.zeros(K, np.int64)
         cut = np.float32(sc.space.cut * (self.total + 1))
@@ -217,8 +193,10 @@ class MultilabelScorer:
             b += s
         return self.score(b, total)
 
-    def search(self, X: np.ndarray, idx: list[int]) -> PlainSearch | KernelSearch:
-        return KernelSearch(self, X, idx) if self.kernels is not None else PlainSearch(self, X, idx)
+    def search(self, X: np.ndarray, idx: list[int]) -> PlainSearch:
+        """Greedy's round evaluator (kit.blend.scoring.PlainSearch, which takes any scorer with this interface)."""
+        search = KernelSearch if self.kernels is not None else PlainSearch
+        return search(self, X, idx)  # type: ignore[arg-type]
 
     def gain(self, value: float) -> float:
         return self.sign * value

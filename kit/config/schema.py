@@ -46,20 +46,23 @@ def _label_text(v: object, key: str) -> object:
 # ---------------------------------------------------------------- submission (kit submit; docs/submit.md)
 
 
+# what `kit submit` writes (kit.submit.sample); competition.submission.kind is one of these or auto
+SubmissionKind = Literal[
+    "label",
+    "label_code",
+    "proba",
+    "binary_proba",
+    "topk",
+    "multilabel_binary",
+    "multilabel_proba",
+    "multilabel_labels",
+]
+
+
 class SubmissionConfig(StrictModel):
     """How `kit submit` fills sample_submission.csv; `auto` reads the kind from the sample and the classes."""
 
-    kind: Literal[
-        "auto",
-        "label",
-        "label_code",
-        "proba",
-        "binary_proba",
-        "topk",
-        "multilabel_binary",
-        "multilabel_proba",
-        "multilabel_labels",
-    ] = "auto"
+    kind: Literal["auto"] | SubmissionKind = "auto"
     k: int = Field(3, ge=1, description="topk: labels per row (default: as many as the sample shows)")
     positive_class: str | None = Field(None, description="binary_proba: the class the column holds")
     id_column: str | None = Field(None, description="the sample's id column; default competition.id_column")

@@ -12,33 +12,15 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
-from kit.config.schema import SubmissionConfig
+from kit.config.schema import SubmissionConfig, SubmissionKind
 from kit.data.encoding import decode_bytes
 from kit.data.table import is_float, is_int
 from kit.errors import KitError
 
-Kind = Literal[
-    "label",
-    "label_code",
-    "proba",
-    "binary_proba",
-    "topk",
-    "multilabel_binary",
-    "multilabel_proba",
-    "multilabel_labels",
-]
-KINDS: tuple[Kind, ...] = (
-    "label",
-    "label_code",
-    "proba",
-    "binary_proba",
-    "topk",
-    "multilabel_binary",
-    "multilabel_proba",
-    "multilabel_labels",
-)
+Kind = SubmissionKind
+KINDS: tuple[Kind, ...] = get_args(Kind)
 MULTILABEL_KINDS = ("multilabel_binary", "multilabel_proba", "multilabel_labels")
 UNNAMED = re.compile(r"^(Unnamed: \d+)?$")
 
