@@ -201,6 +201,17 @@ def test_thresholds_fit_on_fit_rows_and_map_to_half() -> None:
             assert np.array_equal(T[:, j] >= 0.5, Q[:, j] >= t)  # the threshold lands on 0.5
     th = Thresholds("f1_samples").fit(Q, Y)
     assert score("f1_samples", Y, th.transform(Q), logits=False) > score("f1_samples", Y, Q, logits=False)
+    for metric in (
+        "f1_samples",
+        "f1_micro",
+    ):  # converged: no single label's grid value does better (brute force)
+        th = Thresholds(metric, passes=10).fit(Q, Y)
+        best = score(metric, Y, np.greater_equal(Q, th.thresholds_).astype(float), logits=False)
+        for j in range(Q.shape[1]):
+            for g in th.grid:
+                t = th.thresholds_.copy()
+                t[j] = g
+                assert score(metric, Y, np.greater_equal(Q, t).astype(float), logits=False) <= best + 1e-12
     one = Thresholds("f1_samples", at_least_one=True).fit(Q, Y).transform(np.full((3, 4), 0.01))
     assert ((one >= 0.5).sum(axis=1) == 1).all()
 

@@ -20,25 +20,42 @@ from kit.metrics.multilabel import f1_of_counts
 DEFAULT_GRID = tuple(float(t) for t in np.round(np.arange(0.05, 0.96, 0.05), 2))
 
 
+def _predicted_from(col: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """For each row, how many grid values its probability reaches: the row is predicted at grid[g] for
+    g < this count (the decision col >= g is monotone in g)."""
+    return np.searchsorted(grid, col, side="right")
+
+
+def _sum_by_grid(reach: np.ndarray, weights: np.ndarray | None, G: int) -> np.ndarray:
+    """[G] the sum of `weights` over the rows predicted at each grid value (one bincount, a reverse cumsum)."""
+    b = np.bincount(reach, weights=weights, minlength=G + 1)
+    return np.cumsum(b[::-1])[::-1][1:]
+
+
 def _by_grid(
     metric: str, col: np.ndarray, y: np.ndarray, grid: np.ndarray, rest: dict[str, Any]
 ) -> np.ndarray:
-    """[G] the metric with this label's threshold at each grid value (the other labels' counts in `rest`)."""
-    pred = col[:, None] >= grid[None, :]  # [n, G]
-    hit = pred & y[:, None]
-    if metric == "f1_samples":
-        tp = rest["row_tp"][:, None] + hit
-        npred = rest["row_pred"][:, None] + pred
-        return f1_of_counts(tp, npred, np.broadcast_to(rest["row_true"][:, None], tp.shape)).mean(axis=0)
-    tp_l = hit.sum(axis=0).astype(np.float64)
-    pred_l = pred.sum(axis=0).astype(np.float64)
-    true_l = float(y.sum())
+    """[G] the metric with this label's threshold at each grid value (the other labels' counts in `rest`).
+
+    O(n) per label whatever the grid: each row either is predicted at a grid value or not, so the metric is a
+    base value plus the sum of the predicted rows' changes."""
+    G, n = len(grid), len(y)
+    reach = _predicted_from(col, grid)
+    yf = y.astype(np.float64)
+    if metric == "f1_samples":  # per image: F1 without this label (v0) and with it predicted (v1)
+        rt, rp, true = rest["row_tp"], rest["row_pred"], rest["row_true"]
+        v0 = f1_of_counts(rt, rp, true)
+        v1 = f1_of_counts(rt + yf, rp + 1.0, true)
+        return (v0.sum() + _sum_by_grid(reach, v1 - v0, G)) / n
+    tp_l = _sum_by_grid(reach, yf, G)
+    pred_l = _sum_by_grid(reach, None, G)
+    true_l = float(yf.sum())
     if metric == "f1_micro":
-        return f1_of_counts(rest["tp"] + tp_l, rest["pred"] + pred_l, np.full(len(grid), rest["true"]))
+        return f1_of_counts(rest["tp"] + tp_l, rest["pred"] + pred_l, np.full(G, rest["true"]))
     if metric == "f1_macro":
-        return f1_of_counts(tp_l, pred_l, np.full(len(grid), true_l))
+        return f1_of_counts(tp_l, pred_l, np.full(G, true_l))
     if metric == "accuracy_cells":
-        return (len(y) - (pred_l + true_l - 2 * tp_l)) / len(y)
+        return (n - (pred_l + true_l - 2 * tp_l)) / n
     raise ValueError(f"thresholds suit label metrics, not {metric!r}")
 
 
@@ -62,26 +79,31 @@ class Thresholds:
         grid = np.asarray(sorted({*self.grid, 0.5}), dtype=np.float64)
         t = np.full(L, 0.5)
         pred = np.greater_equal(Q, t)
+        hit = pred & Y
+        row_tp, row_pred = hit.sum(axis=1).astype(np.float64), pred.sum(axis=1).astype(np.float64)
+        row_true = Y.sum(axis=1).astype(np.float64)
         for _ in range(self.passes):
             changed = False
             for j in range(L):
-                others = np.delete(np.arange(L), j)
-                p_o, y_o = pred[:, others], Y[:, others]
-                hit_o = p_o & y_o
-                rest = {
-                    "row_tp": hit_o.sum(axis=1).astype(np.float64),
-                    "row_pred": p_o.sum(axis=1).astype(np.float64),
-                    "row_true": Y.sum(axis=1).astype(np.float64),
-                    "tp": float(hit_o.sum()),
-                    "pred": float(p_o.sum()),
-                    "true": float(Y.sum()),
+                mine_tp, mine_pred = hit[:, j], pred[:, j]
+                rest = {  # the counts of every label but j
+                    "row_tp": row_tp - mine_tp,
+                    "row_pred": row_pred - mine_pred,
+                    "row_true": row_true,
+                    "tp": float(row_tp.sum() - mine_tp.sum()),
+                    "pred": float(row_pred.sum() - mine_pred.sum()),
+                    "true": float(row_true.sum()),
                 }
                 values = _by_grid(self.metric, Q[:, j], Y[:, j], grid, rest)
                 cur = values[int(np.searchsorted(grid, t[j]))]
                 best = int(np.argmax(values))
                 if values[best] > cur + 1e-12:  # ties keep the current threshold
                     t[j] = grid[best]
-                    pred[:, j] = Q[:, j] >= t[j]
+                    new_pred = Q[:, j] >= t[j]
+                    new_hit = new_pred & Y[:, j]
+                    row_tp += new_hit.astype(np.float64) - hit[:, j]
+                    row_pred += new_pred.astype(np.float64) - pred[:, j]
+                    pred[:, j], hit[:, j] = new_pred, new_hit
                     changed = True
             if not changed:
                 break
