@@ -44,7 +44,13 @@ class WeightedBlender:
     weights_: np.ndarray = field(init=False, repr=False)
 
     def _scorer(self, P: np.ndarray, y: np.ndarray) -> tuple[FastScorer, np.ndarray]:
-        """A scorer for labels y and the candidates P [n, M, C] in its engine's layout."""
+        """A scorer for labels y and the candidates P [n, M, C] in its engine's layout (a label matrix y
+        [n, L]: kit.blend.multilabel's scorer, which has FastScorer's interface)."""
+        if np.ndim(y) == 2:
+            from kit.blend.multilabel import MultilabelScorer
+
+            ml = MultilabelScorer(self.metric, y, self.space, self.engine)  # type: ignore[arg-type]
+            return ml, ml.layout(P)  # type: ignore[return-value]
         scorer = FastScorer(self.metric, y, P.shape[2], self.space, self.engine)
         return scorer, scorer.layout(P)
 
@@ -365,7 +371,7 @@ BLENDERS: dict[str, type[Blender]] = {
 
 
 def make_blender(
-    spec: BlenderSpec, metric: str, space: str, path_cache: dict[Any, list[Any]] | None = None
+    spec: BlenderSpec, metric: str, space: Any, path_cache: dict[Any, list[Any]] | None = None
 ) -> Blender:
     """The estimator a validated blender spec describes: the spec's fields (but `kind` and `name`) are the
     blender's parameters of the same names (`path_cache`: see Stack)."""
@@ -374,4 +380,8 @@ def make_blender(
     }
     if isinstance(spec, StackSpec):
         params["path_cache"] = path_cache
+        if getattr(space, "multilabel", False):
+            from kit.blend.multilabel import MultilabelStack
+
+            return MultilabelStack(metric, space, **params)  # type: ignore[return-value]
     return BLENDERS[spec.kind](metric, space, **params)

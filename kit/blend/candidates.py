@@ -8,6 +8,7 @@ and the mean over all views become separate candidates: `swin@plain`, `swin@hfli
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,7 +114,36 @@ def _to_space(logits: np.ndarray, t: float, space: Space) -> np.ndarray:
 def build_candidates(
     spec: EnsembleSpec, choices: dict[str, MemberChoice], arts: dict[str, MemberArtifact], y: np.ndarray
 ) -> Candidates:
+    """Candidates in the spec's space. Labels y [n]: softmax log-probabilities (kit.blend.space); a label
+    matrix y [n, L]: per-label sigmoid probabilities or logits (kit.blend.multilabel)."""
+    if np.ndim(y) == 2:
+        from kit.blend import multilabel as ml
+
+        ml_space = ml.multilabel_space(spec.space)
+        return _candidates(
+            choices,
+            arts,
+            lambda oof: ml.fit_temperature(oof, y),
+            lambda logits, t: ml_space.encode(logits / t).astype(np.float32),
+            ml_space,  # type: ignore[arg-type]
+        )
     space = as_space(spec.space)
+    return _candidates(
+        choices,
+        arts,
+        lambda oof: fit_temperature(oof, y),
+        lambda logits, t: _to_space(logits, t, space),
+        space,
+    )
+
+
+def _candidates(
+    choices: dict[str, MemberChoice],
+    arts: dict[str, MemberArtifact],
+    fit_t: Callable[[np.ndarray], float],
+    to_space: Callable[[np.ndarray, float], np.ndarray],
+    space: Space,
+) -> Candidates:
     specs: list[CandidateSpec] = []
     oof_cols, test_cols = [], []
     for name, choice in choices.items():
@@ -122,10 +152,10 @@ def build_candidates(
             oof = _mean_logits(art.oof, art, views)
             test = _mean_logits(art.test, art, views)
             t = choice.temperature
-            temp = fit_temperature(oof, y) if t == "fit" else float(t or 1.0)
+            temp = fit_t(oof) if t == "fit" else float(t or 1.0)
             specs.append(CandidateSpec(f"{name}{suffix}", name, views, temp))
-            oof_cols.append(_to_space(oof, temp, space))
-            test_cols.append(_to_space(test, temp, space))
+            oof_cols.append(to_space(oof, temp))
+            test_cols.append(to_space(test, temp))
     return Candidates(
         specs=specs, oof=np.stack(oof_cols, axis=1), test=np.stack(test_cols, axis=1), space=space
     )

@@ -70,7 +70,7 @@ def evaluate_blender(
     y: np.ndarray,
     fold: np.ndarray,
     metric: str,
-    space: str,
+    space: Any,
 ) -> list[Candidate]:
     """In-sample and nested scores of one blender under each post-processing chain."""
     t0 = time.perf_counter()

@@ -196,7 +196,7 @@ def _coordinate_ascent(trial: _FullTrial, C: int, grid: tuple[float, ...], passe
     return b
 
 
-Step = LogitAdjust | ClassBias | OrdinalThresholds
+Step = Any  # LogitAdjust | ClassBias | OrdinalThresholds | kit.blend.thresholds.Thresholds
 
 
 class Chain:
@@ -234,9 +234,17 @@ STEPS_FOR_METRIC = {
 }
 
 
-def variants(spec: PostprocessSpec, metric: str | None = None) -> list[tuple[str, ...]]:
+def variants(
+    spec: PostprocessSpec, metric: str | None = None, *, multilabel: bool = False
+) -> list[tuple[str, ...]]:
     """Post-processing chains to judge: none, each enabled step that suits the metric alone, and
-    logit_adjust followed by class_bias when both are on."""
+    logit_adjust followed by class_bias when both are on. Multi-label: none, and per-label thresholds for the
+    label metrics (kit.blend.thresholds)."""
+    if multilabel:
+        from kit.metrics.multilabel import LABEL_DECISION_METRICS
+
+        suited = metric is not None and parse_metric(metric)[0] in LABEL_DECISION_METRICS
+        return [(), ("thresholds",)] if suited and spec.thresholds.enabled else [()]
     suits = (
         STEPS_FOR_METRIC.get(parse_metric(metric)[0], ())
         if metric is not None
@@ -258,6 +266,11 @@ def make_chain(names: tuple[str, ...], spec: PostprocessSpec, metric: str) -> Ch
             steps.append((n, LogitAdjust(metric, tuple(spec.logit_adjust.taus))))
         elif n == "class_bias":
             steps.append((n, ClassBias(metric, tuple(spec.class_bias.grid), spec.class_bias.passes)))
+        elif n == "thresholds":
+            from kit.blend.thresholds import Thresholds
+
+            t = spec.thresholds
+            steps.append((n, Thresholds(metric, tuple(t.grid), t.passes, bool(t.at_least_one))))
         else:
             o = spec.ordinal_thresholds
             steps.append((n, OrdinalThresholds(o.candidates, o.passes)))

@@ -48,8 +48,15 @@ def per_class_rows(
     classes: list[str], y: np.ndarray, single: np.ndarray, blend: np.ndarray
 ) -> list[dict[str, Any]]:
     C = len(classes)
-    f1_s, support, _ = f1_from_confusion(confusion_matrix(y, single.argmax(1), C))
-    f1_b, _, _ = f1_from_confusion(confusion_matrix(y, blend.argmax(1), C))
+    if np.ndim(y) == 2:  # multi-label: each label's F1 at the 0.5 decision
+        from kit.metrics.multilabel import cell_counts, decide, f1_of_counts
+
+        tp, pr, support = cell_counts(y, decide(single), axis=0)
+        f1_s = f1_of_counts(tp, pr, support)
+        f1_b = f1_of_counts(*cell_counts(y, decide(blend), axis=0))
+    else:
+        f1_s, support, _ = f1_from_confusion(confusion_matrix(y, single.argmax(1), C))
+        f1_b, _, _ = f1_from_confusion(confusion_matrix(y, blend.argmax(1), C))
     return [
         {
             "class": c,
@@ -101,6 +108,12 @@ def write_png(
     ax.set_title("per-class F1 (support)")
     ax.legend(loc="lower left", fontsize=8)
     ax = axes[2]
+    if np.ndim(y) == 2:  # multi-label: per label, the images predicted without / with it by truth
+        _label_cells(ax, y, blend, classes)
+        fig.suptitle(title)
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        return
     cm = confusion_matrix(y, blend.argmax(1), C).astype(np.float64)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
@@ -126,3 +139,18 @@ def write_png(
     fig.suptitle(title)
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def _label_cells(ax: Any, Y: np.ndarray, blend: np.ndarray, labels: list[str]) -> None:
+    """Per label: true negatives, false positives, false negatives, true positives of the 0.5 decision."""
+    Yb, pred = np.asarray(Y, dtype=bool), np.asarray(blend) >= 0.5
+    cells = np.stack([(~Yb & ~pred).sum(0), (~Yb & pred).sum(0), (Yb & ~pred).sum(0), (Yb & pred).sum(0)], 1)
+    norm = cells / np.maximum(cells.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    if len(labels) <= 40:
+        for i in range(len(labels)):
+            for j in range(4):
+                ax.text(j, i, int(cells[i, j]), ha="center", va="center", fontsize=6)
+    ax.set_xticks(range(4), ["TN", "FP", "FN", "TP"])
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_title("per-label decisions (blend, nested OOF)")

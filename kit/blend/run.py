@@ -12,7 +12,6 @@ import yaml
 
 from kit.artifacts.atomic import atomic_dir
 from kit.artifacts.member import artifact_id
-from kit.blend.blenders import Stack
 from kit.blend.candidates import build_candidates, load_members, resolve_members
 from kit.blend.io import OOF_FILE, TEST_FILE, WINNER_FILE, blend_dir
 from kit.blend.nested import describe, evaluate_blender, judge
@@ -106,10 +105,18 @@ def blend(
             "run `kit train NAME` again with the current kit.yaml"
         )
     P, fold = cands.oof, ws.folds.fold
-    pp = variants(spec.postprocess, metric)
+    multilabel = ws.train.multilabel
+    pp_spec = spec.postprocess
+    if multilabel and pp_spec.thresholds.at_least_one is None:
+        at_least_one = ws.cfg.competition.at_least_one_label
+        pp_spec = pp_spec.model_copy(
+            update={"thresholds": pp_spec.thresholds.model_copy(update={"at_least_one": at_least_one})}
+        )
+    pp = variants(pp_spec, metric, multilabel=multilabel)
+    space: Any = cands.space if multilabel else spec.space  # multi-label blenders take the space object
     rows = []
     for b in with_baseline(spec.blenders):
-        rows.extend(evaluate_blender(b, pp, spec.postprocess, P, y, fold, metric, spec.space))
+        rows.extend(evaluate_blender(b, pp, pp_spec, P, y, fold, metric, space))
     codes = group_codes(ws.train.groups, len(y))
     judged = judge(rows, y, fold, codes, metric, spec.selection)
     win = rows[judged.winner]
@@ -156,7 +163,7 @@ def blend(
         "views": views,
         "weights": weights,
         "weights_meaning": "share of |coefficients| (see stack)"
-        if isinstance(win.blender, Stack)
+        if win.kind == "stack"
         else "mixture weights summing to one",
         "candidates": {
             c.name: {"member": c.member, "views": list(c.views), "temperature": c.temperature}
@@ -183,7 +190,7 @@ def blend(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(time.time() - started, 3),
     }
-    if isinstance(win.blender, Stack):
+    if win.kind == "stack":  # Stack, or MultilabelStack (kit.blend.multilabel)
         winner["stack"] = win.blender.fitted_params()
 
     out = blend_dir(ws.workdir, name)

@@ -113,6 +113,10 @@ class BootstrapScorer:
     def scores_many(self, preds: Sequence[np.ndarray]) -> np.ndarray:
         """[R, B] the metric of each prediction array on each resample (the same resamples for all)."""
         rs, y, G, C = self.rs, self.y, self.rs.n_groups, self.C
+        if y.ndim == 2:  # a multi-label matrix
+            from kit.blend.multilabel import bootstrap_scores
+
+            return bootstrap_scores(self.metric, y, rs, preds)
         if self.metric in ARGMAX_METRICS:
             labels = _group_class_matrix(rs.codes, y, None, G, C)
             mats = []

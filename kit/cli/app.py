@@ -154,6 +154,7 @@ def folds(config: ConfigOpt = Path("kit.yaml"), overrides: SetOpt = None) -> Non
 
     Example: `kit folds -c kit.yaml --set folds.k=3`
     """
+    import numpy as np
     from rich.table import Table
 
     from kit.cv.folds import folds_table_path
@@ -164,11 +165,19 @@ def folds(config: ConfigOpt = Path("kit.yaml"), overrides: SetOpt = None) -> Non
     t = Table(
         title=f"{ws.folds.k} folds ({'grouped by ' + str(ws.cfg.competition.group_column) if ws.folds.grouped else 'stratified'})"
     )
-    t.add_column("class")
+    t.add_column("label" if ws.train.multilabel else "class")
     for f in range(ws.folds.k):
         t.add_column(f"fold {f}", justify="right")
     t.add_column("total", justify="right")
-    for c, name in enumerate(ws.classes):
+    if ws.train.multilabel:  # images carrying each label, per fold
+        from kit.cv.multilabel import label_counts_per_fold
+
+        per_fold = label_counts_per_fold(y, ws.folds.fold, ws.folds.k)  # type: ignore[arg-type]
+        for c, name in enumerate(ws.classes):
+            t.add_row(name, *map(str, per_fold[:, c].tolist()), str(int(per_fold[:, c].sum())))
+        sizes = np.bincount(ws.folds.fold, minlength=ws.folds.k)
+        t.add_row("(images)", *map(str, sizes.tolist()), str(int(sizes.sum())))
+    for c, name in enumerate([] if ws.train.multilabel else ws.classes):
         counts = [int(((ws.folds.fold == f) & (y == c)).sum()) for f in range(ws.folds.k)]  # type: ignore[operator]
         t.add_row(name, *map(str, counts), str(sum(counts)))
     console.print(t)

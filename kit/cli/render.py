@@ -26,7 +26,14 @@ def print_runs(rows: list[RunRow], workdir: Path, metric: str, console: Console)
     t = Table(title=f"members in {workdir}: pooled out-of-fold scores (plain view)")
     for col in ("member", "kind"):
         t.add_column(col, overflow="fold")
-    for col in ("w-F1", "macro-F1", "acc", "logloss", f"{metric} [95% interval]", "epochs", "time"):
+    multilabel = any(r.per_label for r in rows)
+    keys, heads = ("weighted_f1", "macro_f1", "accuracy", "log_loss"), ("w-F1", "macro-F1", "acc", "logloss")
+    if multilabel:  # multi-label members: their metrics instead of the single-label ones
+        keys, heads = (
+            ("f1_samples", "f1_micro", "f1_macro", "roc_auc"),
+            ("F1-samples", "F1-micro", "F1-macro", "AUC"),
+        )
+    for col in (*heads, f"{metric} [95% interval]", "epochs", "time"):
         t.add_column(col, justify="right", no_wrap=True)
     notes = []
     for r in rows:
@@ -39,7 +46,7 @@ def print_runs(rows: list[RunRow], workdir: Path, metric: str, console: Console)
         t.add_row(
             r.name,
             r.kind,
-            *(f"{p.get(k, float('nan')):.4f}" for k in ("weighted_f1", "macro_f1", "accuracy", "log_loss")),
+            *(f"{p.get(k, float('nan')):.4f}" for k in keys),
             "-" if r.interval is None else f"{r.interval[0]:.4f} [{r.interval[1]:.4f}-{r.interval[2]:.4f}]",
             "-" if not r.epochs else (str(lo) if lo == hi else f"{lo}-{hi}"),
             f"{r.train_s:.0f}s" if r.train_s is not None else "-",
@@ -47,6 +54,11 @@ def print_runs(rows: list[RunRow], workdir: Path, metric: str, console: Console)
         views = ", ".join(f"{v} {s:.4f}" for v, s in r.per_view.items())
         worst = ", ".join(f"{c} {f:.2f}" for c, f in r.worst)
         notes.append(f"[bold]{r.name}[/]: {r.metric} per view: {views}; worst classes by F1: {worst}")
+        if r.per_label:
+            labs = ", ".join(
+                f"{c} F1 {f:.2f} AUC {'-' if a is None else f'{a:.2f}'}" for c, (f, a) in r.per_label.items()
+            )
+            notes.append(f"[bold]{r.name}[/] per label: {labs}")
         if r.stale:
             why = escape("; ".join(r.stale))
             notes.append(f"[yellow]{r.name} is stale[/]: {why}; run `kit train {r.name}`")

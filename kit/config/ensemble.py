@@ -174,10 +174,33 @@ class OrdinalThresholdsSpec(StrictModel):
     passes: int = Field(3, ge=1, le=10)
 
 
+class ThresholdsSpec(StrictModel):
+    """Multi-label label metrics: one decision threshold per label, tuned on the fit rows (kit.blend.thresholds)."""
+
+    enabled: bool = True
+    grid: list[float] = Field(
+        default_factory=lambda: [round(0.05 * i, 2) for i in range(1, 20)],
+        description="thresholds tried per label (0.5 is always among them)",
+    )
+    passes: int = Field(2, ge=1, le=10)
+    at_least_one: bool | None = Field(
+        None, description="keep each image's most probable label; default competition.at_least_one_label"
+    )
+
+    @field_validator("grid")
+    @classmethod
+    def _in_unit_interval(cls, v: list[float]) -> list[float]:
+        bad = [g for g in v if not 0 < g < 1]
+        if bad or not v:
+            raise ValueError(f"thresholds.grid needs values strictly between 0 and 1, got {bad or v}")
+        return v
+
+
 class PostprocessSpec(StrictModel):
     logit_adjust: LogitAdjustSpec = Field(default_factory=LogitAdjustSpec)
     class_bias: ClassBiasSpec = Field(default_factory=ClassBiasSpec)
     ordinal_thresholds: OrdinalThresholdsSpec = Field(default_factory=OrdinalThresholdsSpec)
+    thresholds: ThresholdsSpec = Field(default_factory=ThresholdsSpec)
 
 
 class SelectionSpec(StrictModel):

@@ -9,8 +9,22 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Metric = Literal[
-    "weighted_f1", "macro_f1", "accuracy", "log_loss", "roc_auc", "qwk", "map_at_k", "top_k_accuracy"
+    "weighted_f1",
+    "macro_f1",
+    "accuracy",
+    "log_loss",
+    "roc_auc",
+    "qwk",
+    "map_at_k",
+    "top_k_accuracy",
+    "f1_samples",
+    "f1_micro",
+    "f1_macro",
+    "accuracy_cells",
 ]
+# multi-label metrics (competition.task: multilabel); roc_auc and log_loss serve both tasks (kit.metrics.multilabel)
+MULTILABEL_ONLY_METRICS = ("f1_samples", "f1_micro", "f1_macro", "accuracy_cells")
+MULTILABEL_METRICS = (*MULTILABEL_ONLY_METRICS, "roc_auc", "log_loss")
 K_METRICS = ("map_at_k", "top_k_accuracy")  # metrics that need competition.metric_k
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
 COCO_SUFFIXES = (".json",)  # COCO-style annotations: images, annotations, categories
@@ -32,10 +46,23 @@ def _label_text(v: object, key: str) -> object:
 # ---------------------------------------------------------------- submission (kit submit; docs/submit.md)
 
 
+# what `kit submit` writes (kit.submit.sample); competition.submission.kind is one of these or auto
+SubmissionKind = Literal[
+    "label",
+    "label_code",
+    "proba",
+    "binary_proba",
+    "topk",
+    "multilabel_binary",
+    "multilabel_proba",
+    "multilabel_labels",
+]
+
+
 class SubmissionConfig(StrictModel):
     """How `kit submit` fills sample_submission.csv; `auto` reads the kind from the sample and the classes."""
 
-    kind: Literal["auto", "label", "label_code", "proba", "binary_proba", "topk"] = "auto"
+    kind: Literal["auto"] | SubmissionKind = "auto"
     k: int = Field(3, ge=1, description="topk: labels per row (default: as many as the sample shows)")
     positive_class: str | None = Field(None, description="binary_proba: the class the column holds")
     id_column: str | None = Field(None, description="the sample's id column; default competition.id_column")
@@ -53,6 +80,9 @@ class Competition(StrictModel):
     """Where the competition's files are and how to read them. Paths are relative to `root`."""
 
     name: str = "competition"
+    task: Literal["multiclass", "multilabel"] = Field(
+        "multiclass", description="multilabel: each image has any number of labels (sigmoid outputs)"
+    )
     root: Path = Field(description="competition folder; relative to the kit.yaml that names it")
     train: Path = Field(description="train table (.csv) or a folder with one sub-folder per class")
     train_images: Path | None = Field(None, description="folder the train table's image paths/ids live in")
@@ -65,6 +95,12 @@ class Competition(StrictModel):
     label_column: str | None = None
     label_columns: list[str] | None = Field(
         None, description="one-hot label columns (one 1 a row): the class is the column holding the 1"
+    )
+    label_separator: str = Field(
+        " ", min_length=1, description="multilabel: what separates the labels of one label_column cell"
+    )
+    at_least_one_label: bool = Field(
+        False, description="multilabel: keep the most probable label when none passes its threshold"
     )
     group_column: str | None = None
     classes: list[str] | None = Field(
@@ -132,6 +168,29 @@ class Competition(StrictModel):
             )
         return self
 
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "multilabel"
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self) -> Competition:
+        if self.multilabel and self.metric not in MULTILABEL_METRICS:
+            raise ValueError(
+                f"competition.metric: {self.metric} scores one label per image, but competition.task is "
+                f"multilabel; choose one of {list(MULTILABEL_METRICS)}"
+            )
+        if not self.multilabel and self.metric in MULTILABEL_ONLY_METRICS:
+            raise ValueError(
+                f"competition.metric: {self.metric} scores several labels per image; set competition.task: "
+                "multilabel, or choose a single-label metric (weighted_f1, macro_f1, accuracy, ...)"
+            )
+        if self.multilabel and (self.train_is_coco or not self.train_is_table):
+            raise ValueError(
+                f"competition.task: multilabel reads labels from a table (label_column with separated labels, "
+                f"or 0/1 label_columns); competition.train ({self.train}) is not a table"
+            )
+        return self
+
     @model_validator(mode="after")
     def _columns_fit_layout(self) -> Competition:
         if self.label_column is not None and self.label_columns is not None:
@@ -175,7 +234,11 @@ class Folds(StrictModel):
 
 # ---------------------------------------------------------------- members
 
-Loss = Literal["ce", "label_smoothing", "weighted_ce", "focal", "logit_adjusted", "balanced_softmax"]
+Loss = Literal[
+    "ce", "label_smoothing", "weighted_ce", "focal", "logit_adjusted", "balanced_softmax", "bce", "asl"
+]
+# the losses of multi-label members (sigmoid outputs): ce means bce there (kit.train.losses)
+MULTILABEL_LOSSES = ("ce", "bce", "focal", "asl")
 
 
 class LossConfig(StrictModel):
@@ -189,6 +252,9 @@ class LossConfig(StrictModel):
     class_weight_power: float = Field(
         1.0, ge=0, le=2, description="weighted_ce / focal alpha=balanced: (1/freq)^power"
     )
+    gamma_neg: float = Field(4.0, ge=0, description="asl: focusing exponent of the negatives")
+    gamma_pos: float = Field(0.0, ge=0, description="asl: focusing exponent of the positives")
+    clip: float = Field(0.05, ge=0, lt=1, description="asl: probability margin shifted off the negatives")
 
 
 class SamplerConfig(StrictModel):
@@ -347,3 +413,28 @@ class KitConfig(StrictModel):
         if bad:
             raise ValueError(f"member names {bad} must use letters, digits, '_', '.', '-' only")
         return v
+
+    @model_validator(mode="after")
+    def _members_fit_task(self) -> KitConfig:
+        problems = []
+        for name, m in self.members.items():
+            if self.competition.multilabel:
+                if m.loss.kind not in MULTILABEL_LOSSES:
+                    problems.append(
+                        f"members.{name}.loss.kind: {m.loss.kind} is a softmax loss; a multilabel "
+                        f"competition trains sigmoid outputs with one of {list(MULTILABEL_LOSSES)}"
+                    )
+                aug = getattr(m, "augment", None)
+                if aug is not None and (aug.mixup > 0 or aug.cutmix > 0):
+                    problems.append(
+                        f"members.{name}.augment: mixup/cutmix are not supported for multilabel yet; set "
+                        "them to 0"
+                    )
+            elif m.loss.kind in ("bce", "asl"):
+                problems.append(
+                    f"members.{name}.loss.kind: {m.loss.kind} is a multi-label loss; set competition.task: "
+                    "multilabel or choose ce, focal, ..."
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self

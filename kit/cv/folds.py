@@ -58,17 +58,15 @@ def assign_folds(
 
     labels = np.asarray(labels)
     n = len(labels)
+    if labels.ndim == 2:  # multilabel: iterative stratification (kit.cv.multilabel)
+        from kit.cv.multilabel import iterative_stratification
+
+        check_fold_inputs(labels, k, groups)
+        _warn_small([int(c) for c in labels.sum(axis=0)], k, classes, "labels")
+        return iterative_stratification(labels, k, seed, groups)
     counts = np.bincount(labels, minlength=len(classes) if classes else 0)
     check_fold_inputs(labels, k, groups)
-    small = [(classes[c] if classes else str(c), int(m)) for c, m in enumerate(counts) if 0 < m < k]
-    if small:
-        names = ", ".join(f"'{c}' ({m})" for c, m in small)
-        warnings.warn(
-            f"classes with fewer images than folds.k={k}: {names}; some folds will not validate them. "
-            "kit scores the pooled out-of-fold predictions, so they still count.",
-            FoldWarning,
-            stacklevel=2,
-        )
+    _warn_small(counts.tolist(), k, classes, "classes")
     fold = np.full(n, -1, dtype=np.int64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # sklearn's own 'least populated class' note
@@ -83,6 +81,18 @@ def assign_folds(
     return fold
 
 
+def _warn_small(counts: list[int], k: int, classes: list[str] | None, what: str) -> None:
+    small = [(classes[c] if classes else str(c), int(m)) for c, m in enumerate(counts) if 0 < m < k]
+    if small:
+        names = ", ".join(f"'{c}' ({m})" for c, m in small)
+        warnings.warn(
+            f"{what} with fewer images than folds.k={k}: {names}; some folds will not validate them. "
+            "kit scores the pooled out-of-fold predictions, so they still count.",
+            FoldWarning,
+            stacklevel=3,
+        )
+
+
 def check_fold_inputs(labels: np.ndarray, k: int, groups: list[str] | None) -> None:
     """The fold plans no splitter can make (too few images, groups or class members for folds.k)."""
     n = len(labels)
@@ -95,7 +105,7 @@ def check_fold_inputs(labels: np.ndarray, k: int, groups: list[str] | None) -> N
                 f"competition.group_column has {n_groups} distinct groups but folds.k = {k}; lower folds.k "
                 f"to at most {n_groups}, or set folds.use_groups: false (only if groups do not leak)"
             )
-    elif np.bincount(labels).max() < k:
+    elif labels.ndim == 1 and np.bincount(labels).max() < k:
         raise KitError(
             f"every class has fewer than folds.k = {k} images; lower folds.k to {int(np.bincount(labels).max())}"
         )

@@ -125,7 +125,12 @@ def table_fingerprints(
     prefix = None if root is None else os.path.join(os.path.abspath(root), "")
     for i, (id_, p) in enumerate(zip(table.ids, table.paths, strict=True)):
         rel = p.name if prefix is None else _relative(os.path.abspath(p), prefix)
-        lab = "" if table.labels is None else str(int(table.labels[i]))
+        if table.labels is None:
+            lab = ""
+        elif table.labels.ndim == 2:  # multilabel: the row's 0/1 cells
+            lab = "".join(map(str, table.labels[i].tolist()))
+        else:
+            lab = str(int(table.labels[i]))
         grp = "" if table.groups is None else table.groups[i]
         lab_h.update(f"{id_}\x1f{lab}\x1f{grp}\n".encode())
         img_h.update(f"{id_}\x1f{rel}\x1f{digests[i]}\n".encode())

@@ -94,6 +94,8 @@ class Guess:
     label_column: str | None = None
     label_columns: list[str] | None = None
     group_column: str | None = None
+    task: str = "multiclass"  # multilabel: several labels in a cell, or 0/1 columns with several 1s a row
+    at_least_one_label: bool = False  # multilabel: every train row has a label
     n_train: int | None = None
     n_classes: int | None = None
     notes: list[str] = field(default_factory=list)  # what was guessed, and how
@@ -202,6 +204,8 @@ def _find_image_folder(root: Path, keys: list[str], folders: dict[Path, int], pr
                 continue
             if names is None:
                 names = {n for f in os.listdir(d) for n in (f, Path(f).stem)}
+                # zero-padded file names (00001.png) for integer ids (1)
+                names |= {str(int(n)) for n in list(names) if is_int(n)}
             if k in names or Path(k).name in names:
                 hits += 1
         if probe and hits >= max(1, len(probe) * 0.8):
@@ -218,8 +222,21 @@ class _Columns:
     label_column: str | None = None
     label_columns: list[str] | None = None
     group_column: str | None = None
+    task: str = "multiclass"
+    at_least_one_label: bool = False
     notes: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+
+
+def _separated_labels(values: list[str]) -> bool:
+    """Cells of space-separated labels: some cell holds several, and the labels recur over the rows."""
+    cells = [v.split() for v in values]
+    if max((len(c) for c in cells), default=0) < 2:
+        return False
+    labels = {t for c in cells for t in c}
+    if any(is_float(t) and not is_int(t) for t in labels):
+        return False
+    return len(labels) < max(2, len(values) // 2) and sum(len(c) for c in cells) >= 2 * len(labels)
 
 
 def _train_columns(header: list[str], rows: list[dict[str, str]]) -> _Columns:
@@ -240,10 +257,13 @@ def _train_columns(header: list[str], rows: list[dict[str, str]]) -> _Columns:
             out.label_columns = binary
             out.notes.append(f"one-hot label columns {binary}: each row has exactly one 1, read as its class")
             return _group_column(out, header, cols, distinct, n, keys | set(binary))
-        out.missing.append(
-            f"columns {binary} hold 0/1 with {max(ones)} ones in some rows: a multi-label table; kit reads one "
-            "label a row (set competition.label_column or label_columns by hand)"
+        out.label_columns, out.task = binary, "multilabel"
+        out.at_least_one_label = min(ones) >= 1
+        out.notes.append(
+            f"multi-label: 0/1 columns {binary} hold up to {max(ones)} ones a row, so task: multilabel "
+            f"(metric f1_samples; {min(ones)}-{max(ones)} labels a row)"
         )
+        return _group_column(out, header, cols, distinct, n, keys | set(binary))
     groups = {h for h in header if _group_hint(h) is not None}
     candidates = [
         h
@@ -254,6 +274,17 @@ def _train_columns(header: list[str], rows: list[dict[str, str]]) -> _Columns:
         and not (all(is_float(v) for v in cols[h]) and not all(is_int(v) for v in cols[h]))
     ]
     out.label_column = _by_name(candidates, LABEL_NAMES)
+    multi = [h for h in candidates if _separated_labels(cols[h])]
+    if out.label_column is None and multi:
+        out.label_column = multi[0]
+    if out.label_column is not None and out.label_column in multi:
+        tokens = [len(v.split()) for v in cols[out.label_column]]
+        out.task, out.at_least_one_label = "multilabel", min(tokens) >= 1
+        out.notes.append(
+            f"multi-label: column '{out.label_column}' holds up to {max(tokens)} space-separated labels a cell, "
+            f"so task: multilabel (metric f1_samples; {min(tokens)}-{max(tokens)} labels a row)"
+        )
+        return _group_column(out, header, cols, distinct, n, keys | {out.label_column})
     if out.label_column is None:
         plausible = [h for h in candidates if distinct[h] <= max(2, n // 2)]
         text = [h for h in plausible if not all(is_int(v) for v in cols[h])]
@@ -333,6 +364,12 @@ def detect_layout(root: Path) -> Guess:
             "no group column found; if one subject/patient has several images, set "
             "competition.group_column or CV will leak"
         )
+    if g.task == "multilabel":
+        g.notes.append(
+            "metric: f1_samples (the multi-label default); set competition.metric to the competition's metric "
+            "(f1_samples, f1_micro, f1_macro, accuracy_cells, roc_auc or log_loss)"
+        )
+        return g
     g.notes.append(
         "metric: weighted_f1 (the default); set competition.metric to the competition's metric (weighted_f1, "
         "macro_f1, accuracy, log_loss, roc_auc, qwk, map_at_k or top_k_accuracy with metric_k)"
@@ -359,12 +396,20 @@ def _guess_train_table(g: Guess, train_csv: Path, folders: dict[Path, int], clas
     c = _train_columns(header, rows)
     g.id_column, g.image_column, g.label_column = c.id_column, c.image_column, c.label_column
     g.label_columns, g.group_column = c.label_columns, c.group_column
+    g.task, g.at_least_one_label = c.task, c.at_least_one_label
     g.missing += c.missing
     labels = (
         {r.get(c.label_column, "").strip() for r in rows} if c.label_column else set(c.label_columns or [])
     )
+    if c.task == "multilabel" and c.label_column:
+        labels = {t for r in rows for t in r.get(c.label_column, "").split()}
     g.n_classes = len(labels) or None
-    if class_root is not None and labels and labels <= {d.name for d in class_root.iterdir() if d.is_dir()}:
+    if (
+        class_root is not None
+        and c.task != "multilabel"
+        and labels
+        and labels <= {d.name for d in class_root.iterdir() if d.is_dir()}
+    ):
         # the table's images sit in one folder per class (paddy disease): the folders are the labelled data
         _use_class_folders(g, class_root, f"; {g.train}'s labels are its folder names")
         g.notes += [n for n in c.notes if not n.startswith("group column")]
@@ -442,12 +487,26 @@ def render_kit_yaml(g: Guess, config_dir: Path) -> str:
         line("image_column", g.image_column, "image path column (null: find images by id)"),
         *(
             [line("label_columns", g.label_columns, "one-hot label columns (exactly one 1 a row)")]
+            if g.label_columns and g.task != "multilabel"
+            else [line("label_columns", g.label_columns, "0/1 label columns (any number of 1s a row)")]
             if g.label_columns
             else [line("label_column", g.label_column, "class label column")]
         ),
+        *(
+            [
+                line("task", "multilabel", "images carry any number of labels (sigmoid outputs)"),
+                line("at_least_one_label", g.at_least_one_label, "every image keeps its most probable label"),
+            ]
+            if g.task == "multilabel"
+            else []
+        ),
         line("group_column", g.group_column, "same group never in train and validation"),
         line("classes", None, "class order; null = sorted labels"),
-        line("metric", "weighted_f1", "the competition's: " + " | ".join(get_args(Metric))),
+        line(
+            "metric",
+            "f1_samples" if g.task == "multilabel" else "weighted_f1",
+            "the competition's: " + " | ".join(get_args(Metric)),
+        ),
         line("metric_k", None, "k of map_at_k / top_k_accuracy (e.g. 5)"),
         "folds:\n",
         "  k: 5\n",

@@ -41,7 +41,8 @@ def is_blank_group(value: str) -> bool:
 
 @dataclass(frozen=True)
 class Table:
-    """One split. `labels` holds class indices (train) or is None (test)."""
+    """One split. `labels` holds class indices [n] (train), a 0/1 label matrix [n, L] (train of a multilabel
+    competition), or is None (test)."""
 
     ids: list[str]
     paths: list[Path]
@@ -51,6 +52,10 @@ class Table:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.labels is not None and self.labels.ndim == 2
 
     def ids_fingerprint(self) -> str:
         return _digest("\n".join(self.ids))
@@ -105,6 +110,7 @@ class _ImageIndex:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._by_stem: dict[str, Path] | None = None
+        self._by_number: dict[int, Path] | None = None
 
     def find(self, key: str) -> Path | None:
         direct = self.folder / key
@@ -118,7 +124,16 @@ class _ImageIndex:
                     if entry.is_file() and is_image(p):
                         self._by_stem.setdefault(p.stem, p)
                         self._by_stem.setdefault(p.name, p)
-        return self._by_stem.get(key) or self._by_stem.get(Path(key).name)
+        found = self._by_stem.get(key) or self._by_stem.get(Path(key).name)
+        if found is None and is_int(key):  # id 1 for a zero-padded file name 00001.png
+            if self._by_number is None:
+                numbers: dict[int, list[Path]] = {}
+                for stem, p in self._by_stem.items():
+                    if stem == p.stem and is_int(stem):
+                        numbers.setdefault(int(stem), []).append(p)
+                self._by_number = {k: v[0] for k, v in numbers.items() if len(v) == 1}
+            found = self._by_number.get(int(key))
+        return found
 
 
 def _table_split(
@@ -161,7 +176,17 @@ def _table_split(
             continue
         ids.append(rid)
         paths.append(p)
-        if labelled and comp.label_columns:
+        if labelled and comp.multilabel and comp.label_columns:
+            bad = [c for c in comp.label_columns if not _is_binary(row.get(c, ""))]
+            if bad:
+                problems.append(
+                    f"{table.name} row {n}: label column(s) {bad[:5]} hold "
+                    f"{[row.get(c, '') for c in bad[:5]]}, not 0 or 1; fix the cells or the label_columns list"
+                )
+            labels.append(comp.label_separator.join(c for c in comp.label_columns if _is_one(row.get(c, ""))))
+        elif labelled and comp.multilabel:
+            labels.append(row.get(comp.label_column or "", "").strip())
+        elif labelled and comp.label_columns:
             on = [c for c in comp.label_columns if _is_one(row.get(c, ""))]
             if len(on) != 1:
                 problems.append(
@@ -212,6 +237,11 @@ def is_float(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_binary(cell: str) -> bool:
+    """A 0/1 cell as pandas may write it (0, 1, 0.0, 1.0, True, False)."""
+    return cell.strip().lower() in ("0", "1", "0.0", "1.0", "true", "false")
 
 
 def _is_one(cell: str) -> bool:
@@ -314,9 +344,58 @@ def _read_split(
     return (*_folder_split(source, labelled=labelled), None)
 
 
+def split_labels(cell: str, sep: str) -> list[str]:
+    """The labels of one multi-label cell: split at `sep` (a space: any run of whitespace), blanks dropped."""
+    parts = cell.split() if sep == " " else cell.split(sep)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _multilabel_matrix(comp: Competition, labels: list[str]) -> tuple[np.ndarray, list[str]]:
+    """[n, L] uint8 label matrix and the label order (competition.classes, label_columns, or sorted labels)."""
+    sets = [split_labels(cell, comp.label_separator) for cell in labels]
+    repeated = [(n, s) for n, s in enumerate(sets) if len(set(s)) != len(s)]
+    if repeated:
+        n, s = repeated[0]
+        raise KitError(
+            f"{comp.train}: {len(repeated)} row(s) repeat a label (first: data row {n + 1}, {s}); list each "
+            "label once per row"
+        )
+    if comp.classes:
+        classes = list(comp.classes)
+    elif comp.label_columns:
+        classes = list(comp.label_columns)
+    else:
+        classes = sort_classes([lab for s in sets for lab in s])
+        if len(classes) < 2:
+            raise KitError(
+                f"{comp.train}: the labels of column '{comp.label_column}' hold {len(classes)} distinct "
+                f"label(s) ({classes}); check competition.label_separator ('{comp.label_separator}')"
+            )
+    lookup = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({lab for s in sets for lab in s if lab not in lookup})
+    if unknown:
+        raise KitError(
+            f"{comp.train}: labels {unknown[:10]} are not in competition.classes; add them there or "
+            "remove competition.classes to take the labels found"
+        )
+    y = np.zeros((len(sets), len(classes)), dtype=np.uint8)
+    for n, s in enumerate(sets):
+        y[n, [lookup[lab] for lab in s]] = 1
+    unseen = [c for i, c in enumerate(classes) if not y[:, i].any()]
+    if unseen:
+        raise KitError(
+            f"{comp.train}: no train image has label(s) {unseen[:10]}; kit cannot learn a label it never "
+            "sees: remove it from competition.classes / label_columns or add its images"
+        )
+    return y, classes
+
+
 def load_train(comp: Competition) -> Table:
     ids, paths, labels, groups = _read_split(comp, comp.train, comp.train_images, "train", labelled=True)
     assert labels is not None
+    if comp.multilabel:
+        y, classes = _multilabel_matrix(comp, labels)
+        return Table(ids=ids, paths=paths, labels=y, groups=groups, classes=classes)
     if comp.classes:
         classes = list(comp.classes)
     elif comp.label_columns:

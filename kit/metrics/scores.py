@@ -172,6 +172,10 @@ def score(metric: str, y_true: np.ndarray, scores: np.ndarray, *, logits: bool =
     from kit.metrics import ranking
 
     name, _ = parse_metric(metric)
+    if np.ndim(y_true) == 2:  # a multi-label matrix [n, L]
+        from kit.metrics import multilabel
+
+        return multilabel.score(name, y_true, scores, logits=logits)
     if name in ROW_MEAN_METRICS:
         return float(row_values(metric, y_true, scores, logits=logits).mean())
     if name == "roc_auc":
@@ -182,4 +186,8 @@ def score(metric: str, y_true: np.ndarray, scores: np.ndarray, *, logits: bool =
 
 
 def all_scores(y_true: np.ndarray, scores: np.ndarray, *, logits: bool = True) -> dict[str, float]:
+    if np.ndim(y_true) == 2:
+        from kit.config.schema import MULTILABEL_METRICS
+
+        return {m: score(m, y_true, scores, logits=logits) for m in MULTILABEL_METRICS}
     return {m: score(m, y_true, scores, logits=logits) for m in METRICS}

@@ -92,6 +92,8 @@ def check_submission_rows(sub: CsvFile, sample: CsvFile, layout: Layout) -> Chec
 def _check_values(where: str, values: list[str], cols: list[str], layout: Layout) -> list[str]:
     problems = []
     classes = layout.classes
+    if layout.kind.startswith("multilabel_"):
+        return _check_multilabel(where, values, cols, layout)
     if layout.kind in ("proba", "binary_proba"):
         total, numbers_ok = 0.0, True
         for v, col in zip(values, cols, strict=True):
@@ -127,6 +129,38 @@ def _check_values(where: str, values: list[str], cols: list[str], layout: Layout
         known = set(classes)
         hint = " (spaces around it?)" if v in known else ""
         problems.append(f"{where}: '{values[0]}' is not a class{hint}")
+    return problems
+
+
+def _check_multilabel(where: str, values: list[str], cols: list[str], layout: Layout) -> list[str]:
+    """0/1 cells, probabilities in [0, 1] (no row-sum rule: labels are not exclusive), or known labels once."""
+    problems = []
+    if layout.kind == "multilabel_labels":
+        v = values[0].strip()
+        if v.lower() in MISSING - {""}:
+            return [f"{where}: NaN value in column '{cols[0].strip()}'"]
+        tokens = v.split()
+        bad = [t for t in tokens if t not in layout.classes]
+        if bad:
+            problems.append(f"{where}: {bad[:5]} are not labels")
+        if len(set(tokens)) != len(tokens):
+            problems.append(f"{where}: labels repeat in '{v}'")
+        if not tokens and layout.at_least_one:
+            problems.append(f"{where}: no label, but competition.at_least_one_label is set")
+        return problems
+    for v, col in zip(values, cols, strict=True):
+        if layout.kind == "multilabel_binary":
+            if v.strip() not in ("0", "1"):
+                problems.append(f"{where}: column '{col.strip()}' holds {v!r}, not 0 or 1")
+            continue
+        p = _float(v)
+        if p is None:
+            problems.append(f"{where}: column '{col.strip()}' holds {v!r}, not a probability")
+        elif not 0.0 <= p <= 1.0:
+            problems.append(f"{where}: column '{col.strip()}' = {v} is outside [0, 1]")
+    no_label = all(v.strip() == "0" for v in values)
+    if layout.kind == "multilabel_binary" and layout.at_least_one and not problems and no_label:
+        problems.append(f"{where}: no label set, but competition.at_least_one_label is set")
     return problems
 
 

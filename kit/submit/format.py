@@ -81,6 +81,8 @@ def value_cells(layout: Layout, probs: np.ndarray) -> list[list[str]]:
             f"probabilities have shape {probs.shape}; expected [n_rows, {n_classes}] (one per class)"
         )
     finite = np.isfinite(probs).all(axis=1)
+    if layout.kind.startswith("multilabel_"):
+        return _multilabel_cells(layout, probs, finite)
     if layout.kind == "proba":
         cols = probs[:, layout.col_class]
         return [[format_prob(p) for p in row] for row in cols.tolist()]
@@ -98,6 +100,32 @@ def value_cells(layout: Layout, probs: np.ndarray) -> list[list[str]]:
     if layout.kind == "label_code":
         return [[str(c) if ok else "nan"] for c, ok in zip(top.tolist(), finite.tolist(), strict=True)]
     return [[layout.classes[c] if ok else "nan"] for c, ok in zip(top.tolist(), finite.tolist(), strict=True)]
+
+
+def label_decisions(probs: np.ndarray, at_least_one: bool) -> np.ndarray:
+    """Multi-label 0/1 decisions: probability >= 0.5 (blends with per-label thresholds have mapped each
+    threshold onto 0.5); with `at_least_one` a row without any label keeps its most probable one."""
+    pred = probs >= 0.5
+    if at_least_one and len(pred):
+        empty = ~pred.any(axis=1)
+        pred[empty, np.nan_to_num(probs[empty], nan=-1.0).argmax(axis=1)] = True
+    return pred
+
+
+def _multilabel_cells(layout: Layout, probs: np.ndarray, finite: np.ndarray) -> list[list[str]]:
+    if layout.kind == "multilabel_proba":
+        return [[format_prob(p) for p in row] for row in probs[:, layout.col_class].tolist()]
+    pred = label_decisions(probs, layout.at_least_one)
+    if layout.kind == "multilabel_binary":
+        cells = pred[:, layout.col_class].astype(int).astype(str)
+        return [
+            list(row) if ok else ["nan"] * len(row)
+            for row, ok in zip(cells.tolist(), finite.tolist(), strict=True)
+        ]
+    return [
+        [" ".join(layout.classes[j] for j in np.flatnonzero(row)) if ok else "nan"]
+        for row, ok in zip(pred, finite.tolist(), strict=True)
+    ]
 
 
 def fill_rows(sample: CsvFile, layout: Layout, cells: list[list[str]]) -> list[list[str]]:

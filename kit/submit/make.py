@@ -45,7 +45,15 @@ def load_sample(cfg: KitConfig, classes: list[str]) -> tuple[CsvFile, Layout]:
     sample = read_csv_exact(comp.sample_submission, "sample submission")
     if not sample.rows:
         raise KitError(f"{comp.sample_submission}: the sample submission has a header but no rows")
-    return sample, detect_layout(sample, classes, comp.submission, comp.id_column, comp.scored_by)
+    return sample, detect_layout(
+        sample,
+        classes,
+        comp.submission,
+        comp.id_column,
+        comp.scored_by,
+        multilabel=comp.multilabel,
+        at_least_one=comp.at_least_one_label,
+    )
 
 
 def build_rows(sample: CsvFile, layout: Layout, test_ids: list[str], test_probs: np.ndarray) -> CsvFile:
@@ -83,6 +91,7 @@ def _sidecar(
         "cv_interval": src.cv_interval,
         "score_kind": src.score_kind,
         "kind": layout.kind,
+        **_thresholds(src, layout),
         "n_rows": len(sample.rows),
         "competition": ws.cfg.competition.name,
         "fingerprints": {
@@ -95,6 +104,22 @@ def _sidecar(
         },
         "created": now.astimezone().isoformat(timespec="seconds"),
         "host": platform.node(),
+    }
+
+
+def _thresholds(src: Source, layout: Layout) -> dict[str, Any]:
+    """Multi-label sidecars: the per-label decision thresholds behind the cells (the blend's fitted ones, else
+    0.5 for every label) and whether every row keeps a label."""
+    if not layout.kind.startswith("multilabel_"):
+        return {}
+    fitted = ((src.details.get("postprocess") or {}).get("thresholds") or {}).get("thresholds")
+    values = fitted if fitted is not None else [0.5] * len(layout.classes)
+    return {
+        "thresholds": dict(zip(layout.classes, values, strict=True)),
+        "thresholds_from": "the blend's per-label thresholds (post-processing)"
+        if fitted
+        else "0.5 (default)",
+        "at_least_one_label": layout.at_least_one,
     }
 
 

@@ -12,15 +12,16 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
-from kit.config.schema import SubmissionConfig
+from kit.config.schema import SubmissionConfig, SubmissionKind
 from kit.data.encoding import decode_bytes
 from kit.data.table import is_float, is_int
 from kit.errors import KitError
 
-Kind = Literal["label", "label_code", "proba", "binary_proba", "topk"]
-KINDS: tuple[Kind, ...] = ("label", "label_code", "proba", "binary_proba", "topk")
+Kind = SubmissionKind
+KINDS: tuple[Kind, ...] = get_args(Kind)
+MULTILABEL_KINDS = ("multilabel_binary", "multilabel_proba", "multilabel_labels")
 UNNAMED = re.compile(r"^(Unnamed: \d+)?$")
 
 
@@ -83,9 +84,16 @@ class Layout:
     positive: int = 1  # binary_proba: class index the column holds
     k: int = 1  # topk: labels per row
     note: str = ""  # why the kind differs from what the sample's values alone suggest (kit submit prints it)
+    at_least_one: bool = False  # multilabel: every row names at least one label
 
     def describe(self, header: list[str]) -> str:
         cols = [header[j].strip() for j in self.value_cols]
+        if self.kind == "multilabel_binary":
+            return f"multilabel_binary: one 0/1 column per label ({len(cols)})"
+        if self.kind == "multilabel_proba":
+            return f"multilabel_proba: one probability column per label ({len(cols)})"
+        if self.kind == "multilabel_labels":
+            return f"multilabel_labels: space-separated labels in column '{cols[0]}'"
         if self.kind == "proba":
             return f"proba: {len(cols)} probability columns"
         if self.kind == "binary_proba":
@@ -152,6 +160,9 @@ def detect_layout(
     cfg: SubmissionConfig | None = None,
     competition_id: str | None = None,
     metric: str | None = None,
+    *,
+    multilabel: bool = False,
+    at_least_one: bool = False,
 ) -> Layout:
     """The output kind: from competition.submission.kind when set, else from the sample's columns and values
     and the competition's metric (a probability metric never gets hard labels, a label metric never gets
@@ -167,6 +178,13 @@ def detect_layout(
     metric_k = int(metric.split("@")[1]) if metric and "@" in metric else None
     metric = metric.split("@")[0] if metric else None
     kind, note = cfg.kind, ""
+    if multilabel:
+        return _multilabel_layout(sample, id_col, cols, classes, kind, metric, at_least_one)
+    if kind in MULTILABEL_KINDS:
+        raise KitError(
+            f"competition.submission.kind: {kind} is for multi-label competitions; set competition.task: "
+            "multilabel, or choose label, proba, ..."
+        )
     if kind == "auto":
         kind, note = _guess_kind(sample, cols, classes, metric)
     if kind == "proba":
@@ -273,3 +291,64 @@ def _positive(sample: CsvFile, col: int, classes: list[str], cfg: SubmissionConf
         return classes.index(cfg.positive_class)
     name = sample.header[col].strip()
     return classes.index(name) if name in classes else 1
+
+
+def _multilabel_layout(
+    sample: CsvFile,
+    id_col: int,
+    cols: list[int],
+    labels: list[str],
+    kind: str,
+    metric: str | None,
+    at_least_one: bool,
+) -> Layout:
+    """A multi-label sample: one 0/1 or probability column per label, or one column of separated labels."""
+    if kind not in ("auto", *MULTILABEL_KINDS):
+        raise KitError(
+            f"competition.submission.kind: {kind} writes one label per image, but competition.task is "
+            f"multilabel; choose one of {list(MULTILABEL_KINDS)} or auto"
+        )
+    note = ""
+    if kind == "auto":
+        if len(cols) == 1:
+            if metric in PROBABILITY_METRICS:
+                raise KitError(
+                    f"{sample.path}: the metric {metric} scores per-label probabilities, but the sample has one "
+                    f"value column ('{sample.header[cols[0]].strip()}'); it needs one column per label: check "
+                    "competition.metric and the sample, or set competition.submission.kind"
+                )
+            kind = "multilabel_labels"
+        elif metric in PROBABILITY_METRICS:
+            kind = "multilabel_proba"
+        else:
+            kind = "multilabel_binary"
+            values = [v.strip() for j in cols for v in sample.column(j) if v.strip()]
+            if values and not all(v in ("0", "1") for v in values):
+                note = (
+                    f"multilabel_binary: the sample's cells look like probabilities ({values[0]!r}), but the "
+                    f"metric {metric} scores label decisions, so kit writes 0/1; set "
+                    "competition.submission.kind: multilabel_proba to override"
+                )
+    if kind == "multilabel_labels":
+        if len(cols) != 1:
+            raise KitError(
+                f"{sample.path}: kind multilabel_labels writes one column, but the sample has {len(cols)} "
+                f"besides the ids: {[sample.header[j] for j in cols]}; set competition.submission.kind"
+            )
+        spaced = [c for c in labels if len(c.split()) != 1]
+        if spaced:
+            raise KitError(
+                f"multilabel_labels separates labels by spaces, but labels {spaced[:5]} contain spaces or are "
+                "empty; rename them in competition.classes"
+            )
+        return Layout("multilabel_labels", id_col, cols, labels, note=note, at_least_one=at_least_one)
+    col_class = _proba_columns(sample, cols, labels)
+    return Layout(
+        kind,  # type: ignore[arg-type]
+        id_col,
+        cols,
+        labels,
+        col_class=col_class,
+        note=note,
+        at_least_one=at_least_one,
+    )

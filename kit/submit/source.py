@@ -15,6 +15,7 @@ import numpy as np
 from kit.artifacts.member import load_member
 from kit.artifacts.names import plain_name
 from kit.data.workspace import Workspace
+from kit.metrics.multilabel import sigmoid
 from kit.metrics.scores import score, softmax
 
 
@@ -30,9 +31,11 @@ class Source:
     cv_interval: list[float] | None = None  # group-bootstrap interval of cv_score
 
 
-def mean_view_probs(logits: np.ndarray) -> np.ndarray:
-    """[n, V, C] logits -> [n, C]: the mean over views of each view's softmax (not softmax of mean logits)."""
-    return softmax(np.asarray(logits, dtype=np.float64), axis=-1).mean(axis=1)
+def mean_view_probs(logits: np.ndarray, multilabel: bool = False) -> np.ndarray:
+    """[n, V, C] logits -> [n, C]: the mean over views of each view's softmax (not softmax of mean logits);
+    multilabel: of each view's per-label sigmoid."""
+    x = np.asarray(logits, dtype=np.float64)
+    return (sigmoid(x) if multilabel else softmax(x, axis=-1)).mean(axis=1)
 
 
 def _dig(d: Any, *keys: str) -> Any:
@@ -68,8 +71,9 @@ def member_meta_score(meta: dict[str, Any], metric: str) -> tuple[float | None, 
 def member_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Source:
     art = load_member(ws.workdir, name, ws.expected(allow_stale=allow_stale))
     metric = ws.cfg.competition.scored_by
-    test = mean_view_probs(np.asarray(art.test))
-    oof = mean_view_probs(np.asarray(art.oof))
+    ml = ws.train.multilabel
+    test = mean_view_probs(np.asarray(art.test), ml)
+    oof = mean_view_probs(np.asarray(art.oof), ml)
     assert ws.train.labels is not None
     submitted = score(metric, ws.train.labels, oof, logits=False)
     recorded, key = member_meta_score(art.meta, metric)
@@ -77,7 +81,10 @@ def member_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Sou
     from kit.blend.selection import score_interval
 
     plain, lo, hi = score_interval(
-        metric, ws.train.labels, softmax(np.asarray(art.oof[:, 0, :], np.float64)), ws.train.groups
+        metric,
+        ws.train.labels,
+        (sigmoid if ml else softmax)(np.asarray(art.oof[:, 0, :], np.float64)),
+        ws.train.groups,
     )
     return Source(
         kind="member",
@@ -93,7 +100,7 @@ def member_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Sou
             "views": art.views,
             "oof_score_of_submitted_probs": submitted,
             "cv_interval_of": f"plain-view pooled OOF {metric} {plain:.6f}, 95% group bootstrap (1000 resamples)",
-            "probabilities": "mean over views of softmax(logits)",
+            "probabilities": f"mean over views of {'sigmoid' if ml else 'softmax'}(logits)",
         },
     )
 
@@ -127,5 +134,6 @@ def blend_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Sour
             "selection_rule": (winner.get("selection") or {}).get("rule"),
             "selection_aware_score": winner.get("selection_aware_score"),
             "selection_aware_interval": winner.get("selection_aware_interval"),
+            **({"postprocess": winner.get("postprocess")} if ws.train.multilabel else {}),
         },
     )

@@ -234,7 +234,11 @@ def assemble(
         },
         metrics=metrics,
         timings=summary.timings,
-        extra={"kind": member.kind, **summary.extra},
+        extra={
+            "kind": member.kind,
+            **({"task": "multilabel"} if ws.train.multilabel else {}),
+            **summary.extra,
+        },
     )
     if summary.note is not None:
         reporter.line(f"{name}: OOF {metric} {metrics['pooled'][metric]:.4f} ({summary.note}) -> {out}")

@@ -85,7 +85,7 @@ def fit_linear_head(
     """
     import torch
 
-    from kit.train.losses import KitLoss
+    from kit.train.losses import make_loss
     from kit.train.sampler import sample_weights
 
     torch.manual_seed(seed)
@@ -95,7 +95,8 @@ def fit_linear_head(
     mu = x_np.mean(axis=0)
     sigma = np.maximum(x_np.std(axis=0), 1e-6)
     xt = torch.as_tensor((x_np - mu) / sigma, device=device)
-    yt = torch.as_tensor(np.asarray(y_train, np.int64), device=device)
+    multilabel = np.ndim(y_train) == 2  # a 0/1 label matrix: sigmoid outputs
+    yt = torch.as_tensor(np.asarray(y_train, np.float32 if multilabel else np.int64), device=device)
     xv = np.asarray(x_valid, np.float32)
     xv_plain = torch.as_tensor((l2_normalize(xv[:, 0] if xv.ndim == 3 else xv) - mu) / sigma, device=device)
     dim = xt.shape[1]
@@ -108,8 +109,7 @@ def fit_linear_head(
         else:
             head.weight.zero_()
             head.bias.zero_()
-    counts = np.bincount(np.asarray(y_train), minlength=n_classes)
-    criterion = KitLoss(loss, counts)
+    criterion = make_loss(loss, np.asarray(y_train), n_classes)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     higher = greater_is_better(metric)
     gen = torch.Generator().manual_seed(seed)

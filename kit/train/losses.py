@@ -89,6 +89,50 @@ class KitLoss:
         return per_class.sum(-1).mean()
 
 
+class MultilabelLoss:
+    """A callable loss over logits [B, L] and 0/1 targets [B, L], from LossConfig and the fold's label counts."""
+
+    def __init__(self, cfg: LossConfig, label_counts: np.ndarray, n_rows: int) -> None:
+        import torch
+
+        self.cfg = cfg
+        counts = np.maximum(np.asarray(label_counts, dtype=np.float64), 0)
+        self.alpha: torch.Tensor | None = None
+        if isinstance(cfg.alpha, float):
+            self.alpha = torch.full((len(counts),), float(cfg.alpha))
+        elif cfg.alpha == "balanced":  # positives weighted by the inverse of their label's frequency
+            self.alpha = torch.tensor(inverse_frequency(counts, cfg.class_weight_power), dtype=torch.float32)
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        x, t = logits.float(), target.float()
+        log_p, log_q = F.logsigmoid(x), F.logsigmoid(-x)  # log p, log (1 - p)
+        kind = self.cfg.kind
+        if kind == "asl":
+            p = log_p.exp()
+            q = (1 - p + self.cfg.clip).clamp(max=1.0) if self.cfg.clip > 0 else 1 - p  # shifted 1 - p
+            log_q = q.clamp_min(1e-8).log() if self.cfg.clip > 0 else log_q
+            pos = t * (1 - p) ** self.cfg.gamma_pos * log_p
+            neg = (1 - t) * (1 - q) ** self.cfg.gamma_neg * log_q
+            return -(pos + neg).sum(-1).mean()
+        pos, neg = t * log_p, (1 - t) * log_q
+        if kind == "focal":
+            p = log_p.exp()
+            pos = pos * (1 - p) ** self.cfg.gamma
+            neg = neg * p**self.cfg.gamma
+        if self.alpha is not None and kind == "focal":
+            pos = pos * self.alpha.to(x.device)
+        return -(pos + neg).sum(-1).mean()
+
+
+def make_loss(cfg: LossConfig, labels: np.ndarray, n_outputs: int) -> KitLoss | MultilabelLoss:
+    """The loss for a fold's train labels: class indices [n] (softmax losses) or a 0/1 matrix [n, L]."""
+    if np.ndim(labels) == 2:
+        return MultilabelLoss(cfg, np.asarray(labels).sum(axis=0), len(labels))
+    return KitLoss(cfg, np.bincount(labels, minlength=n_outputs))
+
+
 def warn_stacked_rebalancers(name: str, loss: LossConfig, sampler: SamplerConfig) -> list[str]:
     """Warn when sampler + class weights + prior-adjusted losses are combined; returns what is stacked."""
     stacked = []

@@ -24,6 +24,7 @@ class RunRow:
     metric: str = ""
     interval: tuple[float, float, float] | None = None  # (score, low, high) of the competition metric
     stale: list[str] = field(default_factory=list)  # why `kit blend`/`kit submit` would refuse it
+    per_label: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # multilabel: F1, AUC
 
 
 def member_intervals(cfg: KitConfig, rows: list[RunRow], level: float = 0.95) -> None:
@@ -36,6 +37,7 @@ def member_intervals(cfg: KitConfig, rows: list[RunRow], level: float = 0.95) ->
     from kit.blend.selection import score_interval
     from kit.data.table import load_train
     from kit.errors import KitError
+    from kit.metrics.multilabel import sigmoid
     from kit.metrics.scores import softmax
 
     try:
@@ -51,7 +53,8 @@ def member_intervals(cfg: KitConfig, rows: list[RunRow], level: float = 0.95) ->
         oof = np.load(path, mmap_mode="r")
         if oof.ndim != 3 or len(oof) != len(train.labels):
             continue
-        probs = softmax(np.asarray(oof[:, 0, :], dtype=np.float64))
+        plain = np.asarray(oof[:, 0, :], dtype=np.float64)
+        probs = sigmoid(plain) if train.multilabel else softmax(plain)
         r.interval = score_interval(cfg.competition.scored_by, train.labels, probs, train.groups, level=level)
 
 
@@ -80,6 +83,12 @@ def run_rows(
                 worst=[(str(c), float(f)) for c, f in m.get("worst_classes", [])],
                 metric=str(m.get("metric", "")),
                 stale=stale,
+                per_label={
+                    str(c): (float(f), (m.get("per_label_auc") or {}).get(c))
+                    for c, f in (m.get("per_class_f1") or {}).items()
+                }
+                if m.get("task") == "multilabel"
+                else {},
             )
         )
     trained = {r.name for r in rows}

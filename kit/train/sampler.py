@@ -13,7 +13,15 @@ if TYPE_CHECKING:
 
 
 def sample_weights(labels: np.ndarray, power: float, n_classes: int | None = None) -> np.ndarray:
-    """Per-image weight (1 / count of its class)^power."""
+    """Per-image weight (1 / count of its class)^power. Multi-label [n, L]: (1 / count of its rarest label)^power,
+    images without a label counted as a group of their own."""
+    if np.ndim(labels) == 2:
+        Y = np.asarray(labels, dtype=bool)
+        label_counts = Y.sum(axis=0).astype(np.float64)
+        rarest = np.where(Y, label_counts, np.inf).min(axis=1)
+        empty = ~Y.any(axis=1)
+        rarest[empty] = max(int(empty.sum()), 1)
+        return rarest**-power
     counts = np.bincount(labels, minlength=n_classes or 0).astype(np.float64)
     return counts[labels] ** -power
 

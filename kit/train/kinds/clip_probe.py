@@ -146,7 +146,7 @@ class ClipProbeKind:
         metric = ws.cfg.competition.scored_by
         tr, va = ws.folds.train_idx(f), ws.folds.valid_idx(f)
         x_tr = self.train_emb[tr] if member.train_views else self.train_emb[tr, :1]
-        y_tr = np.repeat(y[tr], x_tr.shape[1])
+        y_tr = np.repeat(y[tr], x_tr.shape[1], axis=0)
         x_tr = x_tr.reshape(-1, x_tr.shape[-1])
         if member.epochs == 0:
             assert init is not None  # the config requires prompt with epochs 0

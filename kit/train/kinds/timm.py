@@ -32,7 +32,7 @@ from kit.train.device import DeviceSetup, select_device
 from kit.train.fold_loop import RESUME_FILE, fold_lists
 from kit.train.kinds import Clock, FoldResult, MemberSummary, register_kind
 from kit.train.loop import Trainee, oom_error, predict, train_one_epoch, warmup_cosine
-from kit.train.losses import KitLoss
+from kit.train.losses import make_loss
 from kit.train.models import ModelSpec, head_parameter_names, resolve_model
 from kit.train.progress import Reporter
 
@@ -230,7 +230,6 @@ def build(kind: TimmKind, f: int) -> FoldTraining:
     train_idx, valid_idx = ws.folds.train_idx(f), ws.folds.valid_idx(f)
     y = ws.train.labels
     assert y is not None  # train tables always carry labels
-    counts = np.bincount(y[train_idx], minlength=kind.n_classes)
 
     torch.manual_seed(derive_seed(m.seed, f))
     model = kind.spec.create().to(setup.device)
@@ -254,7 +253,7 @@ def build(kind: TimmKind, f: int) -> FoldTraining:
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
-        loss_fn=KitLoss(m.loss, counts),
+        loss_fn=make_loss(m.loss, y[train_idx], kind.n_classes),
         augment=kind.augment,
         setup=setup,
         grad_clip=m.grad_clip,
