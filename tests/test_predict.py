@@ -260,3 +260,143 @@ def test_missing_fold_checkpoint_names_member_fold_and_fix(home: Path, tmp_path:
     )
     assert r.exit_code == 1 and "member 'cnx' fold 1" in r.output and "kit train cnx" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "x.csv").exists()
+
+
+# ---------------------------------------------------------------- --half, classes, stale artifacts, --wheels
+
+HALF_TOL = 2e-3  # fp16 weights (computed in fp32): max |probability difference| on these images
+
+
+@pytest.fixture(scope="module")
+def bundle32(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("bundles") / "b32"
+    r = invoke(CliRunner(), ["export", "ensembles/stack.yaml", "--out", str(out)], cwd=home)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_half_bundle_is_half_the_size_and_close_to_fp32(
+    home: Path, bundle32: Path, tmp_path: Path, runner
+) -> None:
+    from kit import Predictor
+
+    r = invoke(runner, ["export", "ensembles/stack.yaml", "--out", str(tmp_path / "b16"), "--half"], cwd=home)
+    assert r.exit_code == 0, r.output
+    half = json.loads((tmp_path / "b16" / "manifest.json").read_text())
+    full = json.loads((bundle32 / "manifest.json").read_text())
+    assert half["half"] is True and full["half"] is False
+    weights = [f for f in full["files"] if f.endswith(".safetensors")]
+    assert any("cnx/fold" in f for f in weights)  # the winner's member (the stack's winner here: cnx)
+    for f in weights:  # each weights file: half the bytes, up to the safetensors header
+        ratio = half["files"][f]["size"] / full["files"][f]["size"]
+        assert 0.45 < ratio < 0.56 or full["files"][f]["size"] < 2000, (f, ratio)
+    want = np.load(home / "work" / "blends" / "stack" / "test_probs.npy")
+    got = Predictor.load(tmp_path / "b16").predict_proba(images_of(home))
+    diff = float(np.abs(got - want).max())
+    assert 0 < diff < HALF_TOL, diff  # not bit-equal (fp16 rounding), within the stated tolerance
+    assert np.array_equal(got.argmax(1), want.argmax(1))
+
+
+def test_bundle_for_other_classes_than_a_label_sample_is_refused(
+    home: Path, bundle32: Path, tmp_path: Path, runner
+) -> None:
+    sample = write_csv(
+        tmp_path / "s.csv", ["id", "label"], [[f"t{j:03d}", ["ant", "bee", "cow"][j % 3]] for j in range(8)]
+    )
+    out = tmp_path / "x.csv"
+    args = ["predict", "--bundle", str(bundle32), "--images", "data/test", "--sample", str(sample)]
+    r = invoke(runner, [*args, "--out", str(out)], cwd=home)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "ant, bee, cow" in r.output and "cat, dog, eel" in r.output and "other classes" in r.output
+    assert not out.exists() and not out.with_suffix(".npy").exists()
+    # a constant placeholder (one value, not a class) is a placeholder, not another competition's labels
+    write_csv(sample, ["id", "label"], [[f"t{j:03d}", "unknown"] for j in range(8)])
+    r = invoke(runner, [*args, "--out", str(out)], cwd=home)
+    assert r.exit_code == 0, r.output
+    assert all(row[1] in CLASSES for row in list(csv.reader(out.open()))[1:])
+
+
+def _copy_workspace(home: Path, ws: Path) -> Path:
+    shutil.copytree(home, ws, symlinks=True)
+    cfg = yaml.safe_load((ws / "kit.yaml").read_text())
+    cfg["competition"]["root"] = str(ws / "data")
+    (ws / "kit.yaml").write_text(yaml.safe_dump(cfg))
+    return ws
+
+
+def test_artifacts_that_no_longer_match_their_run_are_refused(home: Path, tmp_path: Path, runner) -> None:
+    args = ["predict", "--member", "cnx", "--images", "data/test", "--out", str(tmp_path / "x.csv")]
+    # the member's config changed since it was trained: its artifacts are stale
+    ws = _copy_workspace(home, tmp_path / "ws1")
+    cfg = yaml.safe_load((ws / "kit.yaml").read_text())
+    cfg["members"]["cnx"]["lr"] = 0.5
+    (ws / "kit.yaml").write_text(yaml.safe_dump(cfg))
+    r = invoke(runner, args, cwd=ws)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "cnx" in r.output and "lr" in r.output and "kit train cnx" in r.output
+    # the run folder the artifacts name holds another config's fold models
+    ws = _copy_workspace(home, tmp_path / "ws2")
+    run_json = next((ws / "work" / "runs" / "cnx").glob("*/run.json"))
+    run = json.loads(run_json.read_text())
+    run["config"]["img_size"] = 64
+    run_json.write_text(json.dumps(run))
+    r = invoke(runner, args, cwd=ws)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "member 'cnx': its artifacts no longer match their run" in r.output and "kit train cnx" in r.output
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.npy").exists()
+
+
+def test_wheels_pip_command_lines_leave_torch_out() -> None:
+    import sys
+
+    from kit.predict.wheels import kit_requirements, kit_source, pinned_closure, pip_commands
+
+    source = kit_source()
+    pins = pinned_closure(kit_requirements(source))
+    names = {p.split("==")[0] for p in pins}
+    assert {"timm", "open-clip-torch", "ttach", "numpy", "safetensors", "huggingface-hub", "typer"} <= names
+    assert not names & {"torch", "torchvision", "triton", "sympy"}
+    assert not any(n.startswith("nvidia-") for n in names) and all("==" in p for p in pins)
+    kit_cmd, deps_cmd = pip_commands(Path("/b/wheels"), source, pins)
+    assert kit_cmd[:5] == [sys.executable, "-m", "pip", "wheel", "--no-deps"] and kit_cmd[-1] == str(source)
+    assert kit_cmd[kit_cmd.index("--wheel-dir") + 1] == "/b/wheels"
+    assert deps_cmd[:5] == kit_cmd[:5] and deps_cmd[-len(pins) :] == pins
+    assert pip_commands(Path("/b/wheels"), source, []) == [kit_cmd]
+
+
+def test_kit_wheel_lands_in_the_bundle_and_installs_offline(
+    home: Path, tmp_path: Path, bundle32: Path
+) -> None:
+    """Offline (deps=False): kit's own wheel, built from a copy of its source, in DIR/wheels and the manifest;
+    `pip install --no-index --find-links DIR/wheels` installs it; the source tree is left as it was."""
+    import functools
+    import subprocess
+    import sys
+
+    from kit import Predictor
+    from kit.predict.bundle import verify_bundle, write_bundle
+    from kit.predict.wheels import kit_source, write_wheels
+
+    src = kit_source()
+    before = sorted(p.name for p in src.iterdir())
+    p = Predictor.load(bundle32)
+    out = tmp_path / "b"
+    write_bundle(
+        out,
+        p.recipe,
+        list(p.plans.values()),
+        p.competition,
+        wheels=functools.partial(write_wheels, deps=False),
+    )
+    wheels = sorted(q.name for q in (out / "wheels").iterdir())
+    assert len(wheels) == 1 and wheels[0].startswith("kit-") and wheels[0].endswith(".whl")
+    manifest = verify_bundle(out)
+    assert list(manifest["wheels"]) == [f"wheels/{wheels[0]}"]
+    assert sorted(p.name for p in src.iterdir()) == before
+    target = tmp_path / "site"
+    cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(out / "wheels")]
+    res = subprocess.run([*cmd, "--no-deps", "--target", str(target), "kit"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert (target / "kit" / "predict" / "predictor.py").is_file() and (target / "kit" / "templates").is_dir()

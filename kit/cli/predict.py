@@ -107,18 +107,34 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="the bundle folder to create")] = Path("bundle"),
     member: MemberOpt = None,
     half: Annotated[bool, typer.Option("--half", help="store weights as float16 (half the size)")] = False,
+    wheels: Annotated[
+        bool,
+        typer.Option(
+            "--wheels",
+            help="also put wheels of kit and its dependencies (not torch/torchvision) in DIR/wheels, for "
+            "`pip install --no-index --find-links DIR/wheels kit` offline (downloads them with pip)",
+        ),
+    ] = False,
     config: ConfigOpt = Path("kit.yaml"),
     overrides: SetOpt = None,
     allow_stale: AllowStaleOpt = False,
 ) -> None:
     """Write a self-contained bundle (weights, preprocessing, blend recipe, manifest) for offline notebooks.
 
-    Example: `kit export ensembles/all.yaml --out bundle/ --half`, then
+    Example: `kit export ensembles/all.yaml --out bundle/ --half --wheels`, then
     `kit predict --bundle bundle/ --images test/ --sample sample_submission.csv --out submission.csv`
     """
     from kit.predict.run import export_bundle
 
     p, cfg = _predictor(ensemble, member, None, config, overrides, allow_stale)
     configs = {n: m.model_dump(mode="json") for n, m in cfg.members.items() if n in p.plans}
-    size = export_bundle(p, out, half=half, configs=configs)
+    size = export_bundle(p, out, half=half, configs=configs, wheels=wheels)
     console.print(f"[green]wrote[/] {out} ({len(p.plans)} member(s), {size / 1e6:.1f} MB)", highlight=False)
+    if wheels:
+        w = sorted((out / "wheels").iterdir())
+        mb = sum(q.stat().st_size for q in w) / 1e6
+        console.print(
+            f"  of which {out / 'wheels'}: {len(w)} wheels, {mb:.1f} MB; in the notebook: "
+            f"`pip install --no-index --find-links {out / 'wheels'} kit`",
+            highlight=False,
+        )

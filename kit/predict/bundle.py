@@ -6,6 +6,8 @@ DIR/members/NAME/member.json       kind, classes, views, preprocessing (size, re
 DIR/members/NAME/config.json       the member's resolved config
 DIR/members/NAME/fold{f}.safetensors   fold weights (timm: the network; clip_probe: the head); fp16 with --half
 DIR/members/NAME/encoder/          clip_probe: the open_clip encoder as a local-dir folder
+DIR/wheels/                        --wheels: kit and its dependencies but torch/torchvision (kit/predict/wheels.py);
+                                   listed in the manifest's "wheels", not checked when predicting
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +85,10 @@ def write_bundle(
     *,
     half: bool = False,
     configs: dict[str, Any] | None = None,
+    wheels: Callable[[Path], Any] | None = None,
 ) -> int:
-    """Write the bundle atomically (refusing an existing folder); returns its size in bytes."""
+    """Write the bundle atomically (refusing an existing folder); returns its size in bytes. `wheels(folder)`
+    (kit.predict.wheels.write_wheels) fills DIR/wheels; if it fails, nothing is written."""
     import torch
     from safetensors.torch import save_file
 
@@ -115,6 +120,10 @@ def write_bundle(
             )
         (tmp / RECIPE).write_text(json.dumps({"recipe": recipe, "competition": competition}, indent=2) + "\n")
         files = sorted(q for q in tmp.rglob("*") if q.is_file())
+        wheel_files = []
+        if wheels is not None:
+            wheels(tmp / "wheels")
+            wheel_files = sorted((tmp / "wheels").iterdir())
         manifest = {
             "format": BUNDLE_FORMAT,
             "half": half,
@@ -122,6 +131,9 @@ def write_bundle(
             "members": [p.name for p in plans],
             "files": {
                 q.relative_to(tmp).as_posix(): {"sha256": _sha256(q), "size": q.stat().st_size} for q in files
+            },
+            "wheels": {
+                f"wheels/{q.name}": {"sha256": _sha256(q), "size": q.stat().st_size} for q in wheel_files
             },
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")

@@ -40,6 +40,26 @@ def _check_out(path: Path, force: bool, cfg: Any | None) -> None:
         raise KitError(f"{path} exists; pass --force to replace it, or choose another --out")
 
 
+def check_sample_labels(sample: Any, layout: Any, classes: list[str]) -> None:
+    """A label sample whose labels (more than one placeholder value, not integers) are not the predictor's
+    classes was made for other classes: a bundle of another competition, or a workspace with other classes."""
+    from kit.data.table import is_int
+
+    if layout.kind != "label":
+        return
+    col = layout.value_cols[0]
+    values = {r[col].strip() for r in sample.rows if len(r) > col} - {""}
+    words = {v for v in values if not is_int(v)}
+    foreign = sorted(words - set(classes))
+    if len(words) > 1 and foreign:
+        raise KitError(
+            f"{sample.path}: its column '{sample.header[col].strip()}' holds labels that are not classes of "
+            f"this predictor ({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); it predicts "
+            f"{', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''}. The bundle or ensemble was made "
+            "for other classes: export the one trained on this competition. Nothing was written"
+        )
+
+
 def predict_files(
     predictor: Predictor,
     images: Path,
@@ -73,6 +93,7 @@ def predict_files(
         layout = detect_layout(
             sample_file, predictor.classes, sub_cfg, comp.get("id_column"), comp.get("metric")
         )
+        check_sample_labels(sample_file, layout, predictor.classes)
     imgs = read_images(images, comp.get("id_column"), comp.get("image_column"))
     probs = predictor.predict_proba(imgs.items)
     warnings: list[str] = []
@@ -128,9 +149,16 @@ def predict_files(
 
 
 def export_bundle(
-    predictor: Predictor, out: Path, *, half: bool = False, configs: dict[str, Any] | None = None
+    predictor: Predictor,
+    out: Path,
+    *,
+    half: bool = False,
+    configs: dict[str, Any] | None = None,
+    wheels: bool = False,
 ) -> int:
+    """Write the bundle; with `wheels`, also kit's and its dependencies' wheels (torch/torchvision excluded)."""
     from kit.predict.bundle import write_bundle
+    from kit.predict.wheels import write_wheels
 
     return write_bundle(
         out,
@@ -139,4 +167,5 @@ def export_bundle(
         predictor.competition,
         half=half,
         configs=configs,
+        wheels=write_wheels if wheels else None,
     )
