@@ -29,19 +29,21 @@ from kit.blend.scoring import FastScorer
 N, C, M, ROUNDS = 200_000, 20, 10, 25
 
 
-def make_data(seed: int = 0, signal: float = 1.5, C: int = C) -> tuple[np.ndarray, np.ndarray]:
-    """Long-tailed labels and M noisy members' probabilities, class-major [M, C, N] float32.
+def make_data(
+    seed: int = 0, signal: float = 1.5, C: int = C, n: int = N, members: int = M
+) -> tuple[np.ndarray, np.ndarray]:
+    """Long-tailed labels and noisy members' probabilities, class-major [members, C, n] float32.
 
     `signal` is the true class's logit boost: 1.5 gives weak members (accuracy ~0.3-0.5), 4.0 members like
     a fine-tuned backbone's (accuracy ~0.8-0.95).
     """
     rng = np.random.default_rng(seed)
     prior = 0.85 ** np.arange(C)
-    y = rng.choice(C, size=N, p=prior / prior.sum())
-    Pt = np.empty((M, C, N), dtype=np.float32)
-    for m in range(M):
-        z = rng.normal(0, 1.0 + 0.15 * m, size=(C, N)).astype(np.float32)
-        z[y, np.arange(N)] += signal
+    y = rng.choice(C, size=n, p=prior / prior.sum())
+    Pt = np.empty((members, C, n), dtype=np.float32)
+    for m in range(members):
+        z = rng.normal(0, 1.0 + 0.15 * m, size=(C, n)).astype(np.float32)
+        z[y, np.arange(n)] += signal
         z -= z.max(axis=0)
         np.exp(z, out=z)
         z /= z.sum(axis=0)
@@ -59,43 +61,26 @@ def best_of(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def greedy_sklearn(Pt: np.ndarray, y: np.ndarray, rounds: int) -> np.ndarray:
-    """The same Caruana search (same sums, same argmax, best prefix) scoring with sklearn's f1_score."""
-    from sklearn.metrics import f1_score
+def greedy_sklearn(Pt: np.ndarray, y: np.ndarray, rounds: int, metric: str = "weighted_f1") -> np.ndarray:
+    """The same Caruana search (same float32 sums, best prefix, ties to the first candidate) scored with
+    scikit-learn: f1_score(average='weighted') or cohen_kappa_score(weights='quadratic') on the argmax, or
+    roc_auc_score on class 1's summed probability (the order of the blend's P(class 1))."""
+    from sklearn.metrics import cohen_kappa_score, f1_score, roc_auc_score
 
-    counts = np.zeros(M, dtype=np.int64)
-    S = np.zeros((C, N), dtype=np.float32)
-    best_gain, best_counts = -np.inf, counts.copy()
-    labels = np.arange(C)
-    for _ in range(rounds):
-        gains = [
-            f1_score(y, (S + Pt[m]).argmax(axis=0), average="weighted", labels=labels, zero_division=0)
-            for m in range(M)
-        ]
-        j = int(np.argmax(gains))
-        S += Pt[j]
-        counts[j] += 1
-        if gains[j] > best_gain:
-            best_gain, best_counts = gains[j], counts.copy()
-    return best_counts
-
-
-def greedy_sklearn_metric(Pt: np.ndarray, y: np.ndarray, rounds: int, metric: str) -> np.ndarray:
-    """The same Caruana search scored with scikit-learn: roc_auc_score on class 1's summed probability (the
-    order of the blend's P(class 1)), or cohen_kappa_score(weights='quadratic') on the argmax."""
-    from sklearn.metrics import cohen_kappa_score, roc_auc_score
+    labels = np.arange(Pt.shape[1])
 
     def value(S: np.ndarray) -> float:
         if metric == "roc_auc":
             return float(roc_auc_score(y, S[1]))
-        return float(cohen_kappa_score(y, S.argmax(axis=0), weights="quadratic"))
+        if metric == "qwk":
+            return float(cohen_kappa_score(y, S.argmax(axis=0), weights="quadratic"))
+        return float(f1_score(y, S.argmax(axis=0), average="weighted", labels=labels, zero_division=0))
 
-    M = len(Pt)
-    counts = np.zeros(M, dtype=np.int64)
+    counts = np.zeros(len(Pt), dtype=np.int64)
     S = np.zeros(Pt.shape[1:], dtype=np.float32)
     best_gain, best_counts = -np.inf, counts.copy()
     for _ in range(rounds):
-        gains = [value(S + Pt[m]) for m in range(M)]
+        gains = [value(S + Pt[m]) for m in range(len(Pt))]
         j = int(np.argmax(gains))
         S += Pt[j]
         counts[j] += 1
@@ -161,7 +146,7 @@ def metric_searches() -> None:
         fast_counts, _, _ = greedy_counts(X, FastScorer(metric, y, classes, engine="numba"), ROUNDS)
         t_fast = time.perf_counter() - t
         t = time.perf_counter()
-        slow_counts = greedy_sklearn_metric(Pt, y, ROUNDS, metric)
+        slow_counts = greedy_sklearn(Pt, y, ROUNDS, metric)
         t_slow = time.perf_counter() - t
         assert fast_counts.tolist() == slow_counts.tolist(), (metric, fast_counts, slow_counts)
         print(

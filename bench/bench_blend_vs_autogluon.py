@@ -83,22 +83,13 @@ def make_realistic(n: int, n_classes: int, n_members: int, seed: int) -> tuple[n
 def make_data(
     n: int, n_classes: int, n_members: int, signal: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels y [n] and member probabilities P [M, n, C] float32 (member-major: each member contiguous).
+    """Labels y [n] and member probabilities P [M, n, C] float32 (member-major: each member contiguous): the
+    draws of bench/bench_blend.py's make_data (class-major there), transposed."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_blend import make_data as class_major_data
 
-    The draws equal bench/bench_blend.py's make_data for the same seed and sizes (it keeps them class-major).
-    """
-    rng = np.random.default_rng(seed)
-    prior = 0.85 ** np.arange(n_classes)
-    y = rng.choice(n_classes, size=n, p=prior / prior.sum())
-    P = np.empty((n_members, n, n_classes), dtype=np.float32)
-    for m in range(n_members):
-        z = rng.normal(0, 1.0 + 0.15 * m, size=(n_classes, n)).astype(np.float32)
-        z[y, np.arange(n)] += signal
-        z -= z.max(axis=0)
-        np.exp(z, out=z)
-        z /= z.sum(axis=0)
-        P[m] = z.T
-    return y, P
+    y, Pt = class_major_data(seed, signal, n_classes, n, n_members)
+    return y, np.ascontiguousarray(Pt.transpose(0, 2, 1))
 
 
 def weighted_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
