@@ -42,6 +42,21 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_demo(tmp_path_factory.mktemp("demo") / "data")
 
 
+# `kit init`'s convnext member made tiny (2 folds, 1 epoch, 32 px): what CLI tests pass as --set overrides
+TINY_INIT_MEMBER = [
+    "folds.k=2",
+    "members.convnext.model=test_convnext",
+    "members.convnext.pretrained=false",
+    "members.convnext.img_size=32",
+    "members.convnext.epochs=1",
+]
+
+
+def set_args(overrides: list[str]) -> list[str]:
+    """['a=1', 'b=2'] -> ['--set', 'a=1', '--set', 'b=2']"""
+    return [a for s in overrides for a in ("--set", s)]
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()

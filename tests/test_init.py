@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import invoke, write_csv, write_image
+from conftest import TINY_INIT_MEMBER, invoke, set_args, write_csv, write_image
 
 from kit.config.load import load_config
 from kit.data.workspace import open_workspace
@@ -152,14 +152,7 @@ def test_new_user_path_init_train_blend_submit(tmp_path: Path, runner) -> None:
     assert r.exit_code == 0, r.output
     assert (tmp_path / "ensembles" / "all.yaml").is_file() and "kit blend ensembles/all.yaml" in r.output
     assert invoke(runner, ["validate"], cwd=tmp_path).exit_code == 0
-    tiny = [
-        "folds.k=2",
-        "members.convnext.model=test_convnext",
-        "members.convnext.pretrained=false",
-        "members.convnext.img_size=32",
-        "members.convnext.epochs=1",
-    ]
-    sets = [a for s in tiny for a in ("--set", s)]
+    sets = set_args(TINY_INIT_MEMBER)
     for cmd in (
         ["train"],
         ["blend", "ensembles/all.yaml"],

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import invoke, write_csv, write_image
+from conftest import TINY_INIT_MEMBER, invoke, set_args, write_csv, write_image
 
 from kit.config.load import load_config
 from kit.data.workspace import open_workspace
@@ -248,7 +248,7 @@ def test_init_reads_real_competition_layouts(case: str, tmp_path: Path, runner) 
     assert r.exit_code == 0, r.output
     for w in words:
         assert w in r.output, r.output
-    sets = [a for o in overrides for a in ("--set", o)]
+    sets = set_args(overrides)
     v = invoke(runner, ["validate", str(out), *sets])
     assert v.exit_code == 0, v.output
     cfg = load_config(out, [*overrides, "folds.k=2"])
@@ -265,15 +265,6 @@ def test_init_reads_real_competition_layouts(case: str, tmp_path: Path, runner) 
         read_csv_exact(comp.sample_submission), ws.classes, comp.submission, comp.id_column, comp.scored_by
     )
     assert layout.kind == kind
-
-
-TINY = [
-    "folds.k=2",
-    "members.convnext.model=test_convnext",
-    "members.convnext.pretrained=false",
-    "members.convnext.img_size=32",
-    "members.convnext.epochs=1",
-]
 
 
 @pytest.mark.parametrize(
@@ -293,7 +284,7 @@ def test_metric_competitions_end_to_end(case: str, metric: list[str], tmp_path: 
     data.mkdir()
     CASES[case][0](data)
     assert invoke(runner, ["init", str(data)], cwd=tmp_path).exit_code == 0
-    sets = [a for s in [*TINY, *metric] for a in ("--set", s)]
+    sets = set_args([*TINY_INIT_MEMBER, *metric])
     for cmd in (
         ["train"],
         ["blend", "ensembles/all.yaml"],

@@ -8,21 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import invoke, write_csv
+from conftest import TINY_INIT_MEMBER, invoke, set_args, write_csv
 
 LABELS = ["blue", "green", "red"]  # sorted: kit's default label order
-TINY = [
-    "folds.k=2",
-    "members.convnext.model=test_convnext",
-    "members.convnext.pretrained=false",
-    "members.convnext.img_size=32",
-    "members.convnext.epochs=1",
-    "members.convnext.batch_size=8",
-]
+TINY = [*TINY_INIT_MEMBER, "members.convnext.batch_size=8"]
 
 
 def _sets(extra: list[str] | None = None) -> list[str]:
-    return [a for s in [*TINY, *(extra or [])] for a in ("--set", s)]
+    return set_args([*TINY, *(extra or [])])
 
 
 def make_multilabel(root: Path, *, columns: bool, n: int = 40, n_test: int = 8, seed: int = 0) -> Path:
