@@ -67,9 +67,17 @@ def configure() -> None:
             config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
 
+_WARM: list[bool] = []  # once the kernels are found compiled, they stay so for this process
+
+
 def kernels_warm() -> bool:
     """Whether this install's blend kernels are compiled in the cache (numba's index files are there)."""
+    if _WARM:
+        return True
     here = os.path.dirname(os.path.abspath(__file__))
     # numba's UserProvidedCacheLocator: <cache>/<folder name>_<sha1 of the source folder's absolute path>
     folder = cache_dir() / f"{os.path.basename(here)}_{hashlib.sha1(here.encode()).hexdigest()}"
-    return all(any(folder.glob(f"{m}.*.nbi")) for m in KERNEL_MODULES)
+    if all(any(folder.glob(f"{m}.*.nbi")) for m in KERNEL_MODULES):
+        _WARM.append(True)
+        return True
+    return False
