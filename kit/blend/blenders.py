@@ -206,11 +206,11 @@ class Subsets(WeightedBlender):
             )
         scorer, Pt = self._scorer(P, y)
         best_gain, best_w = -math.inf, np.zeros(M)
+        buf = scorer.zeros()
         for k in range(1, top + 1):
             for combo in combinations(range(M), k):
                 if self.weights == "uniform":
-                    S = Pt[list(combo)].sum(axis=0)
-                    gain = scorer.gain(scorer.score(S, k))
+                    gain = scorer.gain(self._uniform_score(scorer, Pt, combo, buf))
                     w = np.zeros(M)
                     w[list(combo)] = 1.0 / k
                 else:
@@ -221,6 +221,24 @@ class Subsets(WeightedBlender):
         self.weights_ = best_w
         self.subset_ = [int(i) for i in np.flatnonzero(best_w)]
         return self
+
+    @staticmethod
+    def _uniform_score(scorer: FastScorer, Pt: np.ndarray, combo: tuple[int, ...], buf: np.ndarray) -> float:
+        """The metric of the equal-weight blend of `combo`. Argmax metrics: the last member is added inside the
+        scorer's fused pass and the others summed in `buf` in the same order (float32 sums equal to
+        Pt[combo].sum(0)), so no [k, n, C] copy is made; other metrics sum explicitly."""
+        if not scorer.argmax_metric:
+            return scorer.score(Pt[list(combo)].sum(axis=0), len(combo))
+        *head, last = combo
+        if not head:
+            return scorer.score(Pt[last], 1)
+        S = Pt[head[0]]
+        if len(head) > 1:
+            np.add(Pt[head[0]], Pt[head[1]], out=buf)
+            for h in head[2:]:
+                buf += Pt[h]
+            S = buf
+        return scorer.score_added(S, Pt[last], len(combo))
 
 
 STACK_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
