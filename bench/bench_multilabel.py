@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -22,21 +23,16 @@ from kit.blend.multilabel import MultilabelScorer, multilabel_space
 from kit.blend.scoring import FastScorer
 from kit.blend.thresholds import Thresholds
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_blend import loadavg, make_data
+
 L, M, ROUNDS = 26, 10, 25
 
 
 def multiclass_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Labels [n] and candidates' probabilities [n, M, L]."""
-    rng = np.random.default_rng(seed)
-    prior = 0.85 ** np.arange(L)
-    y = rng.choice(L, size=n, p=prior / prior.sum())
-    P = np.empty((n, M, L), dtype=np.float32)
-    for m in range(M):
-        z = rng.normal(0, 1.0 + 0.15 * m, size=(n, L)).astype(np.float32)
-        z[np.arange(n), y] += 1.5
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        P[:, m] = z / z.sum(axis=1, keepdims=True)
-    return y, P
+    """Labels [n] and candidates' probabilities [n, M, L]: bench_blend's long-tailed weak members."""
+    y, Pt = make_data(seed, 1.5, L, n, M)  # class-major [M, L, n]
+    return y, np.ascontiguousarray(np.transpose(Pt, (2, 0, 1)))
 
 
 def multilabel_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -54,11 +50,6 @@ def timed(fn):  # type: ignore[no-untyped-def]
     t = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def main(n: int = 200_000) -> None:
