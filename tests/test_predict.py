@@ -174,6 +174,15 @@ def test_cli_predict_writes_the_same_csv_as_kit_submit(home: Path, tmp_path: Pat
     probs = np.load(tmp_path / "m.npy")
     assert rows[0] == ["id", "label"] and [x[0] for x in rows[1:]] == [f"t{j:03d}" for j in range(8)]
     assert probs.shape == (8, 3) and [x[1] for x in rows[1:]] == [CLASSES[i] for i in probs.argmax(1)]
+    # a .npy kit did not write beside a new --out is refused, nothing written
+    (tmp_path / "u.npy").write_bytes(b"user data")
+    r = invoke(
+        runner,
+        ["predict", "--member", "cnx", "--images", "data/test", "--out", str(tmp_path / "u.csv")],
+        cwd=home,
+    )
+    assert r.exit_code == 1 and "kit did not write it" in r.output and "u.npy" in r.output
+    assert (tmp_path / "u.npy").read_bytes() == b"user data" and not (tmp_path / "u.csv").exists()
 
 
 def test_bundle_predicts_alone_after_the_workspace_is_gone(home: Path, tmp_path: Path, runner) -> None:

@@ -78,7 +78,7 @@ def predict_files(
     from kit.submit.format import render_csv
     from kit.submit.make import build_rows
     from kit.submit.sample import CsvFile, detect_layout, read_csv_exact
-    from kit.submit.write import default_path, write_submission
+    from kit.submit.write import default_path, is_kit_sidecar, sidecar_path, write_submission
 
     comp = predictor.competition
     now = now or datetime.now()
@@ -130,6 +130,10 @@ def predict_files(
         text = render_csv(header, [[i, lab] for i, lab in zip(imgs.ids, labels, strict=True)])
         encoding, kind, n = "utf-8", "id,label", len(labels)
         npy = path.with_suffix(".npy")
+        if npy.exists() and not is_kit_sidecar(sidecar_path(path)):  # not the .npy of an earlier kit predict
+            raise KitError(
+                f"refusing to write {npy}: the file exists and kit did not write it; choose another --out"
+            )
     sidecar = {
         "file": path.name,
         "source": {"kind": "predict", "name": predictor.name, "recipe": predictor.recipe["kind"]},
