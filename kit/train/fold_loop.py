@@ -23,6 +23,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,8 +133,7 @@ def run_locked_folds(
                     info = read_done(root, f)  # finished by another process while we trained another fold
                     if info is None:
                         info = fit_fold(f)
-                        atomic_write_json(root / f"fold{f}" / DONE_FILE, info)
-                        (root / f"fold{f}" / RESUME_FILE).unlink(missing_ok=True)
+                        finish_fold(root, f, info)
                 finally:
                     lock.release()
             infos[f] = info
@@ -167,6 +167,49 @@ def member_lock(ws: Workspace, name: str) -> Iterator[None]:
         yield
 
 
+@dataclass
+class PreparedRun:
+    """A member ready for its folds: the prepared kind and its run folder (workdir/runs/NAME/HASH).
+
+    The unit of work is one fold: `train_fold(run, f)` fits it into run.root/fold{f} and `finish_fold` marks it
+    done. Serial training, worker processes and remote workers all go through these two functions."""
+
+    ws: Workspace
+    name: str
+    member: MemberConfig
+    kind: MemberKind
+    root: Path
+    prepare_s: float
+
+
+def prepare_run(
+    ws: Workspace, name: str, member: MemberConfig, reporter: Reporter | None = None
+) -> PreparedRun:
+    """Prepare the member's kind (image caches, embeddings, the model spec) and open its run folder."""
+    reporter = reporter or NullReporter()
+    t0 = time.perf_counter()
+    warn_stacked_rebalancers(name, member.loss, member.sampler)
+    kind = get_kind(member.kind).prepare(ws, name, member, reporter)
+    root = open_run(ws, name, member, kind.run_extra)
+    return PreparedRun(ws, name, member, kind, root, time.perf_counter() - t0)
+
+
+def train_fold(run: PreparedRun, f: int, fold_dir: Path | None = None) -> dict[str, Any]:
+    """Fit fold f into `fold_dir` (default run.root/fold{f}; resumes from its last.pt) and save its OOF and
+    test logits there; returns the fold's info. The caller marks it done (`finish_fold`) under the fold lock."""
+    d = fold_dir or run.root / f"fold{f}"
+    result = run.kind.fit_predict_fold(f, d)
+    atomic_save_npy(d / "oof.npy", result.oof)
+    atomic_save_npy(d / "test.npy", result.test)
+    return result.info
+
+
+def finish_fold(root: Path, f: int, info: dict[str, Any]) -> None:
+    """Mark fold f done (done.json is written last) and drop its resumable state."""
+    atomic_write_json(root / f"fold{f}" / DONE_FILE, info)
+    (root / f"fold{f}" / RESUME_FILE).unlink(missing_ok=True)
+
+
 def train_member(
     ws: Workspace, name: str, member: MemberConfig, reporter: Reporter | None = None
 ) -> Path | None:
@@ -174,25 +217,14 @@ def train_member(
     workdir/members/NAME, or None while other processes still train some of its folds (the last of them to
     finish writes the artifacts)."""
     reporter = reporter or NullReporter()
-    t0 = time.perf_counter()
-    warn_stacked_rebalancers(name, member.loss, member.sampler)
-    kind = get_kind(member.kind).prepare(ws, name, member, reporter)
-    prepared = time.perf_counter()
-    root = open_run(ws, name, member, kind.run_extra)
-
-    def fold(f: int) -> dict[str, Any]:
-        d = root / f"fold{f}"
-        result = kind.fit_predict_fold(f, d)
-        atomic_save_npy(d / "oof.npy", result.oof)
-        atomic_save_npy(d / "test.npy", result.test)
-        return result.info
-
-    infos = run_locked_folds(root, name, ws.folds.k, reporter, fold)
+    run = prepare_run(ws, name, member, reporter)
+    t_folds = time.perf_counter()
+    infos = run_locked_folds(run.root, name, ws.folds.k, reporter, lambda f: train_fold(run, f))
     if infos is None:
         return None
     with member_lock(ws, name):
-        clock = Clock(prepare_s=prepared - t0, folds_s=time.perf_counter() - prepared)
-        return assemble(ws, name, member, kind, root, infos, clock, reporter)
+        clock = Clock(prepare_s=run.prepare_s, folds_s=time.perf_counter() - t_folds)
+        return assemble(ws, name, member, run.kind, run.root, infos, clock, reporter)
 
 
 def assemble(
