@@ -17,8 +17,9 @@ the argmax of the blended probabilities, keep the best prefix, weights = pick co
 
 Data (synthetic, as bench/bench_blend.py makes it): long-tailed labels (class prior 0.85**c), member m's
 logits N(0, 1 + 0.15 m) plus a boost `signal` on the true class, softmax. Regimes: strong (signal 4.0, member
-accuracy ~0.45-0.97) and weak (signal 1.5, ~0.14-0.38). Both libraries get the same float32 arrays, read from
-.npy files in a scratch folder.
+accuracy ~0.45-0.97) and weak (signal 1.5, ~0.14-0.38); realistic (make_realistic): members like real
+out-of-fold predictions, accuracy 0.60-0.96 with errors correlated through a per-row difficulty shared by every
+member. Both libraries get the same float32 arrays, read from .npy files in a scratch folder.
 
 Each library runs in its own subprocess and interpreter (its own virtual environment): the import, and a
 first (warm-up) fit that pays one-off costs (numba loading or compiling kit's kernels, lazy imports), are
@@ -63,7 +64,8 @@ DEFAULT_KIT_PYTHON = os.environ.get("KIT_PYTHON", sys.executable)
 def make_realistic(n: int, n_classes: int, n_members: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Members like real out-of-fold predictions: accuracy about 0.6-0.95 and correlated errors. Each row has a
     difficulty shared by every member (a lognormal scale on the true class's boost) and a noise term shared by
-    every member; each member adds its own noise and has its own strength."""
+    every member; each member adds its own noise and has its own strength (the boost on the true class rises
+    from 2.4 to 7.5 over the members: with 20 classes and 10 members their accuracy spans 0.60-0.96)."""
     rng = np.random.default_rng(seed)
     prior = 0.85 ** np.arange(n_classes)
     y = rng.choice(n_classes, size=n, p=prior / prior.sum())
@@ -72,7 +74,7 @@ def make_realistic(n: int, n_classes: int, n_members: int, seed: int) -> tuple[n
     P = np.empty((n_members, n, n_classes), dtype=np.float32)
     for m in range(n_members):
         z = 0.8 * shared + rng.normal(0, 0.8, size=(n_classes, n)).astype(np.float32)
-        z[y, np.arange(n)] += (2.0 + 0.25 * m) * ease
+        z[y, np.arange(n)] += (2.4 + 5.1 * m / max(1, n_members - 1)) * ease  # 10 members: 0.60-0.96
         z -= z.max(axis=0)
         np.exp(z, out=z)
         z /= z.sum(axis=0)

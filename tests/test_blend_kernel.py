@@ -95,7 +95,22 @@ def test_tile_search_threads_and_rounds_equal_exact_argmax() -> None:
         for chunks in (None, 1, 3):
             T = search.T.copy()
             H = np.zeros((len(idx), kernels.LANES, C * C), dtype=np.int64)
-            args = (T, search.Q, search.step, X, search.idx, search.yC, search.pending, np.float32(1e-4), H)
+            ones = np.ones(len(idx), dtype=np.float32)
+            qk = np.arange(len(idx))
+            args = (
+                T,
+                search.Q,
+                search.step,
+                X,
+                qk,
+                search.idx,
+                ones,
+                search.yC,
+                False,
+                search.pending,
+                np.float32(1e-4),
+                H,
+            )
             if chunks is None:
                 kernels.search_blocks(*args, 0, T.shape[0])
             else:
@@ -103,6 +118,40 @@ def test_tile_search_threads_and_rounds_equal_exact_argmax() -> None:
             np.testing.assert_array_equal(H.sum(axis=1).reshape(len(idx), C, C), want)
         gains = search.gains()
         assert gains == [fast.gain(fast.from_confusion(cm)) for cm in want]
+
+
+def test_tile_search_scores_weighted_moves_from_any_sum_exactly() -> None:
+    """Hill climbing's and subsets' evaluator: S + r * X[m] for many (m, r) pairs in one pass, from a sum the
+    search is given, equal to numpy's float32 argmax of each blend (ties included), threaded or not."""
+    from kit.blend import kernels
+
+    y, P = _candidates("probs", n=3001)
+    C = P.shape[2]
+    fast = FastScorer("weighted_f1", y, C, engine="numba")
+    X = fast.layout(P)
+    search = fast.search(X, list(range(P.shape[1])))
+    S = X[1] * np.float32(0.7)
+    S += np.float32(0.3) * X[4]
+    pairs = [(m, r) for m in (0, 2, 3, 5) for r in (0.05 / 0.95, 1 / 3, 1.0, 1e-3)]
+    want = np.stack(
+        [np.bincount(fast.y * C + (X[m] * np.float32(r) + S).argmax(1), minlength=C * C) for m, r in pairs]
+    ).reshape(len(pairs), C, C)
+    search.set_sum(S, 1.0)
+    assert search.gains_of(pairs) == [fast.gain(fast.from_confusion(cm)) for cm in want]
+    assert 0 < search.exact < len(y) * len(pairs) // 2  # both paths: certified tiles and exact rows
+    qk, xm = np.array([m for m, _ in pairs]), np.array([m for m, _ in pairs])
+    scale = np.array([r for _, r in pairs], dtype=np.float32)
+    H = np.zeros((len(pairs), kernels.LANES, C * C), dtype=np.int64)
+    kernels.search_threads(
+        search.T, search.Q, search.step, X, qk, xm, scale, search.yC, False, -1, np.float32(1e-4), H, 3
+    )
+    np.testing.assert_array_equal(H.sum(axis=1).reshape(len(pairs), C, C), want)
+    search.reset()  # zeros, folded into the next pass: the single candidates
+    assert search.gains_of([(m, 1.0) for m in range(6)]) == [fast.gain(fast.score(X[m])) for m in range(6)]
+    search.reset(2)  # a subset's head
+    assert search.gains_of([(m, 1.0) for m in (3, 4, 5)]) == [
+        fast.gain(fast.score(X[2] + X[m])) for m in (3, 4, 5)
+    ]
 
 
 @pytest.mark.parametrize("scale", [1e-30, 1.0, 1e4])
@@ -197,6 +246,7 @@ def test_blenders_choose_the_same_weights_with_both_engines(metric: str) -> None
         lambda e: Greedy(metric, "probs", rounds=12, bags=3, engine=e),
         lambda e: HillClimb(metric, "probs", max_steps=6, engine=e),
         lambda e: Subsets(metric, "probs", max_size=2, engine=e),
+        lambda e: Subsets(metric, "probs", max_size=3, engine=e),
         lambda e: Subsets(metric, "probs", max_size=2, weights="greedy", rounds=4, engine=e),
     ):
         w_ref = make("numpy").fit(P, y).weights_

@@ -159,25 +159,29 @@ class HillClimb(WeightedBlender):
     tol: float = 1e-6
 
     def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> HillClimb:
+        """From the best single candidate, repeatedly move weight g (from `grid`) onto the candidate m that
+        gains most, (1 - g) * S + g * P_m, until no move gains more than `tol`. Every (m, g) move of a step is
+        scored in one pass (S + r * P_m with r = g / (1 - g) ranks classes as the move does)."""
         scorer, Pt = self._scorer(P, y)
         M = P.shape[1]
-        gains = _single_gains(Pt, scorer)
+        search = scorer.search(Pt, list(range(M)))
+        search.reset()
+        gains = search.gains_of([(m, 1.0) for m in range(M)])  # the single candidates, in one pass
         start = int(np.argmax(gains))
         w = np.eye(M)[start]
         S = Pt[start].copy()
         cur = float(gains[start])
+        moves = [(m, g) for m in range(M) for g in self.grid]
+        pairs = [(m, g / (1 - g)) for m, g in moves]
         self.steps_: list[tuple[int, float]] = []
         for _ in range(self.max_steps):
-            best = (-math.inf, -1, 0.0)
-            for m in range(M):
-                for g in self.grid:
-                    r = g / (1 - g)  # (1-g)*S + g*P_m ranks classes as S + r*P_m
-                    gain = scorer.gain(scorer.score_added(S, Pt[m], 1 + r, scale=r))
-                    if gain > best[0]:
-                        best = (gain, m, g)
-            if best[0] - cur <= self.tol:
+            search.set_sum(S, 1.0)
+            step_gains = search.gains_of(pairs)
+            j = int(np.argmax(step_gains))  # the first best move, in (candidate, grid) order
+            if step_gains[j] - cur <= self.tol:
                 break
-            cur, m, g = best
+            cur = step_gains[j]
+            m, g = moves[j]
             S *= 1 - g
             S += np.float32(g) * Pt[m]
             w = (1 - g) * w
@@ -206,39 +210,46 @@ class Subsets(WeightedBlender):
             )
         scorer, Pt = self._scorer(P, y)
         best_gain, best_w = -math.inf, np.zeros(M)
-        buf = scorer.zeros()
-        for k in range(1, top + 1):
-            for combo in combinations(range(M), k):
-                if self.weights == "uniform":
-                    gain = scorer.gain(self._uniform_score(scorer, Pt, combo, buf))
-                    w = np.zeros(M)
-                    w[list(combo)] = 1.0 / k
-                else:
+        if self.weights == "uniform":
+            best_gain, best_w = self._best_uniform(scorer, Pt, top)
+        else:
+            for k in range(1, top + 1):
+                for combo in combinations(range(M), k):
                     counts, gain, _ = greedy_counts(Pt, scorer, self.rounds, 0, list(combo))
-                    w = counts / counts.sum()
-                if gain > best_gain:
-                    best_gain, best_w = gain, w
+                    if gain > best_gain:
+                        best_gain, best_w = gain, counts / counts.sum()
         self.weights_ = best_w
         self.subset_ = [int(i) for i in np.flatnonzero(best_w)]
         return self
 
     @staticmethod
-    def _uniform_score(scorer: FastScorer, Pt: np.ndarray, combo: tuple[int, ...], buf: np.ndarray) -> float:
-        """The metric of the equal-weight blend of `combo`. Argmax metrics: the last member is added inside the
-        scorer's fused pass and the others summed in `buf` in the same order (float32 sums equal to
-        Pt[combo].sum(0)), so no [k, n, C] copy is made; other metrics sum explicitly."""
-        if not scorer.argmax_metric:
-            return scorer.score(Pt[list(combo)].sum(axis=0), len(combo))
-        *head, last = combo
-        if not head:
-            return scorer.score(Pt[last], 1)
-        S = Pt[head[0]]
-        if len(head) > 1:
-            np.add(Pt[head[0]], Pt[head[1]], out=buf)
-            for h in head[2:]:
-                buf += Pt[h]
-            S = buf
-        return scorer.score_added(S, Pt[last], len(combo))
+    def _best_uniform(scorer: FastScorer, Pt: np.ndarray, top: int) -> tuple[float, np.ndarray]:
+        """The best equal-weight subset of up to `top` candidates (the first in lexicographic order on ties).
+        Subsets sharing a head (all members but the last) are scored in one pass: the head's sum, summed in
+        order, plus each possible last member."""
+        M = Pt.shape[0]
+        search = scorer.search(Pt, list(range(M)))
+        best_gain, best = -math.inf, (0,)
+        buf = scorer.zeros() if top > 2 else None
+        for k in range(1, top + 1):
+            for head in combinations(range(M), k - 1):
+                rest = list(range(head[-1] + 1 if head else 0, M))
+                if not rest:
+                    continue
+                if len(head) <= 1:
+                    search.reset(head[0] if head else None)
+                else:
+                    S = np.add(Pt[head[0]], Pt[head[1]], out=buf)  # the head summed in order
+                    for h in head[2:]:
+                        S += Pt[h]
+                    search.set_sum(S, len(head))  # the search keeps its own copy
+                gains = search.gains_of([(m, 1.0) for m in rest])
+                j = int(np.argmax(gains))
+                if gains[j] > best_gain:
+                    best_gain, best = gains[j], (*head, rest[j])
+        w = np.zeros(M)
+        w[list(best)] = 1.0 / len(best)
+        return best_gain, w
 
 
 STACK_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)

@@ -167,6 +167,30 @@ def add_tiles(T: np.ndarray, Xm: np.ndarray) -> None:
         _add_block(T[b], Xm, b * BLOCK, min(BLOCK, n - b * BLOCK))
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def set_tiles(T: np.ndarray, S: np.ndarray) -> float:
+    """T [nblocks, C, BLOCK] := S [n, C] (padding rows zero); returns max |S| (0 when S is empty)."""
+    n, C = S.shape
+    nblocks = T.shape[0]
+    big = np.zeros(nblocks, dtype=np.float32)
+    for b in numba.prange(nblocks):
+        Tb = T[b]
+        i0 = b * BLOCK
+        nb = min(BLOCK, n - i0)
+        m = np.float32(0)
+        for j in range(nb):
+            row = S[i0 + j]
+            for c in range(C):
+                v = row[c]
+                Tb[c, j] = v
+                m = max(m, abs(v))
+        for j in range(nb, BLOCK):
+            for c in range(C):
+                Tb[c, j] = 0
+        big[b] = m
+    return float(big.max()) if nblocks else 0.0
+
+
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _approx_top2(Tb: np.ndarray, Qb: np.ndarray, st: np.ndarray, W: np.ndarray) -> None:
     """Per row of the block: W[0] best and W[1] second-best of T_c + q_c * step, W[2] the best's class (lowest
@@ -204,52 +228,67 @@ def search_blocks(
     Q: np.ndarray,
     step: np.ndarray,
     X: np.ndarray,
-    idx: np.ndarray,
+    qk: np.ndarray,
+    xm: np.ndarray,
+    scale: np.ndarray,
     yC: np.ndarray,
+    reset: bool,
     add: int,
     slack: np.float32,
     H: np.ndarray,
     b_lo: int,
     b_hi: int,
 ) -> int:
-    """Counts H[k, lane, y * C + prediction] for T + X[idx[k]] over blocks b_lo..b_hi-1, after T += X[add]
-    (add >= 0). yC: y * C per row (int32). H [K, LANES, C * C]: rows alternate between lanes so consecutive
-    increments rarely hit the same counter; sum over lanes for the confusion matrices.
+    """Counts H[p, lane, y * C + prediction] for the blends T + scale[p] * X[xm[p]] (the candidate's tiles are
+    Q[:, qk[p]]) over blocks b_lo..b_hi-1, after T := 0 (reset) and T += X[add] (add >= 0). Greedy scores every candidate at
+    scale 1; hill climbing scores every (candidate, weight) pair; subsets every next member of a head.
+    yC: y * C per row (int32). H [P, LANES, C * C]: rows alternate between lanes so consecutive increments
+    rarely hit the same counter; sum over lanes for the confusion matrices. The exact path computes
+    `x * scale + T` in float32 as kit.blend.kernels.confusion_added does (x * 1 is x: greedy's sums).
 
-    Returns how many (row, candidate) pairs needed the exact float32 recomputation.
+    Returns how many (row, pair) pairs needed the exact float32 recomputation.
     """
     C = T.shape[1]
-    K = idx.shape[0]
+    n_pairs = qk.shape[0]
     n = X.shape[1]
     lanes = H.shape[1]
     W = np.empty((3, BLOCK), dtype=np.float32)
     code = np.empty(BLOCK, dtype=np.int32)
+    scaled = np.empty(BLOCK, dtype=np.float32)
     exact = 0
     for b in range(b_lo, b_hi):
         lo = b * BLOCK
         nb = min(BLOCK, n - lo)
         Tb = T[b]
+        if reset:
+            Tb[:] = 0
         if add >= 0:
             _add_block(Tb, X[add], lo, nb)
         yb = yC[lo : lo + BLOCK]
-        for k in range(K):
-            _approx_top2(Tb, Q[b, k], step[b, k], W)
-            _certify(W, step[b, k], yb, slack, code)
-            Hk = H[k]
+        for p in range(n_pairs):
+            k, sc = qk[p], scale[p]
+            st = step[b, k]
+            if sc != np.float32(1):  # the quantization error scales with the weight: so does the margin
+                for j in range(BLOCK):
+                    scaled[j] = st[j] * sc
+                st = scaled
+            _approx_top2(Tb, Q[b, k], st, W)
+            _certify(W, st, yb, slack, code)
+            Hp = H[p]
             for j in range(nb):
                 cj = code[j]
                 if cj < 0:
                     exact += 1
-                    Xi = X[idx[k], lo + j]
-                    best = Xi[0] + Tb[0, j]
+                    Xi = X[xm[p], lo + j]
+                    best = Xi[0] * sc + Tb[0, j]
                     a = 0
                     for c in range(1, C):
-                        v = Xi[c] + Tb[c, j]
+                        v = Xi[c] * sc + Tb[c, j]
                         if v > best:
                             best = v
                             a = c
                     cj = yb[j] + a
-                Hk[j % lanes, cj] += 1
+                Hp[j % lanes, cj] += 1
     return exact
 
 
@@ -259,8 +298,11 @@ def search_threads(
     Q: np.ndarray,
     step: np.ndarray,
     X: np.ndarray,
-    idx: np.ndarray,
+    qk: np.ndarray,
+    xm: np.ndarray,
+    scale: np.ndarray,
     yC: np.ndarray,
+    reset: bool,
     add: int,
     slack: np.float32,
     H: np.ndarray,
@@ -274,7 +316,7 @@ def search_threads(
     exact = np.zeros(chunks, dtype=np.int64)
     for t in numba.prange(chunks):
         b_lo, b_hi = min(nblocks, t * per), min(nblocks, (t + 1) * per)
-        exact[t] = search_blocks(T, Q, step, X, idx, yC, add, slack, H_t[t], b_lo, b_hi)
+        exact[t] = search_blocks(T, Q, step, X, qk, xm, scale, yC, reset, add, slack, H_t[t], b_lo, b_hi)
     for t in range(chunks):
         H += H_t[t]
     return int(exact.sum())

@@ -58,11 +58,19 @@ class Labels:
 
 
 class RoundSearch(Protocol):
-    """Greedy's round evaluator (argmax metrics): the gains of S + X[m] for every candidate m at once."""
+    """A search's evaluator over candidates X[idx] and a running sum S (argmax metrics: all at once):
+    greedy adds to S and scores S + X[m] for every m; hill climbing and subsets set S and score
+    S + scale * X[m] for many (m, scale) pairs."""
 
     def add(self, m: int) -> None: ...
 
     def gains(self) -> list[float]: ...
+
+    def reset(self, m: int | None = None) -> None: ...
+
+    def set_sum(self, S: np.ndarray, total: float) -> None: ...
+
+    def gains_of(self, pairs: list[tuple[int, float]]) -> list[float]: ...
 
 
 class Engine(Protocol):
@@ -411,8 +419,20 @@ class PlainSearch:
         self.total += 1
 
     def gains(self) -> list[float]:
-        scorer = self.scorer
-        return [scorer.gain(scorer.score_added(self.S, self.X[m], self.total + 1)) for m in self.idx]
+        return self.gains_of([(m, 1.0) for m in self.idx])
+
+    def reset(self, m: int | None = None) -> None:
+        if m is None:
+            self.S, self.total = self.scorer.zeros(), 0
+        else:
+            self.S, self.total = self.X[m].copy(), 1
+
+    def set_sum(self, S: np.ndarray, total: float) -> None:
+        self.S, self.total = S.copy(), total
+
+    def gains_of(self, pairs: list[tuple[int, float]]) -> list[float]:
+        scorer, S, t = self.scorer, self.S, self.total
+        return [scorer.gain(scorer.score_added(S, self.X[m], t + sc, sc)) for m, sc in pairs]
 
 
 class SettledSearch:
@@ -430,6 +450,15 @@ class SettledSearch:
 
     def add(self, m: int) -> None:
         self.plain.add(m)
+
+    def reset(self, m: int | None = None) -> None:
+        self.plain.reset(m)
+
+    def set_sum(self, S: np.ndarray, total: float) -> None:
+        self.plain.set_sum(S, total)
+
+    def gains_of(self, pairs: list[tuple[int, float]]) -> list[float]:
+        return self.plain.gains_of(pairs)
 
     def gains(self) -> list[float]:
         scorer, S, X = self.plain.scorer, self.plain.S, self.plain.X
@@ -473,6 +502,7 @@ class TileSearch:
         self.T = np.zeros(((n + k.BLOCK - 1) // k.BLOCK, C, k.BLOCK), dtype=np.float32)
         self.bound = 0.0  # upper bound of |T|
         self.pending = -1
+        self.cleared = False  # T is to be zeroed (reset) in the next pass
         self.exact = 0  # (row, candidate) pairs recomputed exactly, for benchmarks and tests
         self.chunks = threads if threads > 1 and n >= PARALLEL_MIN_ROWS else 1
         self.yC = np.zeros(self.T.shape[0] * k.BLOCK, dtype=np.int32)  # y * C, padded to whole blocks
@@ -485,17 +515,53 @@ class TileSearch:
         self.pending = m
         self.bound += self.big[m]
 
+    def reset(self, m: int | None = None) -> None:
+        """Running sum := X[m] (m one of idx), or zeros; folded into the next pass."""
+        self.pending, self.cleared = (-1 if m is None else m), True
+        self.bound = 0.0 if m is None else self.big[m]
+
+    def set_sum(self, S: np.ndarray, total: float) -> None:
+        """Running sum := S (row-major [n, C] float32), e.g. hill climbing's rescaled blend or a subset's head."""
+        self.bound = self._kernels.set_tiles(self.T, S)
+        self.pending, self.cleared = -1, False
+
     def gains(self) -> list[float]:
         """Gains of S + X[m] for each m in idx."""
-        K, C = len(self.idx), self.scorer.n_classes
-        H = np.zeros((K, self._kernels.LANES, C * C), dtype=np.int64)
+        return self._gains(list(self.idx), np.ones(len(self.idx), dtype=np.float32))
+
+    def gains_of(self, pairs: list[tuple[int, float]]) -> list[float]:
+        """Gains of S + scale * X[m] for each (m, scale) in pairs (m one of idx, scale > 0)."""
+        return self._gains([m for m, _ in pairs], np.array([sc for _, sc in pairs], dtype=np.float32))
+
+    def _gains(self, ms: list[int], scale: np.ndarray) -> list[float]:
+        if not ms:
+            return []
+        pos = {m: k for k, m in enumerate(self.idx.tolist())}
+        qk = np.array([pos[m] for m in ms], dtype=np.int64)
+        xm = np.asarray(ms, dtype=np.int64)
+        P, C = len(ms), self.scorer.n_classes
+        H = np.zeros((P, self._kernels.LANES, C * C), dtype=np.int64)
         # float32 rounding of sums is below 2**-23 of the magnitudes involved: a 30x margin
-        slack = np.float32(4e-6 * (self.bound + 2 * max(self.big.values())) + 1e-30)
-        args = (self.T, self.Q, self.step, self.X, self.idx, self.yC, self.pending, slack, H)
+        widest = max(self.big[m] * float(sc) for m, sc in zip(ms, scale.tolist(), strict=True))
+        slack = np.float32(4e-6 * (self.bound + 2 * widest) + 1e-30)
+        args = (
+            self.T,
+            self.Q,
+            self.step,
+            self.X,
+            qk,
+            xm,
+            scale,
+            self.yC,
+            self.cleared,
+            self.pending,
+            slack,
+            H,
+        )
         if self.chunks > 1:
             self.exact += self._kernels.search_threads(*args, self.chunks)
         else:
             self.exact += self._kernels.search_blocks(*args, 0, self.T.shape[0])
-        self.pending = -1
-        cms = H.sum(axis=1).reshape(K, C, C)
+        self.pending, self.cleared = -1, False  # folded into this pass
+        cms = H.sum(axis=1).reshape(P, C, C)
         return [self.scorer.gain(v) for v in self.scorer.from_confusions(cms)]
