@@ -229,7 +229,8 @@ class Subsets(WeightedBlender):
         order, plus each possible last member."""
         M = Pt.shape[0]
         search = scorer.search(Pt, list(range(M)))
-        best_gain, best = -math.inf, (0,)
+        best_gain = -math.inf
+        best: tuple[int, ...] = (0,)
         buf = scorer.zeros() if top > 2 else None
         for k in range(1, top + 1):
             for head in combinations(range(M), k - 1):

@@ -412,7 +412,7 @@ class PlainSearch:
     def __init__(self, scorer: FastScorer, X: np.ndarray, idx: list[int]) -> None:
         self.scorer, self.X, self.idx = scorer, X, list(idx)
         self.S = scorer.zeros()
-        self.total = 0
+        self.total: float = 0
 
     def add(self, m: int) -> None:
         self.S += self.X[m]
