@@ -43,16 +43,17 @@ class WeightedBlender:
     engine: str = "auto"
     weights_: np.ndarray = field(init=False, repr=False)
 
-    def _scorer(self, P: np.ndarray, y: np.ndarray) -> tuple[FastScorer, np.ndarray]:
+    def _scorer(self, P: np.ndarray, y: np.ndarray, copy: bool = True) -> tuple[FastScorer, np.ndarray]:
         """A scorer for labels y and the candidates P [n, M, C] in its engine's layout (a label matrix y
-        [n, L]: kit.blend.multilabel's scorer, which has FastScorer's interface)."""
+        [n, L]: kit.blend.multilabel's scorer, which has FastScorer's interface). `copy=False`: a view of P
+        where the engine allows one (searches that read each candidate only a few times)."""
         if np.ndim(y) == 2:
             from kit.blend.multilabel import MultilabelScorer
 
             ml = MultilabelScorer(self.metric, y, self.space, self.engine)  # type: ignore[arg-type]
             return ml, ml.layout(P)  # type: ignore[return-value]
         scorer = FastScorer(self.metric, y, P.shape[2], self.space, self.engine)
-        return scorer, scorer.layout(P)
+        return scorer, scorer.layout(P, copy)
 
     def predict(self, P: np.ndarray) -> np.ndarray:
         return combine(P, self.weights_, self.space)
@@ -162,7 +163,7 @@ class HillClimb(WeightedBlender):
         """From the best single candidate, repeatedly move weight g (from `grid`) onto the candidate m that
         gains most, (1 - g) * S + g * P_m, until no move gains more than `tol`. Every (m, g) move of a step is
         scored in one pass (S + r * P_m with r = g / (1 - g) ranks classes as the move does)."""
-        scorer, Pt = self._scorer(P, y)
+        scorer, Pt = self._scorer(P, y, copy=False)
         M = P.shape[1]
         search = scorer.search(Pt, list(range(M)))
         search.reset()
@@ -208,7 +209,7 @@ class Subsets(WeightedBlender):
                 f"blender subsets: {M} candidates up to max_size {self.max_size} make {n_subsets} subsets, "
                 f"more than max_subsets ({self.max_subsets}); lower max_size or use kind: greedy"
             )
-        scorer, Pt = self._scorer(P, y)
+        scorer, Pt = self._scorer(P, y, copy=self.weights != "uniform")  # greedy rounds read candidates often
         best_gain, best_w = -math.inf, np.zeros(M)
         if self.weights == "uniform":
             best_gain, best_w = self._best_uniform(scorer, Pt, top)

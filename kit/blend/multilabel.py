@@ -165,7 +165,7 @@ class MultilabelScorer:
         )
         return self.from_counts(tp, pred, f1_sum, wrong)
 
-    def layout(self, P: np.ndarray) -> np.ndarray:
+    def layout(self, P: np.ndarray, copy: bool = True) -> np.ndarray:
         """Candidates [n, M, L] -> contiguous float32 [M, n, L]."""
         return np.ascontiguousarray(np.transpose(P, (1, 0, 2)), dtype=np.float32)
 

@@ -79,8 +79,9 @@ class Engine(Protocol):
     name: str
     class_axis: int  # the class axis of a running sum in this layout
 
-    def layout(self, P: np.ndarray) -> np.ndarray:
-        """Candidates [n, M, C] -> contiguous float32 X [M, ...] in this layout."""
+    def layout(self, P: np.ndarray, copy: bool = True) -> np.ndarray:
+        """Candidates [n, M, C] -> float32 X [M, ...] in this layout (contiguous unless `copy=False` allows a
+        view: searches that read each candidate only a few times skip the copy)."""
         ...
 
     def zeros(self) -> np.ndarray:
@@ -136,7 +137,7 @@ class NumpyEngine:
         self._eq = np.empty(n, dtype=bool)
         self._pred = np.empty(n, dtype=np.uint8 if C <= 255 else np.intp)
 
-    def layout(self, P: np.ndarray) -> np.ndarray:
+    def layout(self, P: np.ndarray, copy: bool = True) -> np.ndarray:
         return class_major(P)
 
     def zeros(self) -> np.ndarray:
@@ -186,7 +187,9 @@ class NumbaEngine:
         self.labels, self.kernels = labels, kernels
         self._cm = np.zeros((labels.n_classes, labels.n_classes), dtype=np.int64)
 
-    def layout(self, P: np.ndarray) -> np.ndarray:
+    def layout(self, P: np.ndarray, copy: bool = True) -> np.ndarray:
+        if not copy and P.dtype == np.float32:
+            return np.transpose(P, (1, 0, 2))  # X[m] is candidate m's [n, C] rows, strided
         return row_major(P)
 
     def zeros(self) -> np.ndarray:
@@ -265,9 +268,10 @@ class FastScorer:
         self._support = np.bincount(self.y, minlength=n_classes).astype(np.float64)
         self._ranks: RankMetric | None = None
 
-    def layout(self, P: np.ndarray) -> np.ndarray:
-        """Candidates [n, M, C] -> contiguous float32 X in this engine's layout: numba [M, n, C], numpy [M, C, n]."""
-        return self.engine.layout(P)
+    def layout(self, P: np.ndarray, copy: bool = True) -> np.ndarray:
+        """Candidates [n, M, C] -> float32 X in this engine's layout: numba [M, n, C], numpy [M, C, n]; contiguous
+        unless `copy=False` (numba: a transposed view of P, no copy)."""
+        return self.engine.layout(P, copy)
 
     def zeros(self) -> np.ndarray:
         return self.engine.zeros()
