@@ -40,6 +40,7 @@ from kit.blend.postprocess import variants
 from kit.blend.selection import (
     BootstrapScorer,
     Resampler,
+    average,
     compare,
     fold_comparisons,
     group_codes,
@@ -54,6 +55,7 @@ K = 5
 # (label, rule, confidence)
 RULES = [
     ("max_nested", "max_nested", 0.0),
+    ("average_1se", "average_1se", 0.0),
     ("one_se", "one_se", 0.0),
     ("beat_single@0.80", "beat_single", 0.80),
     ("beat_single@0.90", "beat_single", 0.90),
@@ -183,7 +185,10 @@ class Outcome:
     nested: np.ndarray  # [R]
     labels: list[str]
     baseline: int
-    picks: dict[str, int]
+    picks: dict[str, list[int]]  # rule -> the rows it picks (average_1se: several, averaged)
+    pick_test_avg: dict[str, float]  # rule -> its pick's test score (fold-averaged members)
+    pick_test_one: dict[str, float]  # with fold model 0's test predictions
+    pick_nested: dict[str, float]  # the pick's own nested estimate
     reported: dict[str, float]  # selection-aware estimate per rule
     seconds: float
 
@@ -191,6 +196,7 @@ class Outcome:
         d = dict(self.__dict__)
         for k in ("test_avg", "test_one", "nested"):
             d[k] = d[k].tolist()
+        d["picks"] = {k: [int(i) for i in v] for k, v in self.picks.items()}
         return d
 
     @classmethod
@@ -227,11 +233,12 @@ def judge_rules(
     bs = BootstrapScorer(metric, y, preds[0].shape[1], rs)
     cmp = compare(bs, preds, comp, base)
     per_fold = fold_comparisons(metric, y, preds, comp, base, fold, rs, seed)
-    picks, reported = {}, {}
+    picks, reported, nested = {}, {}, {}
     for label, rule, conf in RULES:
         picks[label] = select(cmp, rule, conf)
+        nested[label] = bs.point(average(preds, picks[label]))
         reported[label] = selection_aware(bs, preds, fold, per_fold, rule, conf).score
-    return picks, reported
+    return picks, reported, nested
 
 
 def run_one(
@@ -247,20 +254,26 @@ def run_one(
     metric = sim.info["metric"]
     rows = table_rows(sim, spec, metric)
 
-    def test_score(r: Candidate, T: np.ndarray) -> float:
-        return score(metric, sim.y_test, r.chain.transform(r.blender.predict(T)), logits=False)
+    probs_avg = [r.chain.transform(r.blender.predict(sim.T_avg)) for r in rows]
+    probs_one = [r.chain.transform(r.blender.predict(sim.T_one)) for r in rows]
 
-    picks, reported = judge_rules(
+    def test_score(probs: list[np.ndarray], picked: list[int]) -> float:
+        return score(metric, sim.y_test, average(probs, picked), logits=False)
+
+    picks, reported, nested = judge_rules(
         rows, sim.y, sim.fold, group_codes(sim.groups, len(sim.y)), metric, resamples
     )
     return Outcome(
         info=sim.info,
-        test_avg=np.array([test_score(r, sim.T_avg) for r in rows]),
-        test_one=np.array([test_score(r, sim.T_one) for r in rows]),
+        test_avg=np.array([test_score(probs_avg, [i]) for i in range(len(rows))]),
+        test_one=np.array([test_score(probs_one, [i]) for i in range(len(rows))]),
         nested=np.array([r.nested for r in rows]),
         labels=[r.label for r in rows],
         baseline=baseline_row(rows),
         picks=picks,
+        pick_test_avg={k: test_score(probs_avg, v) for k, v in picks.items()},
+        pick_test_one={k: test_score(probs_one, v) for k, v in picks.items()},
+        pick_nested=nested,
         reported=reported,
         seconds=time.perf_counter() - t0,
     )
@@ -271,13 +284,13 @@ def summarise(outcomes: list[Outcome]) -> dict[str, dict[str, float]]:
     for label, _, _ in RULES:
         regret, lose, bias_one, bias_avg, raw_one, gain = [], [], [], [], [], []
         for o in outcomes:
-            p = o.picks[label]
-            regret.append(o.test_avg.max() - o.test_avg[p])
-            gain.append(o.test_avg[p] - o.test_avg[o.baseline])
-            lose.append(o.test_avg[p] < o.test_avg[o.baseline] - 0.005)
-            bias_one.append(o.reported[label] - o.test_one[p])
-            bias_avg.append(o.reported[label] - o.test_avg[p])
-            raw_one.append(o.nested[p] - o.test_one[p])
+            t_avg, t_one = o.pick_test_avg[label], o.pick_test_one[label]
+            regret.append(o.test_avg.max() - t_avg)
+            gain.append(t_avg - o.test_avg[o.baseline])
+            lose.append(t_avg < o.test_avg[o.baseline] - 0.005)
+            bias_one.append(o.reported[label] - t_one)
+            bias_avg.append(o.reported[label] - t_avg)
+            raw_one.append(o.pick_nested[label] - t_one)
         out[label] = {
             "regret": float(np.mean(regret)),
             "gain_vs_single": float(np.mean(gain)),
@@ -419,8 +432,9 @@ def demo_report(demo: Path, resamples: int) -> None:
         truth = {r["id"]: r["label"] for r in csv.DictReader(f)}
     index = {c: i for i, c in enumerate(ws.classes)}
     y_test = np.array([index[truth[i]] for i in ws.test.ids])
-    test = np.array([score(metric, y_test, r.chain.transform(r.blender.predict(cands.test))) for r in rows])
-    picks, reported = judge_rules(
+    probs = [r.chain.transform(r.blender.predict(cands.test)) for r in rows]
+    test = np.array([score(metric, y_test, q) for q in probs])
+    picks, reported, nested = judge_rules(
         rows, y, ws.folds.fold, group_codes(ws.train.groups, len(y)), metric, resamples
     )
     best = int(np.argmax(test))
@@ -429,9 +443,11 @@ def demo_report(demo: Path, resamples: int) -> None:
     print(f"  best row in hindsight {rows[best].label} {test[best]:.4f}; best_single {test[base]:.4f}")
     for label, _, _ in RULES:
         p = picks[label]
+        t = score(metric, y_test, average(probs, p))
+        what = rows[p[0]].label if len(p) == 1 else f"the mean of {len(p)} rows"
         print(
-            f"  {label:<18} picks {rows[p].label:<32} test {test[p]:.4f} (regret {test[best] - test[p]:.4f}, "
-            f"vs best single {test[p] - test[base]:+.4f}); nested {rows[p].nested:.4f}, "
+            f"  {label:<18} picks {what:<32} test {t:.4f} (regret {test[best] - t:.4f}, "
+            f"vs best single {t - test[base]:+.4f}); nested {nested[label]:.4f}, "
             f"selection-aware {reported[label]:.4f}"
         )
 

@@ -145,6 +145,43 @@ def test_stack_with_postprocessing_recipe_equals_the_blend_engine(home: Path) ->
     assert np.array_equal(got, want), np.abs(got - want).max()
 
 
+def test_average_of_rows_is_recorded_and_predicted_as_kit_blend_made_it(home: Path, runner) -> None:
+    """Selection rule average_1se: the winner is the mean of the rows within one paired SE of the best. winner.json
+    records each averaged row (blender, weights, stack, post-processing), test_probs.npy is the mean of their
+    test probabilities, and kit predict rebuilds it from winner.json bit for bit."""
+    from kit import Predictor
+
+    spec = {
+        "members": {"cnx": {"views": "all"}, "clip": {"views": "all"}},
+        "blenders": [{"kind": "uniform"}, {"kind": "greedy", "rounds": 10}, {"kind": "stack", "C": 0.5}],
+        "postprocess": {"logit_adjust": {"enabled": True}},
+        "selection": {"rule": "average_1se", "resamples": 200},
+    }
+    (home / "ensembles" / "avg.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    r = invoke(runner, ["blend", "ensembles/avg.yaml"], cwd=home)
+    assert r.exit_code == 0, r.output
+    out = home / "work" / "blends" / "avg"
+    winner = json.loads((out / "winner.json").read_text())
+    picked = winner["selection"]["picked_rows"]
+    assert len(picked) >= 2, picked  # 34 train rows: several rows lie within one SE of the best
+    assert winner["blender_kind"] == "average" and winner["row"] == f"average({', '.join(picked)})"
+    assert [r["row"] for r in winner["rows"]] == picked
+    table = list(csv.DictReader((out / "table.csv").open()))
+    assert sorted(t["blender"] for t in table if t["picked"] == "True") == sorted(picked)
+    # the recorded nested score is the averaged rows' own: their pooled nested predictions, scored once
+    from kit import load_config
+    from kit.data.workspace import open_workspace
+    from kit.metrics.scores import score
+
+    y = open_workspace(load_config(home / "kit.yaml"), write=False).train.labels
+    oof = np.load(out / "oof_probs.npy")
+    assert score("weighted_f1", y, oof, logits=False) == pytest.approx(winner["nested_score"], abs=1e-6)
+    p = Predictor.from_workspace(home / "kit.yaml", ensemble="ensembles/avg.yaml")
+    probs = p.predict_proba(images_of(home))
+    want = np.load(out / "test_probs.npy")
+    assert probs.dtype == np.float32 and np.array_equal(probs, want), np.abs(probs - want).max()
+
+
 # ---------------------------------------------------------------- the CLI: workspace, bundle, bad input
 
 

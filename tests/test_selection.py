@@ -84,17 +84,17 @@ def test_rules_prefer_the_simple_row_unless_a_complex_one_reliably_wins() -> Non
     boot = np.stack([base, noisy, steady])
     point = [0.800, 0.815, 0.810]  # the raw maximum is the noisy stack
     cmp = _cmp(point, boot, [0, 4, 2])
-    assert select(cmp, "max_nested", 0.9) == 1
-    assert select(cmp, "beat_single", 0.9) == 2
-    assert select(cmp, "stepwise", 0.9) == 2
+    assert select(cmp, "max_nested", 0.9) == [1]
+    assert select(cmp, "beat_single", 0.9) == [2]
+    assert select(cmp, "stepwise", 0.9) == [2]
     p = cmp.p_beats(0)
     assert p[0] == 0.0 and 0.4 < p[1] < 0.7 and p[2] > 0.9
     # nothing reliably better: best_single stays
     cmp2 = _cmp(point, np.stack([base, noisy, base + 0.02 * rng.standard_normal(1000)]), [0, 4, 2])
-    assert select(cmp2, "beat_single", 0.9) == 0
-    assert select(cmp2, "stepwise", 0.9) == 0
+    assert select(cmp2, "beat_single", 0.9) == [0]
+    assert select(cmp2, "stepwise", 0.9) == [0]
     # one_se: rows within one paired SE of the best -> the simplest of them
-    assert select(cmp2, "one_se", 0.9) == 0
+    assert select(cmp2, "one_se", 0.9) == [0]
     lo, hi = cmp.interval(0.95)[2]
     assert lo < np.mean(steady) < hi
 
@@ -111,7 +111,7 @@ def test_log_loss_rules_use_lower_is_better() -> None:
         baseline=0,
     )
     assert cmp.p_beats(0)[1] == 1.0
-    assert select(cmp, "beat_single", 0.9) == 1
+    assert select(cmp, "beat_single", 0.9) == [1]
     assert complexity("greedy", ("logit_adjust", "class_bias")) == 4 > complexity("uniform", ()) == 1
 
 
@@ -127,14 +127,41 @@ def test_selection_aware_uses_each_folds_own_pick() -> None:
     bs = BootstrapScorer("accuracy", y, C, rs)
     per_fold = fold_comparisons("accuracy", y, preds, [0, 2], 0, fold, rs, 0)
     aware = selection_aware(bs, preds, fold, per_fold, "beat_single", 0.9)
-    assert aware.picks == {0: 1, 1: 1, 2: 1, 3: 1}
+    assert aware.picks == {0: [1], 1: [1], 2: [1], 3: [1]}
     assert aware.score == 1.0 and aware.interval[0] <= 1.0
     # when the 'better' row is better only on fold 0's rows, the other folds' picks see it and fold 0's do not
     mixed = weak.copy()
     mixed[fold != 0] = perfect[fold != 0]
     per_fold = fold_comparisons("accuracy", y, [weak, mixed], [0, 2], 0, fold, rs, 0)
     aware = selection_aware(bs, [weak, mixed], fold, per_fold, "beat_single", 0.9)
-    assert aware.picks[1] == aware.picks[2] == aware.picks[3] == 1
+    assert aware.picks[1] == aware.picks[2] == aware.picks[3] == [1]
+
+
+def test_average_1se_averages_the_rows_within_one_paired_se_of_the_best() -> None:
+    rng = np.random.default_rng(3)
+    base = 0.80 + 0.02 * rng.standard_normal(1000)
+    best = base + 0.015 + 0.03 * rng.standard_normal(1000)  # the best point; noisy against base (SE ~0.03)
+    close = best - 0.001 + 0.005 * rng.standard_normal(1000)  # 0.001 behind, paired SE ~0.005: within
+    far = base - 0.05 + 0.001 * rng.standard_normal(1000)  # 0.065 behind, paired SE ~0.03: out
+    cmp = _cmp([0.800, 0.815, 0.814, 0.750], np.stack([base, best, close, far]), [0, 4, 2, 1])
+    assert select(cmp, "average_1se", 0.9) == [0, 1, 2]
+    # inside each outer fold the same rule averages the rows it picks there
+    n, C = 400, 3
+    y = rng.integers(0, C, n)
+    fold = np.arange(n) % 4
+    a = rng.dirichlet(np.ones(C), n)
+    b = 0.5 * a + 0.5 * rng.dirichlet(np.ones(C), n)
+    preds = [a, b]
+    rs = Resampler.make(np.arange(n), 200, 0)
+    bs = BootstrapScorer("accuracy", y, C, rs)
+    per_fold = fold_comparisons("accuracy", y, preds, [0, 1], 0, fold, rs, 0)
+    aware = selection_aware(bs, preds, fold, per_fold, "average_1se", 0.9)
+    for f, rows in aware.picks.items():
+        held = fold == f
+        np.testing.assert_allclose(aware.oof[held], np.mean([preds[r][held] for r in rows], axis=0))
+    assert any(
+        len(rows) == 2 for rows in aware.picks.values()
+    )  # two random rows: within one SE of each other
 
 
 def test_stack_chooses_C_inside_the_fit_rows_by_their_folds() -> None:
@@ -164,12 +191,17 @@ def test_small_selection_benchmark_runs_with_a_fixed_seed() -> None:
         R = len(o.labels)
         assert R == 24 and o.test_avg.shape == o.test_one.shape == o.nested.shape == (R,)
         assert set(o.picks) == {label for label, _, _ in bench.RULES}
-        assert all(0 <= p < R for p in o.picks.values())
+        assert all(len(ps) >= 1 and all(0 <= p < R for p in ps) for ps in o.picks.values())
+        for label, ps in o.picks.items():
+            if len(ps) == 1:  # one row: its own test score; several: their averaged probabilities'
+                assert o.pick_test_avg[label] == o.test_avg[ps[0]]
         assert o.labels[o.baseline] == "best_single"
         assert all(0.0 <= v <= 1.0 for v in o.reported.values())
     res = bench.summarise(outcomes)
-    for r in res.values():
-        assert r["regret"] >= 0 and 0 <= r["loses_share"] <= 1 and np.isfinite(r["bias_single_fold"])
+    for label, r in res.items():
+        assert 0 <= r["loses_share"] <= 1 and np.isfinite(r["bias_single_fold"])
+        if label != "average_1se":  # a single row never beats the best row in hindsight; an average can
+            assert r["regret"] >= 0
     again = bench.run_one(11, spec, resamples=100, small=True)
     np.testing.assert_array_equal(again.test_avg, outcomes[0].test_avg)  # fixed seed, same competition
     assert again.picks == outcomes[0].picks

@@ -19,6 +19,7 @@ from kit.blend.selection import (
     Comparison,
     Resampler,
     SelectionAware,
+    average,
     compare,
     complexity,
     fold_comparisons,
@@ -130,7 +131,12 @@ def evaluate_blender(
 class Judgement:
     """The table's rows compared under uncertainty, the pick, and the estimate of the whole procedure."""
 
-    winner: int
+    winners: list[int]  # the rows the rule picks (average_1se: several, their predictions averaged)
+    winner: int  # the best nested row among them (the one row for single-row rules)
+    pick_oof: np.ndarray  # [n, C] the pick's pooled nested predictions (the winners' mean)
+    pick_score: float  # the pick's nested estimate
+    pick_interval: tuple[float, float]
+    pick_p_beats_single: float
     max_nested: int  # the row the raw maximum would pick (reported beside the rule's pick)
     baseline: int  # the best_single row
     comparison: Comparison
@@ -161,9 +167,21 @@ def judge(
     cmp = compare(bs, preds, comp, base)
     per_fold = fold_comparisons(metric, y, preds, comp, base, fold, rs, sel.seed)
     aware = selection_aware(bs, preds, fold, per_fold, sel.rule, sel.confidence, sel.level)
+    winners = select(cmp, sel.rule, sel.confidence)
+    g, b = cmp.gain()
+    lead = max(winners, key=lambda r: (g[r], -r))
+    pick_oof = average(preds, winners)
+    boot = cmp.boot[lead] if len(winners) == 1 else bs.scores(pick_oof)
+    a = (1 - sel.level) / 2
+    lo, hi = np.quantile(boot, [a, 1 - a])
     return Judgement(
-        winner=select(cmp, sel.rule, sel.confidence),
-        max_nested=select(cmp, "max_nested", sel.confidence),
+        winners=winners,
+        winner=lead,
+        pick_oof=pick_oof,
+        pick_score=float(cmp.point[lead]) if len(winners) == 1 else bs.point(pick_oof),
+        pick_interval=(float(lo), float(hi)),
+        pick_p_beats_single=float((cmp.sign * boot > b[base]).mean()),
+        max_nested=select(cmp, "max_nested", sel.confidence)[0],
         baseline=base,
         comparison=cmp,
         intervals=cmp.interval(sel.level),
@@ -185,7 +203,7 @@ def describe(rows: list[Candidate], j: Judgement) -> list[dict[str, Any]]:
             "p_beats_single": float(j.p_beats_single[i]),
             "overstatement": r.overstatement,
             "seconds": r.seconds,
-            "picked": i == j.winner,
+            "picked": i in j.winners,
         }
         for i, r in enumerate(rows)
     ]

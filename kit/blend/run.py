@@ -14,7 +14,7 @@ from kit.artifacts.atomic import atomic_dir
 from kit.artifacts.member import artifact_id
 from kit.blend.candidates import build_candidates, load_members, resolve_members
 from kit.blend.io import OOF_FILE, TEST_FILE, WINNER_FILE, blend_dir
-from kit.blend.nested import describe, evaluate_blender, judge
+from kit.blend.nested import Candidate, describe, evaluate_blender, judge
 from kit.blend.postprocess import variants
 from kit.blend.report import per_class_csv, per_class_rows, table_csv, write_png
 from kit.blend.selection import group_codes
@@ -119,9 +119,10 @@ def blend(
         rows.extend(evaluate_blender(b, pp, pp_spec, P, y, fold, metric, space))
     codes = group_codes(ws.train.groups, len(y))
     judged = judge(rows, y, fold, codes, metric, spec.selection)
-    win = rows[judged.winner]
+    picked = [rows[r] for r in judged.winners]
+    win = rows[judged.winner]  # the lead row: the pick itself, or the best nested row of an average
     test_probs = (
-        win.chain.transform(win.blender.predict(cands.test))
+        np.mean([r.chain.transform(r.blender.predict(cands.test)) for r in picked], axis=0)
         if len(cands.test)
         else np.zeros((0, len(ws.classes)))
     )
@@ -130,15 +131,32 @@ def blend(
     single_scores = [score(metric, y, probs[:, m], logits=False) for m in range(P.shape[1])]
     sign = 1 if greater_is_better(metric) else -1
     best = int(np.argmax([sign * s for s in single_scores]))
-    per_class = per_class_rows(ws.classes, y, probs[:, best], win.nested_oof)
+    per_class = per_class_rows(ws.classes, y, probs[:, best], judged.pick_oof)
 
-    weights = {c.name: float(w) for c, w in zip(cands.specs, win.blender.weights_, strict=True) if w > 0}
+    records = [row_record(r, cands.specs) for r in picked]
+    if len(picked) == 1:
+        pick = dict(records[0])
+        insample = win.insample
+    else:
+        insample = score(metric, y, np.mean([r.insample_oof for r in picked], axis=0), logits=False)
+        pick = {
+            "blender": "average",
+            "blender_kind": "average",
+            "row": average_label(picked),
+            "weights": mean_weights(records),
+            "weights_meaning": "mean of the averaged rows' weights (each row's own are under `rows`)",
+            "postprocess": {},
+            "fold_weights": [],
+            "rows": records,
+        }
+    weights = pick["weights"]
     used = [c for c in cands.specs if c.name in weights]
     members = list(dict.fromkeys(c.member for c in used))
     views = {m: sorted({v for c in used if c.member == m for v in c.views}) for m in members}
     table = describe(rows, judged)
     sel = spec.selection
-    lo, hi = judged.intervals[judged.winner]
+    lo, hi = judged.pick_interval
+    overstatement = sign * (insample - judged.pick_score)
     selection = {
         "rule": sel.rule,
         "confidence": sel.confidence,
@@ -149,36 +167,36 @@ def blend(
         "groups": judged.n_groups,
         "max_nested_row": rows[judged.max_nested].label,
         "baseline_row": rows[judged.baseline].label,
-        "p_beats_best_single": float(judged.p_beats_single[judged.winner]),
-        "selection_aware_picks": {str(f): rows[r].label for f, r in judged.aware.picks.items()},
+        "picked_rows": [r.label for r in picked],
+        "p_beats_best_single": judged.pick_p_beats_single,
+        "selection_aware_picks": {
+            str(f): " + ".join(rows[r].label for r in rs) for f, rs in judged.aware.picks.items()
+        },
     }
     winner: dict[str, Any] = {
         "name": name,
         "metric": metric,
-        "blender": win.blender_label,
-        "blender_kind": win.kind,
-        "row": win.label,
+        **{k: pick[k] for k in ("blender", "blender_kind", "row")},
         "space": spec.space,
         "members": members,
         "views": views,
-        "weights": weights,
-        "weights_meaning": "share of |coefficients| (see stack)"
-        if win.kind == "stack"
-        else "mixture weights summing to one",
+        **{k: pick[k] for k in ("weights", "weights_meaning")},
         "candidates": {
             c.name: {"member": c.member, "views": list(c.views), "temperature": c.temperature}
             for c in cands.specs
         },
-        "postprocess": win.chain.fitted_params(),
-        "nested_score": win.nested,
+        "postprocess": pick["postprocess"],
+        "nested_score": judged.pick_score,
         "nested_interval": [float(lo), float(hi)],
         "selection_aware_score": judged.aware.score,
         "selection_aware_interval": list(judged.aware.interval),
-        "insample_score": win.insample,
-        "overstatement": win.overstatement,
+        "insample_score": insample,
+        "overstatement": overstatement,
         "best_single": {"candidate": cands.specs[best].name, "score": single_scores[best]},
         "selection": selection,
-        "fold_weights": win.fold_weights,
+        "fold_weights": pick["fold_weights"],
+        **({"stack": pick["stack"]} if "stack" in pick else {}),
+        **({"rows": pick["rows"]} if "rows" in pick else {}),
         "classes": list(ws.classes),
         "train_ids_fingerprint": ws.train.ids_fingerprint(),
         "test_ids_fingerprint": ws.test.ids_fingerprint() if ws.test is not None else None,
@@ -190,12 +208,10 @@ def blend(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(time.time() - started, 3),
     }
-    if win.kind == "stack":  # Stack, or MultilabelStack (kit.blend.multilabel)
-        winner["stack"] = win.blender.fitted_params()
 
     out = blend_dir(ws.workdir, name)
     with atomic_dir(out) as tmp:
-        np.save(tmp / OOF_FILE, win.nested_oof.astype(np.float32))
+        np.save(tmp / OOF_FILE, judged.pick_oof.astype(np.float32))
         np.save(tmp / TEST_FILE, np.asarray(test_probs, dtype=np.float32))
         import json
 
@@ -211,13 +227,13 @@ def blend(
         )
         write_png(
             tmp / "report.png",
-            title=f"{name}: {win.label} ({sel.rule}), nested {metric} {win.nested:.4f} [{lo:.4f}, {hi:.4f}] "
-            f"(in-sample {win.insample:.4f}; best single {single_scores[best]:.4f})",
+            title=f"{name}: {pick['row']} ({sel.rule}), nested {metric} {judged.pick_score:.4f} "
+            f"[{lo:.4f}, {hi:.4f}] (in-sample {insample:.4f}; best single {single_scores[best]:.4f})",
             weights=weights,
             per_class=per_class,
             single_name=cands.specs[best].name,
             y=y,
-            blend=win.nested_oof,
+            blend=judged.pick_oof,
             classes=list(ws.classes),
         )
     return BlendResult(
@@ -225,15 +241,15 @@ def blend(
         metric=metric,
         n_candidates=len(cands.specs),
         table=table,
-        winner=win.label,
+        winner=pick["row"],
         weights=weights,
-        nested_score=win.nested,
+        nested_score=judged.pick_score,
         nested_interval=(float(lo), float(hi)),
         selection_aware_score=judged.aware.score,
         selection_aware_interval=judged.aware.interval,
         selection=selection,
-        insample_score=win.insample,
-        overstatement=win.overstatement,
+        insample_score=insample,
+        overstatement=overstatement,
         best_single=cands.specs[best].name,
         best_single_score=single_scores[best],
         path=out,
@@ -263,3 +279,32 @@ def run_blend(
     path = Path(spec)
     ens = load_spec(path, overrides)
     return blend(ens, open_workspace(cfg), name or path.stem, path, allow_stale=allow_stale)
+
+
+def row_record(row: Candidate, specs: list[Any]) -> dict[str, Any]:
+    """What winner.json (and kit predict's recipe) needs of one fitted row: its blender, weights, stack
+    coefficients and post-processing."""
+    rec: dict[str, Any] = {
+        "blender": row.blender_label,
+        "blender_kind": row.kind,
+        "row": row.label,
+        "weights": {c.name: float(w) for c, w in zip(specs, row.blender.weights_, strict=True) if w > 0},
+        "weights_meaning": "share of |coefficients| (see stack)"
+        if row.kind == "stack"
+        else "mixture weights summing to one",
+        "postprocess": row.chain.fitted_params(),
+        "nested_score": row.nested,
+        "fold_weights": row.fold_weights,
+    }
+    if row.kind == "stack":  # Stack, or MultilabelStack (kit.blend.multilabel)
+        rec["stack"] = row.blender.fitted_params()
+    return rec
+
+
+def average_label(rows: list[Candidate]) -> str:
+    return f"average({', '.join(r.label for r in rows)})"
+
+
+def mean_weights(records: list[dict[str, Any]]) -> dict[str, float]:
+    names = list(dict.fromkeys(n for r in records for n in r["weights"]))
+    return {n: sum(r["weights"].get(n, 0.0) for r in records) / len(records) for n in names}

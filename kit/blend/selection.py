@@ -29,7 +29,7 @@ from kit.metrics.scores import (
     score_from_counts,
 )
 
-RULES = ("max_nested", "one_se", "beat_single", "stepwise")
+RULES = ("average_1se", "max_nested", "one_se", "beat_single", "stepwise")
 KIND_COMPLEXITY = {"best_single": 0, "uniform": 1, "greedy": 2, "hill_climb": 2, "subsets": 3, "stack": 4}
 
 
@@ -276,6 +276,14 @@ def rule_stepwise(cmp: Comparison, confidence: float) -> int:
     return pick
 
 
+def within_one_se(cmp: Comparison) -> list[int]:
+    """The rows whose nested score is within one paired standard error of the best row's (the best included)."""
+    g, b = cmp.gain()
+    top = _best(g, np.ones(len(g), dtype=bool))
+    se = (b[top] - b).std(axis=1)
+    return [int(i) for i in np.flatnonzero(g[top] - g <= se)]
+
+
 RULE_FUNCS: dict[str, Callable[[Comparison, float], int]] = {
     "max_nested": rule_max_nested,
     "one_se": rule_one_se,
@@ -284,8 +292,20 @@ RULE_FUNCS: dict[str, Callable[[Comparison, float], int]] = {
 }
 
 
-def select(cmp: Comparison, rule: str, confidence: float) -> int:
-    return RULE_FUNCS[rule](cmp, confidence)
+def select(cmp: Comparison, rule: str, confidence: float) -> list[int]:
+    """The rows the rule picks: one row, or for `average_1se` every row within one paired standard error of the
+    best (their predictions are averaged: near-equal rows differ mostly by noise, and their mean is steadier
+    than any one of them)."""
+    if rule == "average_1se":
+        return within_one_se(cmp)
+    return [RULE_FUNCS[rule](cmp, confidence)]
+
+
+def average(preds: Sequence[np.ndarray], rows: Sequence[int]) -> np.ndarray:
+    """The mean of the picked rows' predictions (one row: its predictions as they are)."""
+    if len(rows) == 1:
+        return np.asarray(preds[rows[0]])
+    return np.mean([np.asarray(preds[r], dtype=np.float64) for r in rows], axis=0)
 
 
 @dataclass
@@ -294,7 +314,7 @@ class SelectionAware:
     each outer fold: fold f's rows get the nested predictions of the row the rule picks on the other folds."""
 
     oof: np.ndarray  # [n, C] pooled predictions of the per-fold picks
-    picks: dict[int, int]  # fold -> row index
+    picks: dict[int, list[int]]  # fold -> the rows picked there
     score: float
     interval: tuple[float, float]
 
@@ -332,10 +352,10 @@ def selection_aware(
     out = np.zeros(np.shape(preds[0]), dtype=np.float64)
     picks = {}
     for f, cmp in per_fold.items():
-        r = select(cmp, rule, confidence)
-        picks[f] = r
+        rows = select(cmp, rule, confidence)
+        picks[f] = rows
         held = fold == f
-        out[held] = preds[r][held]
+        out[held] = average([np.asarray(preds[r])[held] for r in rows], range(len(rows)))
     lo, hi = np.quantile(bs.scores(out), [(1 - level) / 2, (1 + level) / 2])
     return SelectionAware(oof=out, picks=picks, score=bs.point(out), interval=(float(lo), float(hi)))
 

@@ -19,6 +19,15 @@ Logits = dict[str, tuple[list[str], np.ndarray]]  # member -> (views, float32 lo
 
 
 def blend_recipe(winner: dict[str, Any]) -> dict[str, Any]:
+    """The winner as a recipe; an average of rows (selection rule average_1se) is a recipe with `parts`, one
+    per averaged row, whose probabilities are averaged."""
+    if winner.get("rows"):
+        parts = [blend_recipe({**winner, **row, "rows": None}) for row in winner["rows"]]
+        return {**_blend_fields(winner), "parts": parts}
+    return _blend_fields(winner)
+
+
+def _blend_fields(winner: dict[str, Any]) -> dict[str, Any]:
     weights = winner.get("weights") or {}
     kind = winner.get("blender_kind")
     if kind == "stack" and "stack" not in winner:
@@ -63,6 +72,9 @@ def member_recipe(name: str, classes: list[str], views: list[str], cv_score: flo
 
 def _used(recipe: dict[str, Any]) -> list[dict[str, Any]]:
     cands = recipe["candidates"]
+    if recipe.get("parts"):
+        names = {c["name"] for part in recipe["parts"] for c in _used(part)}
+        return [c for c in cands if c["name"] in names]
     return list(cands) if recipe["blender_kind"] == "stack" else [c for c in cands if c["weight"] > 0]
 
 
@@ -127,6 +139,13 @@ def apply(recipe: dict[str, Any], logits: Logits) -> np.ndarray:
         views, arr = logits[recipe["name"]]
         return mean_view_probs(arr[:, [views.index(v) for v in recipe["views"]]])
 
+    if recipe.get("parts"):  # an average of rows: the mean of their probabilities, as `kit blend` takes it
+        return np.asarray(np.mean([_blend(part, logits) for part in recipe["parts"]], axis=0), dtype=np.float32)
+    return np.asarray(_blend(recipe, logits), dtype=np.float32)
+
+
+def _blend(recipe: dict[str, Any], logits: Logits) -> np.ndarray:
+    """One row's probabilities: candidates in the blending space, the blender, the post-processing chain."""
     from kit.artifacts.member import MemberArtifact
     from kit.blend.blenders import combine
     from kit.blend.candidates import _mean_logits, _to_space
@@ -151,4 +170,4 @@ def apply(recipe: dict[str, Any], logits: Logits) -> np.ndarray:
         q = combine(
             P, np.array([c["weight"] for c in recipe["candidates"]], dtype=np.float64), recipe["space"]
         )
-    return np.asarray(_chain(recipe["postprocess"]).transform(q), dtype=np.float32)
+    return np.asarray(_chain(recipe["postprocess"]).transform(q))
