@@ -113,7 +113,9 @@ def test_imported_fold_joins_the_run_and_mismatches_are_refused(
     }
     lr = load_config(write_config(tmp_path / "lr" / "kit.yaml", data, {"cnx": member(lr=0.002)}))
     kit.train(lr, ["cnx"], folds=[1])
-    bad_cases[str(_run_root(lr.workdir, "cnx") / "fold1")] = "the member config, the metric or the encoder differs"
+    bad_cases[str(_run_root(lr.workdir, "cnx") / "fold1")] = (
+        "the member config, the metric or the encoder differs"
+    )
     seed = write_config(tmp_path / "seed" / "kit.yaml", data, {"cnx": member()})
     seed_cfg = load_config(seed, ["folds.seed=1"])
     kit.train(seed_cfg, ["cnx"], folds=[1])
@@ -148,25 +150,27 @@ def test_imported_fold_joins_the_run_and_mismatches_are_refused(
 
 def test_two_real_processes_share_one_workdir(tmp_path: Path, data: Path, reference: Path) -> None:
     """Two `python -m kit train` processes at once: every fold is trained once, the member equals a serial run."""
-    cfg = write_config(tmp_path / "kit.yaml", data, {"cnx": member(epochs=2)}, k=3)
+    cfg = write_config(tmp_path / "kit.yaml", data, {"cnx": member()})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "kit", "train", "cnx", "-c", str(cfg)]
     procs = [
-        subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     both = "\n".join(outs)
-    for f in range(3):
-        assert both.count(f"cnx fold {f} epoch 2/2") == 1, both  # trained once, by one of them
-    assert "another kit process is training it; skipped here" in both or "done earlier" in both
+    for f in range(2):
+        assert both.count(f"cnx fold {f} epoch 1/1") == 1, both  # trained once, by one of them
+        assert (
+            both.count(f"cnx fold {f}: another kit process is training it")
+            + both.count(f"cnx fold {f}: done earlier")
+            == 1
+        ), both  # and skipped or kept by the other
     assert "wrote" in both
-    serial = load_config(write_config(tmp_path / "serial" / "kit.yaml", data, {"cnx": member(epochs=2)}, k=3))
-    import kit
-
-    kit.train(serial, ["cnx"])
-    _assert_same(serial.workdir, tmp_path / "work", "cnx")
+    _assert_same(reference, tmp_path / "work", "cnx")
 
 
 # ---------------------------------------------------------------- one machine, several workers
@@ -200,7 +204,7 @@ def test_jobs_2_is_bit_equal_to_the_serial_run(tmp_path: Path, data: Path) -> No
     import kit
     from kit.train.workers import worker_threads
 
-    members = {"cnx": member(), "eff": member("test_efficientnet")}
+    members = {"cnx": member()}
     serial = load_config(write_config(tmp_path / "serial" / "kit.yaml", data, members))
     threads = torch.get_num_threads()
     torch.set_num_threads(worker_threads(2))  # what each of the 2 workers runs with
@@ -212,7 +216,7 @@ def test_jobs_2_is_bit_equal_to_the_serial_run(tmp_path: Path, data: Path) -> No
     par = load_config(write_config(tmp_path / "par" / "kit.yaml", data, members))
     rep = Recording()
     result = kit.train(par, reporter=rep, jobs=2)
-    assert sorted(result.members) == ["cnx", "eff"] and result.pending == []
+    assert list(result.members) == ["cnx"] and result.pending == []
     for name in members:
         _assert_same(serial.workdir, par.workdir, name)
     label = f"cpu, {worker_threads(2)} thread"
@@ -220,7 +224,7 @@ def test_jobs_2_is_bit_equal_to_the_serial_run(tmp_path: Path, data: Path) -> No
     assert any(s.startswith("worker 1 (" + label) for s in rep.shown)
     assert any(": cnx fold" in s and "epochs 0/1" in s for s in rep.shown), rep.shown  # fold and epoch shown
     assert any("batches" in s for s in rep.shown)
-    assert sum("fold 0 epoch 1/1" in line for line in rep.lines) == 2  # one line per member, from the workers
+    assert sum("epoch 1/1" in line for line in rep.lines) == 2  # one line per fold, from the workers
 
 
 def test_dead_worker_is_a_kit_error_naming_member_and_fold(tmp_path: Path, data: Path) -> None:
@@ -234,7 +238,9 @@ def test_dead_worker_is_a_kit_error_naming_member_and_fold(tmp_path: Path, data:
         @contextmanager
         def task(self, description: str, total: int | None = None) -> Iterator[Task]:
             outer = self
-            pid = int(description.split("pid ")[1].rstrip(")")) if description.startswith("worker 0") else None
+            pid = (
+                int(description.split("pid ")[1].rstrip(")")) if description.startswith("worker 0") else None
+            )
 
             class T:
                 def advance(self, n: int = 1) -> None:
@@ -247,7 +253,7 @@ def test_dead_worker_is_a_kit_error_naming_member_and_fold(tmp_path: Path, data:
 
             yield T()
 
-    cfg = load_config(write_config(tmp_path / "kit.yaml", data, {"cnx": member(epochs=3)}))
+    cfg = load_config(write_config(tmp_path / "kit.yaml", data, {"cnx": member()}))
     with pytest.raises(KitError) as e:
         kit.train(cfg, reporter=KillFirstWorker(), jobs=2)
     msg = str(e.value)
@@ -262,7 +268,10 @@ def test_dead_worker_is_a_kit_error_naming_member_and_fold(tmp_path: Path, data:
 def test_bad_scale_flags_exit_1_naming_the_flag(tmp_path: Path, data: Path, runner: CliRunner) -> None:
     cfg = write_config(tmp_path / "kit.yaml", data, {"cnx": member(), "eff": member()})
     cases = {
-        ("--folds", "2"): "--folds 2: no fold 2; this workspace has folds.k=2 (--folds takes numbers from 0 to 1",
+        (
+            "--folds",
+            "2",
+        ): "--folds 2: no fold 2; this workspace has folds.k=2 (--folds takes numbers from 0 to 1",
         ("--folds", "0,,1"): "--folds '0,,1': expected numbers from 0 separated by commas, e.g. --folds 0,2",
         ("--folds", "-1"): "--folds '-1': expected numbers",
         ("--folds", "1,1"): "--folds 1,1: a fold is named twice",
