@@ -2,12 +2,14 @@
 assembly of the member's OOF and test logits per TTA view, and `write_member` under a member lock.
 
     workdir/runs/NAME/HASH/          one run per (member config, metric, folds, data content, classes)
-        run.json                     the member config the hash was taken over
+        run.json                     the member config the hash was taken over and the run's identity
+                                     (hash, folds and data fingerprints: what an imported fold must match)
         fold{f}.lock                 held while a process trains fold f (a second `kit train` skips the fold)
         fold{f}/last.pt              the kind's resumable state of an unfinished fold (dropped once done)
         fold{f}/oof.npy              [n_valid, V, C] logits on the fold's held-out rows
         fold{f}/test.npy             [n_test, V, C] logits on the test set
-        fold{f}/done.json            written last: the fold is finished and never retrained
+        fold{f}/done.json            written last: the fold is finished and never retrained; carries the
+                                     run's identity, so fold{f}/ alone is portable (`--import-fold`)
     workdir/locks/member-NAME.lock   held while a process writes workdir/members/NAME
 
 A member kind (kit.train.kinds) supplies how to prepare itself, fit one fold and predict its rows and the
@@ -81,9 +83,33 @@ def open_run(ws: Workspace, name: str, member: BaseModel, extra: dict[str, Any] 
     """workdir/runs/NAME/HASH, created with its run.json."""
     root = run_dir(ws, name, member, extra)
     root.mkdir(parents=True, exist_ok=True)
-    if not (root / "run.json").exists():
-        atomic_write_json(root / "run.json", {"member": name, "config": member.model_dump(mode="json")})
+    if "identity" not in (read_run(root) or {}):  # runs made before the identity was kept get it now
+        atomic_write_json(
+            root / "run.json",
+            {"member": name, "config": member.model_dump(mode="json"), "identity": run_identity(ws, root)},
+        )
     return root
+
+
+def run_identity(ws: Workspace, root: Path) -> dict[str, Any]:
+    """What a fold trained elsewhere must match to join this run (`kit train NAME --import-fold DIR`):
+    the run hash and, to say which of them differs, the fingerprints the hash was taken over."""
+    return {
+        "hash": root.name,
+        "k": ws.folds.k,
+        "folds": ws.folds.fingerprint,
+        "data": ws.data_fingerprint,
+        "test": ws.test_fingerprint,
+        "classes": ws.classes,
+    }
+
+
+def read_run(root: Path) -> dict[str, Any] | None:
+    try:
+        run = json.loads((root / "run.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return run if isinstance(run, dict) else None
 
 
 def read_done(root: Path, f: int) -> dict[str, Any] | None:
@@ -112,43 +138,65 @@ def run_locked_folds(
     k: int,
     reporter: Reporter,
     fit_fold: Callable[[int], dict[str, Any]],
+    folds: list[int] | None = None,
 ) -> list[dict[str, Any]] | None:
-    """Train every fold not done yet, one process per fold; the fold infos once all k are done, else None.
+    """Train every fold not done yet (or only `folds`), one process per fold; the fold infos once all k are
+    done, else None.
 
     A fold another process holds is skipped (and said so); a fold finished meanwhile is kept. None means other
     processes still train some folds: the last of them to finish assembles the member."""
     infos: dict[int, dict[str, Any]] = {}
-    with reporter.task(f"{name} folds", total=k) as task:
-        for f in range(k):
-            info = read_done(root, f)
+    chosen = list(range(k)) if folds is None else folds
+    with reporter.task(f"{name} folds", total=len(chosen)) as task:
+        for f in chosen:
+            info = take_fold(root, name, f, reporter, fit_fold)
             if info is not None:
-                reporter.line(f"{name} fold {f}: done earlier ({_best(info)}), kept")
-            else:
-                lock = _try_lock(root / f"fold{f}.lock")
-                if lock is None:
-                    reporter.line(f"{name} fold {f}: another kit process is training it; skipped here")
-                    task.advance()
-                    continue
-                try:
-                    info = read_done(root, f)  # finished by another process while we trained another fold
-                    if info is None:
-                        info = fit_fold(f)
-                        finish_fold(root, f, info)
-                finally:
-                    lock.release()
-            infos[f] = info
+                infos[f] = info
             task.advance()
     for f in range(k):
         if f not in infos and (info := read_done(root, f)) is not None:
             infos[f] = info
     missing = [f for f in range(k) if f not in infos]
-    if missing:
+    report_missing(name, missing, chosen, reporter)
+    return None if missing else [infos[f] for f in range(k)]
+
+
+def report_missing(name: str, missing: list[int], chosen: list[int], reporter: Reporter) -> None:
+    """Say why the member is not written yet: folds another process holds (it assembles), folds not asked for."""
+    held, left = [f for f in missing if f in chosen], [f for f in missing if f not in chosen]
+    if held:
         reporter.line(
-            f"{name}: fold(s) {missing} are still being trained by another kit process; the process that "
+            f"{name}: fold(s) {held} are still being trained by another kit process; the process that "
             "finishes the last fold writes the member artifacts"
         )
+    if left:
+        reporter.line(
+            f"{name}: fold(s) {left} not trained yet; run `kit train {name} --folds "
+            f"{','.join(map(str, left))}` (or import them with --import-fold): whoever finishes the last fold "
+            "writes the member artifacts"
+        )
+
+
+def take_fold(
+    root: Path, name: str, f: int, reporter: Reporter, fit_fold: Callable[[int], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Fold f's info: done earlier, or trained now under its fold lock; None when another process holds it."""
+    info = read_done(root, f)
+    if info is not None:
+        reporter.line(f"{name} fold {f}: done earlier ({_best(info)}), kept")
+        return info
+    lock = _try_lock(root / f"fold{f}.lock")
+    if lock is None:
+        reporter.line(f"{name} fold {f}: another kit process is training it; skipped here")
         return None
-    return [infos[f] for f in range(k)]
+    try:
+        info = read_done(root, f)  # finished by another process while we trained another fold
+        if info is None:
+            info = fit_fold(f)
+            finish_fold(root, f, info)
+    finally:
+        lock.release()
+    return info
 
 
 def _best(info: dict[str, Any]) -> str:
@@ -205,26 +253,44 @@ def train_fold(run: PreparedRun, f: int, fold_dir: Path | None = None) -> dict[s
 
 
 def finish_fold(root: Path, f: int, info: dict[str, Any]) -> None:
-    """Mark fold f done (done.json is written last) and drop its resumable state."""
-    atomic_write_json(root / f"fold{f}" / DONE_FILE, info)
+    """Mark fold f done (done.json is written last, with the run's identity: the fold folder is portable)
+    and drop its resumable state."""
+    identity = (read_run(root) or {}).get("identity")
+    stamp = {"identity": {**identity, "fold": f}} if identity else {}
+    atomic_write_json(root / f"fold{f}" / DONE_FILE, {**info, **stamp})
     (root / f"fold{f}" / RESUME_FILE).unlink(missing_ok=True)
 
 
 def train_member(
-    ws: Workspace, name: str, member: MemberConfig, reporter: Reporter | None = None
+    ws: Workspace,
+    name: str,
+    member: MemberConfig,
+    reporter: Reporter | None = None,
+    folds: list[int] | None = None,
 ) -> Path | None:
-    """Train member `name` over every fold this process can take and write its artifacts; returns
+    """Train member `name` over every fold (or `folds`) this process can take and write its artifacts; returns
     workdir/members/NAME, or None while other processes still train some of its folds (the last of them to
     finish writes the artifacts)."""
     reporter = reporter or NullReporter()
     run = prepare_run(ws, name, member, reporter)
     t_folds = time.perf_counter()
-    infos = run_locked_folds(run.root, name, ws.folds.k, reporter, lambda f: train_fold(run, f))
+    infos = run_locked_folds(run.root, name, ws.folds.k, reporter, lambda f: train_fold(run, f), folds)
     if infos is None:
         return None
-    with member_lock(ws, name):
-        clock = Clock(prepare_s=run.prepare_s, folds_s=time.perf_counter() - t_folds)
-        return assemble(ws, name, member, run.kind, run.root, infos, clock, reporter)
+    return assemble_run(run, infos, time.perf_counter() - t_folds, reporter)
+
+
+def done_folds(run: PreparedRun) -> tuple[list[dict[str, Any]], list[int]]:
+    """The infos of the run's finished folds, in fold order, and the folds not finished yet."""
+    infos = [read_done(run.root, f) for f in range(run.ws.folds.k)]
+    return [i for i in infos if i is not None], [f for f, i in enumerate(infos) if i is None]
+
+
+def assemble_run(run: PreparedRun, infos: list[dict[str, Any]], folds_s: float, reporter: Reporter) -> Path:
+    """The member artifacts from its k finished folds, written under the member lock."""
+    with member_lock(run.ws, run.name):
+        clock = Clock(prepare_s=run.prepare_s, folds_s=folds_s)
+        return assemble(run.ws, run.name, run.member, run.kind, run.root, infos, clock, reporter)
 
 
 def assemble(

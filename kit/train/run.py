@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kit.config.schema import KitConfig
 from kit.errors import KitError
-from kit.train.fold_loop import train_member
+from kit.train.fold_loop import assemble_run, done_folds, prepare_run, report_missing, train_member
 from kit.train.preflight import preflight
 from kit.train.progress import NullReporter, Reporter
+from kit.train.workers import Slot, cpu_slots, cuda_slots, pending_tasks, run_tasks
+
+if TYPE_CHECKING:
+    from kit.data.workspace import Workspace
 
 
 def train_members(
-    cfg: KitConfig, names: list[str] | None = None, reporter: Reporter | None = None
+    cfg: KitConfig,
+    names: list[str] | None = None,
+    reporter: Reporter | None = None,
+    folds: list[int] | None = None,
 ) -> list[Path]:
-    """Train the named members (all when `names` is empty) over every fold; returns their artifact folders.
+    """Train the named members (all when `names` is empty) over every fold (or `folds`); returns their artifact
+    folders.
 
     Each member goes through the fold loop (kit.train.fold_loop) with its kind (kit.train.kinds); a member
     another `kit train` process still holds folds of is left to that process, which writes it when done.
@@ -25,12 +34,14 @@ def train_members(
 
     chosen = select_members(cfg.members, names)
     ws = open_workspace(cfg)
+    if folds is not None:
+        check_folds(folds, ws.folds.k)
     preflight(ws, {n: cfg.members[n] for n in chosen})  # caches fit on disk, a batch in memory
     rep = reporter or NullReporter()
     out = []
     for name in chosen:
         member = cfg.members[name]
-        path = train_member(ws, name, member, rep)
+        path = train_member(ws, name, member, rep, folds)
         if path is not None:
             out.append(path)
     return out
@@ -65,9 +76,133 @@ class TrainResult:
     pending: list[str] = field(default_factory=list)
 
 
-def train(cfg: KitConfig, members: list[str] | None = None, reporter: Reporter | None = None) -> TrainResult:
-    """What `kit train` runs: train the named members (all when `members` is empty) over every fold."""
+def train(
+    cfg: KitConfig,
+    members: list[str] | None = None,
+    reporter: Reporter | None = None,
+    *,
+    folds: list[int] | None = None,
+    jobs: int | None = None,
+    devices: list[int] | None = None,
+    assemble_only: bool = False,
+    import_folds: list[Path] | None = None,
+) -> TrainResult:
+    """What `kit train` runs: train the named members (all when `members` is empty) over every fold.
+
+    `folds` trains only those folds (whoever finishes a member's last missing fold writes its artifacts);
+    `jobs` (CPU) or `devices` (CUDA indices) run the (member, fold) tasks in that many worker processes
+    (kit.train.workers); `assemble_only` writes the members from their finished folds and trains nothing;
+    `import_folds` adds fold folders trained elsewhere to the one named member (kit.train.fold_import)."""
     chosen = select_members(cfg.members, members)
-    paths = train_members(cfg, chosen, reporter)
-    written = {p.name: p for p in paths}
+    _check_options(chosen, folds, jobs, devices, assemble_only, import_folds)
+    slots = cuda_slots(devices) if devices else cpu_slots(jobs) if jobs not in (None, 1) else None
+    if slots is None and not (assemble_only or import_folds):
+        paths = train_members(cfg, chosen, reporter, folds)
+        written = {p.name: p for p in paths}
+        return TrainResult(members=written, pending=[n for n in chosen if n not in written])
+    from kit.data.workspace import open_workspace
+
+    rep = reporter or NullReporter()
+    ws = open_workspace(cfg)
+    if assemble_only:
+        return _assemble_only(ws, chosen, rep)
+    if import_folds:
+        return _import(ws, chosen[0], import_folds, rep)
+    assert slots is not None
+    if folds is not None:
+        check_folds(folds, ws.folds.k)
+    preflight(ws, {n: cfg.members[n] for n in chosen})
+    return _train_parallel(ws, chosen, folds, slots, rep)
+
+
+def _check_options(
+    chosen: list[str],
+    folds: list[int] | None,
+    jobs: int | None,
+    devices: list[int] | None,
+    assemble_only: bool,
+    import_folds: list[Path] | None,
+) -> None:
+    if jobs is not None and devices:
+        raise KitError("--jobs and --devices both given: --devices runs one worker per GPU; drop --jobs")
+    if assemble_only and (folds is not None or jobs is not None or devices or import_folds):
+        raise KitError("--assemble trains nothing: drop --folds, --jobs, --devices and --import-fold")
+    if import_folds:
+        if folds is not None or jobs is not None or devices:
+            raise KitError("--import-fold trains nothing: drop --folds, --jobs and --devices")
+        if len(chosen) != 1:
+            raise KitError(
+                f"--import-fold adds folds to one member, and {len(chosen)} are selected ({', '.join(chosen)}); "
+                "name it: `kit train NAME --import-fold DIR`"
+            )
+
+
+def parse_index_list(flag: str, text: str | None) -> list[int] | None:
+    """'0,2' -> [0, 2] for --folds and --devices; None when the flag is not given."""
+    if text is None:
+        return None
+    parts = [t.strip() for t in text.split(",")]
+    if not all(t.isdigit() for t in parts):
+        raise KitError(
+            f"{flag} {text!r}: expected numbers from 0 separated by commas, e.g. {flag} 0,2 (a SLURM job array "
+            f"passes one: {flag} $SLURM_ARRAY_TASK_ID)"
+        )
+    return [int(t) for t in parts]
+
+
+def check_folds(folds: list[int], k: int) -> None:
+    """Refuse fold numbers outside 0..k-1 (and repeats) with the folds this workspace has."""
+    bad = [f for f in folds if not 0 <= f < k]
+    if bad:
+        raise KitError(
+            f"--folds {','.join(map(str, folds))}: no fold {','.join(map(str, bad))}; this workspace has folds.k={k} "
+            f"(--folds takes numbers from 0 to {k - 1}, e.g. --folds {','.join(map(str, range(k)))})"
+        )
+    if len(set(folds)) != len(folds):
+        raise KitError(f"--folds {','.join(map(str, folds))}: a fold is named twice; name each fold once")
+
+
+def _assemble_only(ws: Workspace, chosen: list[str], rep: Reporter) -> TrainResult:
+    """`--assemble`: every chosen member from its finished folds; refused (nothing written) if any misses one."""
+    runs = {n: prepare_run(ws, n, ws.cfg.members[n], rep) for n in chosen}
+    done = {n: done_folds(run) for n, run in runs.items()}
+    problems = [
+        f"{n}: fold(s) {missing} of run {runs[n].root.name} not finished; run `kit train {n} --folds "
+        f"{','.join(map(str, missing))}` (or add them with --import-fold)"
+        for n, (_, missing) in done.items()
+        if missing
+    ]
+    if problems:
+        raise KitError("--assemble: some members miss folds; nothing was written:", problems=problems)
+    return TrainResult(members={n: assemble_run(runs[n], done[n][0], 0.0, rep) for n in chosen})
+
+
+def _import(ws: Workspace, name: str, srcs: list[Path], rep: Reporter) -> TrainResult:
+    from kit.train.fold_import import import_folds
+
+    run = prepare_run(ws, name, ws.cfg.members[name], rep)
+    import_folds(run, srcs, rep)
+    infos, missing = done_folds(run)
+    if missing:
+        report_missing(name, missing, [], rep)
+        return TrainResult(pending=[name])
+    return TrainResult(members={name: assemble_run(run, infos, 0.0, rep)})
+
+
+def _train_parallel(
+    ws: Workspace, chosen: list[str], folds: list[int] | None, slots: list[Slot], rep: Reporter
+) -> TrainResult:
+    """The members' (member, fold) tasks in one worker per slot; the parent assembles every complete member."""
+    runs = {n: prepare_run(ws, n, ws.cfg.members[n], rep) for n in chosen}  # caches built once, here
+    tasks = pending_tasks(runs, folds, ws.folds.k, rep)
+    t0 = time.perf_counter()
+    if tasks:
+        run_tasks(ws.cfg, tasks, slots, rep)
+    written = {}
+    for n, run in runs.items():
+        infos, missing = done_folds(run)
+        if missing:
+            report_missing(n, missing, folds if folds is not None else list(range(ws.folds.k)), rep)
+        else:
+            written[n] = assemble_run(run, infos, time.perf_counter() - t0, rep)
     return TrainResult(members=written, pending=[n for n in chosen if n not in written])
