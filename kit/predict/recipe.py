@@ -140,7 +140,9 @@ def apply(recipe: dict[str, Any], logits: Logits) -> np.ndarray:
         return mean_view_probs(arr[:, [views.index(v) for v in recipe["views"]]])
 
     if recipe.get("parts"):  # an average of rows: the mean of their probabilities, as `kit blend` takes it
-        return np.asarray(np.mean([_blend(part, logits) for part in recipe["parts"]], axis=0), dtype=np.float32)
+        return np.asarray(
+            np.mean([_blend(part, logits) for part in recipe["parts"]], axis=0), dtype=np.float32
+        )
     return np.asarray(_blend(recipe, logits), dtype=np.float32)
 
 
