@@ -14,26 +14,49 @@ from kit.train.progress import NullReporter, Reporter
 
 
 def train_members(
-    cfg: KitConfig, names: list[str] | None = None, reporter: Reporter | None = None
+    cfg: KitConfig, names: list[str] | None = None, reporter: Reporter | None = None, ray: str | None = None
 ) -> list[Path]:
     """Train the named members (all when `names` is empty) over every fold; returns their artifact folders.
 
     Each member goes through the fold loop (kit.train.fold_loop) with its kind (kit.train.kinds); a member
     another `kit train` process still holds folds of is left to that process, which writes it when done.
+    `ray` (auto or a cluster address) runs the folds as Ray tasks (kit.train.ray_folds); under torchrun each
+    rank trains its shard of every batch (kit.train.ddp).
     """
     from kit.data.workspace import open_workspace
+    from kit.train import ddp
 
     chosen = select_members(cfg.members, names)
-    ws = open_workspace(cfg)
-    preflight(ws, {n: cfg.members[n] for n in chosen})  # caches fit on disk, a batch in memory
-    rep = reporter or NullReporter()
-    out = []
-    for name in chosen:
-        member = cfg.members[name]
-        path = train_member(ws, name, member, rep)
-        if path is not None:
-            out.append(path)
+    d = ddp.from_env()
+    if d.active:
+        if ray is not None:
+            raise KitError(ddp_with_ray_message())
+        ddp.check_members(cfg, chosen, d.world)
+    with ddp.session(cfg, chosen) as d:
+        ws = open_workspace(cfg)
+        preflight(ws, {n: cfg.members[n] for n in chosen})  # caches fit on disk, a batch in memory
+        rep = (reporter or NullReporter()) if d.main else NullReporter()
+        out = []
+        for name in chosen:
+            member = cfg.members[name]
+            if ray is not None:
+                from kit.train.ray_folds import train_member_ray
+
+                path = train_member_ray(ws, name, member, rep, ray)
+            elif d.active:
+                path = ddp.train_member_ddp(ws, name, member, rep, d)
+            else:
+                path = train_member(ws, name, member, rep)
+            if path is not None:
+                out.append(path)
     return out
+
+
+def ddp_with_ray_message() -> str:
+    return (
+        "--ddp and --ray do not combine: --ray spreads a member's folds over a Ray cluster (one device per "
+        "fold), --ddp spreads one fold over this machine's devices; pick one (e.g. drop --ddp)"
+    )
 
 
 def select_members(members: dict[str, Any], names: list[str] | None) -> list[str]:
@@ -65,9 +88,12 @@ class TrainResult:
     pending: list[str] = field(default_factory=list)
 
 
-def train(cfg: KitConfig, members: list[str] | None = None, reporter: Reporter | None = None) -> TrainResult:
-    """What `kit train` runs: train the named members (all when `members` is empty) over every fold."""
+def train(
+    cfg: KitConfig, members: list[str] | None = None, reporter: Reporter | None = None, ray: str | None = None
+) -> TrainResult:
+    """What `kit train` runs: train the named members (all when `members` is empty) over every fold (as Ray
+    tasks with `ray`: auto or a cluster address)."""
     chosen = select_members(cfg.members, members)
-    paths = train_members(cfg, chosen, reporter)
+    paths = train_members(cfg, chosen, reporter, ray)
     written = {p.name: p for p in paths}
     return TrainResult(members=written, pending=[n for n in chosen if n not in written])
