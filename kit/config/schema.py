@@ -318,6 +318,10 @@ class TimmMember(MemberBase):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     amp: bool = Field(True, description="bf16/fp16 autocast on CUDA; CPU stays fp32")
     channels_last: bool = True
+    sync_bn: bool = Field(
+        False,
+        description="under --ddp, BatchNorm statistics over the global batch (SyncBatchNorm; CUDA only)",
+    )
 
     @model_validator(mode="after")
     def _weights_xor_pretrained(self) -> TimmMember:

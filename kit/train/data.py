@@ -119,14 +119,17 @@ class BatchAugment:
         min_area, _, _ = PRESETS[self.cfg.preset]
         return min_area < 1 or self.cfg.hflip or self.cfg.vflip or self.cfg.rot90
 
-    def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
-        """Augment one uint8 batch with random numbers drawn from `seed` alone (numpy, on the CPU)."""
+    def __call__(
+        self, x: torch.Tensor, seed: int, part: slice | None = None, of: int | None = None
+    ) -> torch.Tensor:
+        """Augment one uint8 batch with random numbers drawn from `seed` alone (numpy, on the CPU); `x` may be
+        `part` of a batch of `of` images (a DDP rank's shard), which gets those positions' numbers."""
         import torch
         import torch.nn.functional as F
 
         min_area, log_ratio, jitter = PRESETS[self.cfg.preset]
         n, size = x.shape[0], x.shape[1]
-        u = np.random.default_rng(seed).random((n, 9))
+        u = np.random.default_rng(seed).random((of or n, 9))[part or slice(None)]
         x = x.permute(0, 3, 1, 2).float()
         if self.geometric:
             area = min_area + (1 - min_area) * u[:, 0]

@@ -31,10 +31,10 @@ from kit.train.fold_loop import (
     DONE_FILE,
     RESUME_FILE,
     PreparedRun,
-    _try_lock,
     read_done,
     read_run,
     run_identity,
+    try_lock,
 )
 from kit.train.progress import Reporter
 
@@ -153,7 +153,7 @@ def import_folds(run: PreparedRun, srcs: list[Path], reporter: Reporter) -> list
 
 
 def _copy_fold(run: PreparedRun, c: PortableFold) -> None:
-    lock = _try_lock(run.root / f"fold{c.fold}.lock")
+    lock = try_lock(run.root / f"fold{c.fold}.lock")
     if lock is None:
         raise _refuse(
             c.src,

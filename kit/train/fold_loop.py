@@ -120,7 +120,7 @@ def read_done(root: Path, f: int) -> dict[str, Any] | None:
         return None
 
 
-def _try_lock(path: Path) -> Any:
+def try_lock(path: Path) -> Any:
     """The held lock, or None when another process holds it."""
     from filelock import FileLock, Timeout
 
@@ -153,6 +153,14 @@ def run_locked_folds(
             if info is not None:
                 infos[f] = info
             task.advance()
+    return collect_done(root, name, k, infos, reporter, chosen)
+
+
+def collect_done(
+    root: Path, name: str, k: int, infos: dict[int, dict[str, Any]], reporter: Reporter, chosen: list[int]
+) -> list[dict[str, Any]] | None:
+    """The k fold infos (`infos` plus folds other processes finished meanwhile), or None while some are
+    still being trained elsewhere or were not asked for (`chosen`: the folds this process was to train)."""
     for f in range(k):
         if f not in infos and (info := read_done(root, f)) is not None:
             infos[f] = info
@@ -185,7 +193,7 @@ def take_fold(
     if info is not None:
         reporter.line(f"{name} fold {f}: done earlier ({_best(info)}), kept")
         return info
-    lock = _try_lock(root / f"fold{f}.lock")
+    lock = try_lock(root / f"fold{f}.lock")
     if lock is None:
         reporter.line(f"{name} fold {f}: another kit process is training it; skipped here")
         return None
@@ -267,14 +275,20 @@ def train_member(
     member: MemberConfig,
     reporter: Reporter | None = None,
     folds: list[int] | None = None,
+    runner: Callable[[PreparedRun], list[dict[str, Any]] | None] | None = None,
+    prepared: PreparedRun | None = None,
 ) -> Path | None:
     """Train member `name` over every fold (or `folds`) this process can take and write its artifacts; returns
     workdir/members/NAME, or None while other processes still train some of its folds (the last of them to
-    finish writes the artifacts)."""
+    finish writes the artifacts). `runner` runs the folds another way (Ray tasks: kit.train.ray_folds; DDP
+    ranks: kit.train.ddp), `prepared` is the member already prepared."""
     reporter = reporter or NullReporter()
-    run = prepare_run(ws, name, member, reporter)
+    run = prepared or prepare_run(ws, name, member, reporter)
     t_folds = time.perf_counter()
-    infos = run_locked_folds(run.root, name, ws.folds.k, reporter, lambda f: train_fold(run, f), folds)
+    if runner is not None:
+        infos = runner(run)
+    else:
+        infos = run_locked_folds(run.root, name, ws.folds.k, reporter, lambda f: train_fold(run, f), folds)
     if infos is None:
         return None
     return assemble_run(run, infos, time.perf_counter() - t_folds, reporter)

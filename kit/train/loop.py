@@ -47,6 +47,7 @@ class Trainee:
     grad_clip: float | None = None
     ema: Any = None
     mixup: Any = None
+    ddp: Any = None  # the DistributedDataParallel wrapper of `model` under torchrun (kit.train.ddp)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -78,23 +79,30 @@ def train_one_epoch(
     *,
     label: str = "batches",
     num_workers: int = 0,
+    shard: Any = None,
 ) -> EpochStats:
-    """One pass over `rows` (batches of cache row indices). Batch b is augmented with derive_seed(seed, b)."""
+    """One pass over `rows` (batches of cache row indices). Batch b is augmented with derive_seed(seed, b).
+
+    With `shard` (a kit.train.ddp.Dist), `rows` are the global batches and this rank trains its contiguous
+    part of each, augmented with the random numbers of those positions in the global batch."""
     import torch
 
     t.model.train()
+    net = t.ddp if t.ddp is not None else t.model
+    parts = [slice(None) if shard is None else shard.shard(len(r)) for r in rows]
+    local = [r[p] for r, p in zip(rows, parts, strict=True)]
     total, seen, start = 0.0, 0, time.perf_counter()
     with reporter.task(label, total=len(rows)) as task:
-        batches = iterate(cache, rows, labels, num_workers=num_workers, pin_memory=t.setup.pin_memory)
+        batches = iterate(cache, local, labels, num_workers=num_workers, pin_memory=t.setup.pin_memory)
         for b, (xb, yb) in enumerate(batches):
-            x = t.augment(_to_device(xb, t.setup), derive_seed(seed, b))
+            x = t.augment(_to_device(xb, t.setup), derive_seed(seed, b), parts[b], len(rows[b]))
             y = _to_device(yb, t.setup)
             if t.mixup is not None:
                 x, y = apply_mixup(t.mixup, x, y, derive_seed(seed, b, 1))
             if t.setup.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with t.setup.autocast():
-                logits = t.model(x)
+                logits = net(x)
             loss = t.loss_fn(logits, y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at batch {b}")

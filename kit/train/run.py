@@ -23,28 +23,52 @@ def train_members(
     names: list[str] | None = None,
     reporter: Reporter | None = None,
     folds: list[int] | None = None,
+    ray: str | None = None,
 ) -> list[Path]:
     """Train the named members (all when `names` is empty) over every fold (or `folds`); returns their artifact
     folders.
 
     Each member goes through the fold loop (kit.train.fold_loop) with its kind (kit.train.kinds); a member
     another `kit train` process still holds folds of is left to that process, which writes it when done.
+    `ray` (auto or a cluster address) runs the folds as Ray tasks (kit.train.ray_folds); under torchrun each
+    rank trains its shard of every batch (kit.train.ddp).
     """
     from kit.data.workspace import open_workspace
+    from kit.train import ddp
 
     chosen = select_members(cfg.members, names)
-    ws = open_workspace(cfg)
-    if folds is not None:
-        check_folds(folds, ws.folds.k)
-    preflight(ws, {n: cfg.members[n] for n in chosen})  # caches fit on disk, a batch in memory
-    rep = reporter or NullReporter()
-    out = []
-    for name in chosen:
-        member = cfg.members[name]
-        path = train_member(ws, name, member, rep, folds)
-        if path is not None:
-            out.append(path)
+    d = ddp.from_env()
+    if d.active:
+        if ray is not None:
+            raise KitError(ddp_with_ray_message())
+        ddp.check_members(cfg, chosen, d.world)
+    with ddp.session(cfg, chosen) as d:
+        ws = open_workspace(cfg)
+        if folds is not None:
+            check_folds(folds, ws.folds.k)
+        preflight(ws, {n: cfg.members[n] for n in chosen})  # caches fit on disk, a batch in memory
+        rep = (reporter or NullReporter()) if d.main else NullReporter()
+        out = []
+        for name in chosen:
+            member = cfg.members[name]
+            if ray is not None:
+                from kit.train.ray_folds import train_member_ray
+
+                path = train_member_ray(ws, name, member, rep, ray, folds)
+            elif d.active:
+                path = ddp.train_member_ddp(ws, name, member, rep, d, folds)
+            else:
+                path = train_member(ws, name, member, rep, folds)
+            if path is not None:
+                out.append(path)
     return out
+
+
+def ddp_with_ray_message() -> str:
+    return (
+        "--ddp and --ray do not combine: --ray spreads a member's folds over a Ray cluster (one device per "
+        "fold), --ddp spreads one fold over this machine's devices; pick one (e.g. drop --ddp)"
+    )
 
 
 def select_members(members: dict[str, Any], names: list[str] | None) -> list[str]:
@@ -86,18 +110,25 @@ def train(
     devices: list[int] | None = None,
     assemble_only: bool = False,
     import_folds: list[Path] | None = None,
+    ray: str | None = None,
 ) -> TrainResult:
     """What `kit train` runs: train the named members (all when `members` is empty) over every fold.
 
     `folds` trains only those folds (whoever finishes a member's last missing fold writes its artifacts);
     `jobs` (CPU) or `devices` (CUDA indices) run the (member, fold) tasks in that many worker processes
     (kit.train.workers); `assemble_only` writes the members from their finished folds and trains nothing;
-    `import_folds` adds fold folders trained elsewhere to the one named member (kit.train.fold_import)."""
+    `import_folds` adds fold folders trained elsewhere to the one named member (kit.train.fold_import);
+    `ray` (auto or a cluster address) runs the folds as Ray tasks (kit.train.ray_folds); under torchrun
+    (`kit train --ddp N`) each rank trains its shard of every batch (kit.train.ddp)."""
     chosen = select_members(cfg.members, members)
     _check_options(chosen, folds, jobs, devices, assemble_only, import_folds)
+    if ray is not None and (jobs not in (None, 1) or devices or assemble_only or import_folds):
+        raise KitError(
+            "--ray sends the folds to the cluster's workers: drop --jobs, --devices, --assemble and --import-fold"
+        )
     slots = cuda_slots(devices) if devices else cpu_slots(jobs) if jobs not in (None, 1) else None
     if slots is None and not (assemble_only or import_folds):
-        paths = train_members(cfg, chosen, reporter, folds)
+        paths = train_members(cfg, chosen, reporter, folds, ray)
         written = {p.name: p for p in paths}
         return TrainResult(members=written, pending=[n for n in chosen if n not in written])
     from kit.data.workspace import open_workspace

@@ -28,6 +28,7 @@ from kit.errors import KitError
 from kit.metrics.scores import greater_is_better, score
 from kit.train.checkpoint import load_checkpoint, save_checkpoint
 from kit.train.data import BatchAugment, build_mixup, derive_seed, epoch_order, split_batches
+from kit.train.ddp import broadcast_value, joined
 from kit.train.device import DeviceSetup, select_device
 from kit.train.fold_loop import RESUME_FILE, fold_lists
 from kit.train.kinds import Clock, FoldResult, MemberSummary, register_kind
@@ -113,6 +114,7 @@ class TimmKind:
     """A timm member prepared for its folds: the model spec, the image caches and the device."""
 
     trains_images: ClassVar[bool] = True
+    supports_ddp: ClassVar[bool] = True  # `kit train --ddp N` (kit.train.ddp)
 
     ws: Workspace
     name: str
@@ -160,6 +162,9 @@ class TimmKind:
 
         try:
             info = fit_fold(self, f, fold_dir)
+            if (d := joined()) is not None and not d.main:  # rank 0 alone predicts and writes
+                empty = np.zeros((0, len(self.member.tta), self.n_classes), np.float32)
+                return FoldResult(info, empty, empty)
             t0 = time.perf_counter()
             oof, test = predict_fold(self, f, fold_dir)
         except torch.cuda.OutOfMemoryError:
@@ -235,6 +240,8 @@ def build(kind: TimmKind, f: int) -> FoldTraining:
     model = kind.spec.create().to(setup.device)
     if setup.channels_last:
         model.to(memory_format=torch.channels_last)
+    if (d := joined()) is not None and m.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     head = head_parameter_names(model)
     optimizer = torch.optim.AdamW(_param_groups(model, m.weight_decay), lr=m.lr)
     drop_last = len(train_idx) > m.batch_size
@@ -260,6 +267,11 @@ def build(kind: TimmKind, f: int) -> FoldTraining:
         ema=ema,
         mixup=build_mixup(m.augment, kind.n_classes),
     )
+    if d is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # frozen epochs leave the backbone without gradients: DDP must not wait for them
+        trainee.ddp = DistributedDataParallel(model, find_unused_parameters=m.freeze_epochs > 0)
     return FoldTraining(trainee, head, train_idx, valid_idx, drop_last)
 
 
@@ -293,6 +305,8 @@ def run_epochs(kind: TimmKind, f: int, fold_dir: Path, ft: FoldTraining, state: 
     metric = ws.cfg.competition.scored_by
     higher = greater_is_better(metric)
     start_epoch = state.epoch + 1
+    d = joined()
+    main = d is None or d.main
     with kind.reporter.task(f"{kind.name} fold {f} epochs", total=m.epochs) as epochs_task:
         epochs_task.advance(start_epoch)
         for epoch in range(start_epoch, m.epochs):
@@ -312,27 +326,33 @@ def run_epochs(kind: TimmKind, f: int, fold_dir: Path, ft: FoldTraining, state: 
                 kind.reporter,
                 label=f"epoch {epoch + 1} batches",
                 num_workers=m.num_workers,
+                shard=d,
             )
-            logits = predict(
-                t.eval_model,
-                kind.train_cache,
-                ft.valid_idx,
-                ["plain"],
-                t.augment,
-                kind.setup,
-                m.batch_size * 2,
-                num_workers=m.num_workers,
-            )[:, 0]
-            s = score(metric, y_valid, logits)
+            s = float("nan")
+            if main:  # under DDP rank 0 scores the held-out rows alone and tells the others
+                logits = predict(
+                    t.eval_model,
+                    kind.train_cache,
+                    ft.valid_idx,
+                    ["plain"],
+                    t.augment,
+                    kind.setup,
+                    m.batch_size * 2,
+                    num_workers=m.num_workers,
+                )[:, 0]
+                s = score(metric, y_valid, logits)
+            if d is not None:
+                s = broadcast_value(s)
             improved = state.record(epoch, s, higher, m.early_stopping)
-            if improved:
+            if improved and main:
                 save_best(fold_dir, t, epoch, s)
             lr = t.optimizer.param_groups[0]["lr"]
             state.elapsed += time.perf_counter() - t0
             state.history.append(
                 {"epoch": epoch, "loss": stats.loss, "score": s, "lr": lr, "images_per_s": stats.images_per_s}
             )
-            save_last(fold_dir, t, state)
+            if main:
+                save_last(fold_dir, t, state)
             kind.reporter.line(
                 f"{kind.name} fold {f} epoch {epoch + 1}/{m.epochs}: loss {stats.loss:.4f}  {metric} {s:.4f}"
                 f"{' *' if improved else '  '}  lr {lr:.2e}  {stats.images_per_s:.0f} img/s"
