@@ -67,7 +67,13 @@ class TrainResult:
 
 def train(cfg: KitConfig, members: list[str] | None = None, reporter: Reporter | None = None) -> TrainResult:
     """What `kit train` runs: train the named members (all when `members` is empty) over every fold."""
+    from kit.artifacts.member import read_meta
+    from kit.track import TrackingReporter, log_member, tracking
+
     chosen = select_members(cfg.members, members)
-    paths = train_members(cfg, chosen, reporter)
+    with tracking(cfg, f"train {' '.join(chosen)}") as tracker:
+        paths = train_members(cfg, chosen, TrackingReporter(reporter or NullReporter(), tracker))
+        for p in paths:
+            log_member(tracker, p.name, read_meta(cfg.workdir, p.name).get("metrics", {}))
     written = {p.name: p for p in paths}
     return TrainResult(members=written, pending=[n for n in chosen if n not in written])
