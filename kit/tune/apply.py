@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from kit.artifacts.atomic import atomic_write_json, atomic_write_text
+from kit.artifacts.tuned import record_path
 from kit.config.load import _set_path, read_yaml, validate_data
 from kit.config.schema import MEMBER_NAME, KitConfig
 from kit.errors import KitError
-from kit.tune.study import TuneSetup, best_row, record_path
+from kit.tune.study import TuneSetup, best_row
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@ kit.train.progress, and MedianPruner stops trials that trail the median there (o
 
 The study lives in its storage, so an interrupted `kit tune` resumes and several processes or machines can
 share one: `--trials N` is the study's total of finished (complete or pruned) trials, and each process stops
-once the study holds N (processes that run at once can overshoot by one trial each).
+once the study holds N (processes that run at once can overshoot by one trial each). A trial whose process was
+killed stays `running` in the study and does not count; the rerun trains a new one in its place.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import time
@@ -53,7 +53,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     --storage when it cannot be opened."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials show in kit's table
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
         kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
@@ -66,13 +66,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     last: Exception | None = None
     for _ in range(3):  # two processes creating the tables of a new SQLite file at once: one retries
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=kwargs,
-                heartbeat_interval=60,
-                grace_period=180,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-            )
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         except Exception as e:  # sqlalchemy: bad URL, missing driver, unreachable server, locked file
             last = e
             if "locked" not in str(e):
@@ -154,6 +148,13 @@ def setup_study(cfg: KitConfig, name: str, folds: list[int] | None, storage: str
     return TuneSetup(ws, name, params, chosen, url, study)
 
 
+class FirstTrialsFail(Exception):
+    """A trial failed before any trial of the study completed: stop and show the error."""
+
+    def __init__(self, error: KitError) -> None:
+        self.error = error
+
+
 class PruningReporter:
     """A Reporter that reports every finished epoch to the optuna trial and raises optuna.TrialPruned when the
     pruner says so; tasks, lines and the epoch event itself go on to `inner`."""
@@ -207,7 +208,9 @@ def run_trial(ts: TuneSetup, trial: optuna.Trial, reporter: Reporter) -> float:
                     (root / f"fold{f}" / ck).unlink(missing_ok=True)
     except KitError as e:
         trial.set_user_attr("error", str(e))
-        raise
+        if not any(t.state.name == "COMPLETE" for t in ts.study.trials):
+            raise FirstTrialsFail(e) from None  # no trial has ever worked: the config, not the sample
+        raise  # this sample failed (e.g. diverged at a high lr): the study goes on
     y = ws.train.labels
     assert y is not None  # train tables always carry labels
     rows = np.concatenate([ws.folds.valid_idx(f) for f in ts.folds])
@@ -306,21 +309,27 @@ def tune(
         ts.study.pruner = pruner
     rep = reporter or NullReporter()
     before = finished(ts.study)
+    earlier = {t.number for t in ts.study.trials}
     todo = trials - before
     if todo > 0:
         from optuna.study import MaxTrialsCallback
         from optuna.trial import TrialState
 
         stop = MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        ts.study.optimize(
-            lambda t: run_trial(ts, t, rep),
-            n_trials=todo,
-            n_jobs=jobs,
-            callbacks=[stop],
-            catch=(KitError,),
-            gc_after_trial=True,
-        )
-    mine = [r for r in trial_rows(ts.study) if r.pid == os.getpid()]
+        try:
+            ts.study.optimize(
+                lambda t: run_trial(ts, t, rep),
+                n_trials=todo,
+                n_jobs=jobs,
+                callbacks=[stop],
+                catch=(KitError,),
+                gc_after_trial=True,
+            )
+        except FirstTrialsFail as e:
+            raise KitError(
+                f"kit tune {name}: the first trial failed, so the study stops: {e.error}"
+            ) from None
+    mine = [r for r in trial_rows(ts.study) if r.pid == os.getpid() and r.number not in earlier]
     result = TuneResult(
         member=name,
         study=ts.study.study_name,
@@ -356,21 +365,3 @@ def load_study(cfg: KitConfig, name: str, folds: list[int] | None, storage: str 
             "first (with the same --folds and --storage)"
         )
     return ts
-
-
-def record_path(workdir: Path, name: str, new: str) -> Path:
-    """What `--apply` wrote as member `new` from member `name`: workdir/tune/NAME/applied/NEW.json."""
-    return tune_dir(workdir, name) / "applied" / f"{new}.json"
-
-
-def applied_records(workdir: Path) -> dict[str, dict[str, Any]]:
-    """Members `kit tune --apply` wrote: tuned member name -> its record (folds, study, best trial)."""
-    out = {}
-    for path in sorted((workdir / "tune").glob("*/applied/*.json")):
-        try:
-            rec = json.loads(path.read_text("utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("name"), str):
-            out[rec["name"]] = rec
-    return out
