@@ -148,7 +148,7 @@ def test_two_processes_share_one_sqlite_study(tmp_path: Path) -> None:
     }
     cmd = [
         sys.executable, "-c", "from kit.cli.app import main; main()",
-        "tune", "cnx", "--trials", "4", "--folds", "0", "--storage", f"sqlite:///{db}", "-c", str(cfg),
+        "tune", "cnx", "--trials", "3", "--folds", "0", "--storage", f"sqlite:///{db}", "-c", str(cfg),
     ]  # fmt: skip
     procs = [
         subprocess.Popen(
@@ -160,7 +160,7 @@ def test_two_processes_share_one_sqlite_study(tmp_path: Path) -> None:
     assert [p.returncode for p in procs] == [0, 0], outs
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{db}")
     numbers = [t.number for t in study.trials]
-    assert len(numbers) == len(set(numbers)) >= 4
+    assert len(numbers) == len(set(numbers)) >= 3
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     assert {t.user_attrs["pid"] for t in study.trials} == {p.pid for p in procs}
 

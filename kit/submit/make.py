@@ -147,7 +147,8 @@ def make_submission(
     with tracking(cfg, f"submit {ensemble if member is None else member}") as tracker:
         result = _make_submission(cfg, ensemble, member, out, folder, now, allow_stale, force)
         cv = result.source.cv_score
-        tracker.scalars({} if cv is None else {f"submission/cv_score/{result.source.metric}": cv})
+        tracker.scalars({} if cv is None else {"submission/cv_score": cv})
+        tracker.text("submission/metric", result.source.metric)
         tracker.text("submission/file", str(result.path))
     return result
 

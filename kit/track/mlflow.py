@@ -1,8 +1,12 @@
 """tracking.kind: mlflow: one MLflow run per command in a file store at DIR (`mlflow ui --backend-store-uri
-file:DIR`); the experiment is tracking.project. Nothing leaves the machine."""
+file:DIR`); the experiment is tracking.project. Nothing leaves the machine.
+
+MLflow 3.x keeps its file store in maintenance mode and refuses it unless MLFLOW_ALLOW_FILE_STORE=true; kit
+sets that (when unset) for its own client, since a folder of files is what works offline and on shared disks."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +16,7 @@ from kit.track import safe_key
 
 class MlflowTracker:
     def __init__(self, folder: Path, project: str, run_name: str) -> None:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         from mlflow.tracking import MlflowClient
 
         self.uri = folder.resolve().as_uri()
