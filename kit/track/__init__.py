@@ -133,9 +133,9 @@ class TrackingReporter:
             },
             step=event.epoch,
         )
-        from kit.train.progress import epoch_done
-
-        epoch_done(self.inner, event)
+        inner = getattr(self.inner, "epoch", None)  # a reporter below that also wants epochs (kit tune's)
+        if inner is not None:
+            inner(event)
 
 
 def log_member(tracker: Tracker, name: str, metrics: dict[str, Any]) -> None:

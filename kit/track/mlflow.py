@@ -34,7 +34,8 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, metrics=metrics)
 
     def table(self, name: str, rows: list[dict[str, Any]]) -> None:
-        self.client.log_dict(self.run_id, rows, f"{safe_key(name).replace('/', '_')}.json")
+        # the rows as a JSON list (log_dict writes any JSON value; its hint says dict)
+        self.client.log_dict(self.run_id, rows, f"{safe_key(name).replace('/', '_')}.json")  # type: ignore[arg-type]
 
     def text(self, name: str, value: str) -> None:
         self.client.set_tag(self.run_id, safe_key(name), value)

@@ -31,9 +31,9 @@ class WandbTracker:
     def table(self, name: str, rows: list[dict[str, Any]]) -> None:
         import wandb
 
-        cols = list(rows[0]) if rows else []
+        cols: list[str | int] = list(rows[0]) if rows else []
         self.run.log(
-            {safe_key(name): wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])}
+            {safe_key(name): wandb.Table(columns=cols, data=[[r.get(str(c)) for c in cols] for r in rows])}
         )
 
     def text(self, name: str, value: str) -> None:

@@ -22,7 +22,7 @@ import warnings
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -130,7 +130,9 @@ def setup_study(cfg: KitConfig, name: str, folds: list[int] | None, storage: str
     ws = open_workspace(cfg)
     chosen = parse_folds(folds, ws.folds.k)
     sname = study_name(ws, name, params, chosen)
-    direction = "maximize" if greater_is_better(cfg.competition.scored_by) else "minimize"
+    direction: Literal["maximize", "minimize"] = (
+        "maximize" if greater_is_better(cfg.competition.scored_by) else "minimize"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(
