@@ -148,21 +148,23 @@ def test_two_processes_share_one_sqlite_study(tmp_path: Path) -> None:
     }
     cmd = [
         sys.executable, "-c", "from kit.cli.app import main; main()",
-        "tune", "cnx", "--trials", "3", "--folds", "0", "--storage", f"sqlite:///{db}", "-c", str(cfg),
+        "tune", "cnx", "--trials", "4", "--folds", "0", "--storage", f"sqlite:///{db}", "-c", str(cfg),
     ]  # fmt: skip
+    # one process runs two trials at once in threads (--jobs 2), the other one at a time
     procs = [
         subprocess.Popen(
-            cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            cmd + extra, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        for _ in range(2)
+        for extra in (["--jobs", "2"], [])
     ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{db}")
     numbers = [t.number for t in study.trials]
-    assert len(numbers) == len(set(numbers)) >= 3
+    assert len(numbers) == len(set(numbers)) >= 4
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     assert {t.user_attrs["pid"] for t in study.trials} == {p.pid for p in procs}
+    assert all("this process finished" in out for out in outs)
 
 
 def test_the_epoch_hook_prunes_a_trailing_trial() -> None:

@@ -37,6 +37,12 @@ if TYPE_CHECKING:
     from kit.train.progress import EpochEvent, Reporter, Task
 
 FINISHED = ("COMPLETE", "PRUNED")
+RACES = (
+    "locked",
+    "UNIQUE constraint",
+    "already exists",
+    "Duplicate",
+)  # schema creation raced another process
 SQLITE_TIMEOUT_S = 60  # processes sharing one SQLite file wait this long for its lock
 
 
@@ -64,12 +70,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                 "at an existing folder, e.g. sqlite:///work/tune.db"
             )
     last: Exception | None = None
-    for _ in range(3):  # two processes creating the tables of a new SQLite file at once: one retries
+    for _ in range(5):  # processes creating the tables of a new database at once: the losers retry
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         except Exception as e:  # sqlalchemy: bad URL, missing driver, unreachable server, locked file
             last = e
-            if "locked" not in str(e):
+            if not any(m in str(e) for m in RACES):
                 break
             time.sleep(1.0)
     raise KitError(
