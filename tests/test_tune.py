@@ -121,7 +121,9 @@ def test_bad_tune_input_named_before_training(tmp_path: Path, runner: CliRunner)
     # a range that is not a range: the schema names the key
     cfg = setup(tmp_path / "b", {"lr": {"low": 1e-2, "high": 1e-4}})
     r = invoke(runner, ["tune", "cnx", "-c", str(cfg)], cwd=tmp_path)
-    assert r.exit_code == 1 and "members.cnx.tune.lr" in r.output and "must be below high" in r.output
+    assert (
+        r.exit_code == 1 and "members.cnx.tune: lr: range: low (0.01) must be below high (0.0001)" in r.output
+    )
 
     cfg = setup(tmp_path / "c", None)
     r = invoke(runner, ["tune", "cnx", "-c", str(cfg)], cwd=tmp_path)
@@ -195,3 +197,15 @@ def test_help_imports_no_tuning_or_tracking_package() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})  # fmt: skip
     assert out.stdout.strip() == "[]"
+
+
+def test_runs_note_says_what_tuning_cost() -> None:
+    from kit.artifacts.tuned import tuning_note
+
+    rec = {"source": "cnx", "folds": [0, 1, 2, 3, 4], "k": 5, "folds_fingerprint": "abc"}
+    note = tuning_note("cnx_tuned", rec, "abc")
+    assert "chosen on all 5 folds it is scored on" in note and "optimistic" in note and "--folds 0" in note
+    note = tuning_note("cnx_tuned", {**rec, "folds": [0]}, "abc")
+    assert "chosen on fold 0 of 5" in note and "those 1 fold(s) are optimistic, the other 4 honest" in note
+    note = tuning_note("cnx_tuned", {**rec, "folds": [0]}, "xyz")
+    assert "another split (the folds changed since)" in note

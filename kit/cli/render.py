@@ -60,7 +60,7 @@ def print_runs(rows: list[RunRow], workdir: Path, metric: str, console: Console)
             )
             notes.append(f"[bold]{r.name}[/] per label: {labs}")
         if r.tuned:
-            notes.append(f"[yellow]tuned on its folds[/] {escape(r.tuned)}")
+            notes.append(f"[yellow]tuned:[/] {escape(r.tuned)}")
         if r.stale:
             why = escape("; ".join(r.stale))
             notes.append(f"[yellow]{r.name} is stale[/]: {why}; run `kit train {r.name}`")

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Metric = Literal[
     "weighted_f1",
@@ -312,6 +312,34 @@ class MemberBase(StrictModel):
     # `kit tune`'s search space (docs/tune.md): dotted member keys -> a range or a list of choices; checked by
     # kit.tune.space; excluded from every dump, so it is in no run hash, meta.json or staleness check
     tune: dict[str, TuneRange | list[Any]] | None = Field(None, exclude=True)
+
+    @field_validator("tune", mode="before")
+    @classmethod
+    def _tune_space(cls, v: object) -> object:
+        """Each key a range {low, high[, log, step]} or a list of choices, with one clear message per key."""
+        if v is None or not isinstance(v, dict):
+            return v
+        out: dict[str, object] = {}
+        problems = []
+        for key, spec in v.items():
+            if isinstance(spec, dict):
+                try:
+                    out[key] = TuneRange.model_validate(spec)
+                except ValidationError as e:
+                    why = "; ".join(
+                        f"{'.'.join(map(str, x['loc'])) or 'range'}: {x['msg'].removeprefix('Value error, ')}"
+                        for x in e.errors()
+                    )
+                    problems.append(f"{key}: {why} (a range is {{low: A, high: B, log: false, step: null}})")
+            elif isinstance(spec, list):
+                out[key] = spec
+            else:
+                problems.append(
+                    f"{key}: {spec!r} is neither a range {{low: A, high: B}} nor a list of choices [a, b]"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return out
 
     @field_validator("tta")
     @classmethod
