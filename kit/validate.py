@@ -98,6 +98,22 @@ def check_data(cfg: KitConfig) -> list[str]:
     return problems
 
 
+def check_tune_and_tracking(cfg: KitConfig) -> list[str]:
+    """Every member's `tune:` search space (kit.tune.space) and the tracking backend's package."""
+    from kit.track import check_tracking
+    from kit.tune.space import search_space
+
+    problems = []
+    for step in [lambda: check_tracking(cfg)] + [
+        (lambda n=name: search_space(cfg, n)) for name, m in cfg.members.items() if m.tune
+    ]:
+        try:
+            step()
+        except KitError as e:
+            problems += e.problems or [str(e)]
+    return problems
+
+
 def validate_file(path: Path, overrides: list[str] | None = None) -> Checked:
     try:
         data = read_yaml(path)
@@ -106,8 +122,10 @@ def validate_file(path: Path, overrides: list[str] | None = None) -> Checked:
     kind = config_kind(path, data)
     try:
         if kind == "kit.yaml":
-            cfg = validate_data(apply_overrides(data, overrides), KitConfig, str(path))
-            return Checked(path, kind, check_data(resolve_paths(cfg, path.parent.resolve())))
+            cfg = resolve_paths(
+                validate_data(apply_overrides(data, overrides), KitConfig, str(path)), path.parent.resolve()
+            )
+            return Checked(path, kind, check_data(cfg) + check_tune_and_tracking(cfg))
         if kind == "ensemble":
             from kit.config.ensemble import EnsembleSpec
 

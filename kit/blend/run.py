@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -24,6 +24,9 @@ from kit.config.schema import K_METRICS, Competition, KitConfig
 from kit.data.workspace import Workspace, open_workspace
 from kit.errors import KitError
 from kit.metrics.scores import greater_is_better, score
+
+if TYPE_CHECKING:
+    from kit.track import Tracker
 
 SPEC_PREFIX = "spec."
 
@@ -268,6 +271,8 @@ def run_blend(
 
     `spec` is a spec file (NAME defaults to its stem; `overrides` are its `key=value` overrides, what the CLI
     takes as `--set spec.key=value`) or an EnsembleSpec built in code (then pass `name`)."""
+    from kit.track import tracking
+
     if isinstance(spec, EnsembleSpec):
         if name is None:
             raise KitError(
@@ -275,10 +280,28 @@ def run_blend(
             )
         if overrides:
             raise KitError("overrides apply to a spec file; change the EnsembleSpec itself instead")
-        return blend(spec, open_workspace(cfg), name, allow_stale=allow_stale)
+        with tracking(cfg, f"blend {name}") as tracker:
+            return track_blend(tracker, blend(spec, open_workspace(cfg), name, allow_stale=allow_stale))
     path = Path(spec)
     ens = load_spec(path, overrides)
-    return blend(ens, open_workspace(cfg), name or path.stem, path, allow_stale=allow_stale)
+    with tracking(cfg, f"blend {name or path.stem}") as tracker:
+        result = blend(ens, open_workspace(cfg), name or path.stem, path, allow_stale=allow_stale)
+        return track_blend(tracker, result)
+
+
+def track_blend(tracker: Tracker, result: BlendResult) -> BlendResult:
+    """The selection table and the winner's scores to experiment tracking (kit.track)."""
+    tracker.table(f"blend/{result.name}/selection", result.table)
+    p = f"blend/{result.name}"
+    tracker.scalars(
+        {
+            f"{p}/nested": result.nested_score,
+            f"{p}/selection_aware": result.selection_aware_score,
+            f"{p}/insample": result.insample_score,
+        }
+    )
+    tracker.text(f"{p}/winner", result.winner)
+    return result
 
 
 def row_record(row: Candidate, specs: list[Any]) -> dict[str, Any]:

@@ -220,7 +220,8 @@ def demo(
 import kit.cli.train  # noqa: E402  (train, runs: listed first in --help)
 import kit.cli.blend  # noqa: E402
 import kit.cli.submit  # noqa: E402
-import kit.cli.predict  # noqa: E402, F401
+import kit.cli.predict  # noqa: E402
+import kit.cli.tune  # noqa: E402, F401
 # isort: on
 
 

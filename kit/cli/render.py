@@ -44,7 +44,7 @@ def print_runs(rows: list[RunRow], workdir: Path, metric: str, console: Console)
         p = r.pooled
         lo, hi = (min(r.epochs), max(r.epochs)) if r.epochs else (0, 0)
         t.add_row(
-            r.name,
+            r.name + (" (tuned)" if r.tuned else ""),
             r.kind,
             *(f"{p.get(k, float('nan')):.4f}" for k in keys),
             "-" if r.interval is None else f"{r.interval[0]:.4f} [{r.interval[1]:.4f}-{r.interval[2]:.4f}]",
@@ -59,6 +59,8 @@ def print_runs(rows: list[RunRow], workdir: Path, metric: str, console: Console)
                 f"{c} F1 {f:.2f} AUC {'-' if a is None else f'{a:.2f}'}" for c, (f, a) in r.per_label.items()
             )
             notes.append(f"[bold]{r.name}[/] per label: {labs}")
+        if r.tuned:
+            notes.append(f"[yellow]tuned:[/] {escape(r.tuned)}")
         if r.stale:
             why = escape("; ".join(r.stale))
             notes.append(f"[yellow]{r.name} is stale[/]: {why}; run `kit train {r.name}`")

@@ -195,7 +195,12 @@ def resolve_paths(cfg: KitConfig, base: Path) -> KitConfig:
     members = {n: m.with_base(base) if hasattr(m, "with_base") else m for n, m in cfg.members.items()}
     comp = comp.model_copy(update=updates)
     check_workdir(comp, workdir)
-    return cfg.model_copy(update={"competition": comp, "workdir": workdir, "members": members})
+    track = cfg.tracking
+    if track.dir is not None and not track.dir.is_absolute():
+        track = track.model_copy(update={"dir": (base / track.dir).resolve()})
+    return cfg.model_copy(
+        update={"competition": comp, "workdir": workdir, "members": members, "tracking": track}
+    )
 
 
 def check_workdir(comp: Competition, workdir: Path) -> None:

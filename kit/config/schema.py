@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Metric = Literal[
     "weighted_f1",
@@ -273,6 +273,29 @@ class AugmentConfig(StrictModel):
     cutmix: float = Field(0.0, ge=0, description="timm CutMix alpha; 0 = off")
 
 
+class TuneRange(StrictModel):
+    """A numeric search range of `kit tune` (members.NAME.tune): integers when low and high both are."""
+
+    low: float | int
+    high: float | int
+    log: bool = False
+    step: float | int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TuneRange:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (got {self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("log and step do not combine; drop one")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int) and not isinstance(self.step, float)
+
+
 class MemberBase(StrictModel):
     img_size: int = Field(224, ge=16, le=2048)
     batch_size: int = Field(32, ge=1)
@@ -286,6 +309,37 @@ class MemberBase(StrictModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0)
+    # `kit tune`'s search space (docs/tune.md): dotted member keys -> a range or a list of choices; checked by
+    # kit.tune.space; excluded from every dump, so it is in no run hash, meta.json or staleness check
+    tune: dict[str, TuneRange | list[Any]] | None = Field(None, exclude=True)
+
+    @field_validator("tune", mode="before")
+    @classmethod
+    def _tune_space(cls, v: object) -> object:
+        """Each key a range {low, high[, log, step]} or a list of choices, with one clear message per key."""
+        if v is None or not isinstance(v, dict):
+            return v
+        out: dict[str, object] = {}
+        problems = []
+        for key, spec in v.items():
+            if isinstance(spec, dict):
+                try:
+                    out[key] = TuneRange.model_validate(spec)
+                except ValidationError as e:
+                    why = "; ".join(
+                        f"{'.'.join(map(str, x['loc'])) or 'range'}: {x['msg'].removeprefix('Value error, ')}"
+                        for x in e.errors()
+                    )
+                    problems.append(f"{key}: {why} (a range is {{low: A, high: B, log: false, step: null}})")
+            elif isinstance(spec, list):
+                out[key] = spec
+            else:
+                problems.append(
+                    f"{key}: {spec!r} is neither a range {{low: A, high: B}} nor a list of choices [a, b]"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return out
 
     @field_validator("tta")
     @classmethod
@@ -399,11 +453,24 @@ MEMBER_KINDS: tuple[str, ...] = tuple(
 )
 
 
+TRACKING_KINDS = ("none", "tensorboard", "mlflow", "wandb")
+
+
+class TrackingConfig(StrictModel):
+    """Experiment tracking (docs/tracking.md): files on disk only (TensorBoard events, an MLflow file store,
+    wandb in offline mode)."""
+
+    kind: Literal["none", "tensorboard", "mlflow", "wandb"] = "none"
+    dir: Path | None = Field(None, description="where the files go; default WORKDIR/tracking/KIND")
+    project: str = Field("kit", min_length=1, description="MLflow experiment / wandb project")
+
+
 class KitConfig(StrictModel):
     competition: Competition
     folds: Folds = Field(default_factory=Folds)
     members: dict[str, Member] = Field(default_factory=dict)
     workdir: Path = Path("work")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("members", mode="before")
     @classmethod

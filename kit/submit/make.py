@@ -142,6 +142,27 @@ def make_submission(
     """
     if (ensemble is None) == (member is None):
         raise KitError("name what to submit: `kit submit ensembles/NAME.yaml` or `kit submit --member NAME`")
+    from kit.track import tracking
+
+    with tracking(cfg, f"submit {ensemble if member is None else member}") as tracker:
+        result = _make_submission(cfg, ensemble, member, out, folder, now, allow_stale, force)
+        cv = result.source.cv_score
+        tracker.scalars({} if cv is None else {"submission/cv_score": cv})
+        tracker.text("submission/metric", result.source.metric)
+        tracker.text("submission/file", str(result.path))
+    return result
+
+
+def _make_submission(
+    cfg: KitConfig,
+    ensemble: str | Path | None,
+    member: str | None,
+    out: Path | None,
+    folder: Path,
+    now: datetime | None,
+    allow_stale: bool,
+    force: bool,
+) -> SubmitResult:
     if member is not None:
         plain_name(member, "member")
     if out is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -46,3 +47,25 @@ class NullReporter:
 
     def line(self, text: str) -> None:
         self.lines.append(text)
+
+
+@dataclass(frozen=True)
+class EpochEvent:
+    """One finished epoch of one fold: what experiment tracking logs and what `kit tune` prunes on."""
+
+    member: str
+    fold: int
+    epoch: int  # 0-based
+    loss: float
+    score: float  # the competition metric on the fold's held-out rows
+    metric: str
+    lr: float
+    images_per_s: float
+
+
+def epoch_done(reporter: Reporter, event: EpochEvent) -> None:
+    """The epoch hook: a reporter with an `epoch(event)` method gets every finished epoch (kit.track's
+    TrackingReporter logs it, kit.tune's pruning reporter may raise optuna.TrialPruned); others ignore it."""
+    hook = getattr(reporter, "epoch", None)
+    if hook is not None:
+        hook(event)

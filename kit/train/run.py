@@ -119,13 +119,40 @@ def train(
     (kit.train.workers); `assemble_only` writes the members from their finished folds and trains nothing;
     `import_folds` adds fold folders trained elsewhere to the one named member (kit.train.fold_import);
     `ray` (auto or a cluster address) runs the folds as Ray tasks (kit.train.ray_folds); under torchrun
-    (`kit train --ddp N`) each rank trains its shard of every batch (kit.train.ddp)."""
+    (`kit train --ddp N`) each rank trains its shard of every batch (kit.train.ddp). With `tracking:` in
+    kit.yaml every finished epoch and each written member's scores are logged (kit.track)."""
+    import os
+
+    from kit.artifacts.member import read_meta
+    from kit.track import TrackingReporter, log_member, tracking
+
     chosen = select_members(cfg.members, members)
     _check_options(chosen, folds, jobs, devices, assemble_only, import_folds)
     if ray is not None and (jobs not in (None, 1) or devices or assemble_only or import_folds):
         raise KitError(
             "--ray sends the folds to the cluster's workers: drop --jobs, --devices, --assemble and --import-fold"
         )
+    if int(os.environ.get("RANK", "0")) > 0:  # a DDP rank other than 0: rank 0 logs
+        return _train(cfg, chosen, reporter, folds, jobs, devices, assemble_only, import_folds, ray)
+    with tracking(cfg, f"train {' '.join(chosen)}") as tracker:
+        rep = TrackingReporter(reporter or NullReporter(), tracker)
+        result = _train(cfg, chosen, rep, folds, jobs, devices, assemble_only, import_folds, ray)
+        for name in result.members:
+            log_member(tracker, name, read_meta(cfg.workdir, name).get("metrics", {}))
+    return result
+
+
+def _train(
+    cfg: KitConfig,
+    chosen: list[str],
+    reporter: Reporter | None,
+    folds: list[int] | None,
+    jobs: int | None,
+    devices: list[int] | None,
+    assemble_only: bool,
+    import_folds: list[Path] | None,
+    ray: str | None,
+) -> TrainResult:
     slots = cuda_slots(devices) if devices else cpu_slots(jobs) if jobs not in (None, 1) else None
     if slots is None and not (assemble_only or import_folds):
         paths = train_members(cfg, chosen, reporter, folds, ray)

@@ -25,6 +25,9 @@ class RunRow:
     interval: tuple[float, float, float] | None = None  # (score, low, high) of the competition metric
     stale: list[str] = field(default_factory=list)  # why `kit blend`/`kit submit` would refuse it
     per_label: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # multilabel: F1, AUC
+    tuned: str | None = (
+        None  # `kit tune --apply` chose its values on (some of) its scored folds: what that costs
+    )
 
 
 def member_intervals(cfg: KitConfig, rows: list[RunRow], level: float = 0.95) -> None:
@@ -63,6 +66,9 @@ def run_rows(
 ) -> list[RunRow]:
     """Trained members in `workdir` plus configured members without artifacts (trained=False); with
     `expected`, each row says how the member is stale (the checks of kit.artifacts.member.load_member)."""
+    from kit.artifacts.tuned import applied_records, tuning_note
+
+    tuned = applied_records(workdir)
     rows = []
     for name in list_members(workdir):
         meta = read_meta(workdir, name)
@@ -89,6 +95,9 @@ def run_rows(
                 }
                 if m.get("task") == "multilabel"
                 else {},
+                tuned=tuning_note(name, tuned[name], meta.get("folds_fingerprint"))
+                if name in tuned
+                else None,
             )
         )
     trained = {r.name for r in rows}

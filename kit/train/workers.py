@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError
 from kit.train.fold_loop import PreparedRun, _best, prepare_run, read_done, take_fold, train_fold
-from kit.train.progress import Reporter, Task
+from kit.train.progress import EpochEvent, Reporter, Task, epoch_done
 
 if TYPE_CHECKING:
     from kit.config.schema import KitConfig
@@ -128,6 +128,10 @@ class QueueReporter:
     def line(self, text: str) -> None:
         self.events.put(("line", self.wid, text))
 
+    def epoch(self, event: EpochEvent) -> None:
+        """A finished epoch, passed on to the parent's reporter (experiment tracking logs it there)."""
+        self.events.put(("epoch", self.wid, event))
+
 
 def _worker(wid: int, slot: Slot, cfg: KitConfig, tasks: Any, events: Any) -> None:
     """A worker process: pin, open the workspace, train (member, fold) tasks until the queue says stop."""
@@ -215,6 +219,8 @@ def run_tasks(cfg: KitConfig, tasks: list[tuple[str, int]], slots: list[Slot], r
             view = views[wid]
             if kind == "line":
                 reporter.line(ev[2])
+            elif kind == "epoch":
+                epoch_done(reporter, ev[2])
             elif kind == "open":
                 view.open[ev[2]] = [ev[3], ev[4], 0]
             elif kind == "advance" and ev[2] in view.open:

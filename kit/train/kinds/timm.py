@@ -35,7 +35,7 @@ from kit.train.kinds import Clock, FoldResult, MemberSummary, register_kind
 from kit.train.loop import Trainee, oom_error, predict, train_one_epoch, warmup_cosine
 from kit.train.losses import make_loss
 from kit.train.models import ModelSpec, head_parameter_names, resolve_model
-from kit.train.progress import Reporter
+from kit.train.progress import EpochEvent, Reporter, epoch_done
 
 if TYPE_CHECKING:
     from torch import nn
@@ -353,6 +353,9 @@ def run_epochs(kind: TimmKind, f: int, fold_dir: Path, ft: FoldTraining, state: 
             )
             if main:
                 save_last(fold_dir, t, state)
+            epoch_done(
+                kind.reporter, EpochEvent(kind.name, f, epoch, stats.loss, s, metric, lr, stats.images_per_s)
+            )
             kind.reporter.line(
                 f"{kind.name} fold {f} epoch {epoch + 1}/{m.epochs}: loss {stats.loss:.4f}  {metric} {s:.4f}"
                 f"{' *' if improved else '  '}  lr {lr:.2e}  {stats.images_per_s:.0f} img/s"
