@@ -26,7 +26,7 @@ from kit.config.load import load_config, validate_data
 from kit.data.workspace import Workspace, open_workspace
 from kit.demo.digits import build_demo, competition_section
 from kit.errors import KitError
-from kit.metrics.scores import log_softmax
+from kit.metrics.scores import log_softmax, score
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -210,16 +210,23 @@ def test_blend_writes_honest_outputs(ws: Workspace, digits: dict, tmp_path: Path
     # 6 blenders x (none, logit_adjust, class_bias, both)
     assert len(table) == 24 and "greedy+logit_adjust+class_bias" in table
     assert winner["row"] == summary.winner
-    # the rule (one_se by default) picks; the raw maximum is reported beside it
+    # the rule (average_1se by default) picks the rows within one paired SE of the best and averages them;
+    # the raw maximum is reported beside it
     top = max(table.values(), key=lambda r: r["nested"])
-    assert winner["selection"]["rule"] == "one_se" and winner["selection"]["max_nested_row"] == top["blender"]
-    picked = [r for r in table.values() if r["picked"]]
-    assert len(picked) == 1 and picked[0]["blender"] == winner["row"]
-    assert winner["nested_score"] == picked[0]["nested"] and picked[0]["complexity"] <= top["complexity"]
-    # nothing simpler than the pick is as good as it: the pick is the simplest row close to the best
-    assert all(
-        r["nested"] < top["nested"] or r["complexity"] >= picked[0]["complexity"] for r in table.values()
-    )
+    sel = winner["selection"]
+    assert sel["rule"] == "average_1se" and sel["max_nested_row"] == top["blender"]
+    picked = [r["blender"] for r in summary.table if r["picked"]]
+    assert sel["picked_rows"] == picked and top["blender"] in picked
+    if len(picked) == 1:
+        assert winner["row"] == picked[0] and winner["nested_score"] == top["nested"]
+    else:
+        assert winner["row"] == f"average({', '.join(picked)})" and winner["blender_kind"] == "average"
+        assert [r["row"] for r in winner["rows"]] == picked
+    # the reported nested score is the pick's own pooled nested predictions, scored once
+    oof = np.load(out / "oof_probs.npy")
+    assert score("weighted_f1", ws.train.labels, oof, logits=False) == pytest.approx(winner["nested_score"])
+    # the averaged test probabilities: each picked row's refit, transformed, then the mean
+    assert np.load(out / "test_probs.npy").shape == (len(ws.test), len(ws.classes))
     assert table["best_single"]["p_beats_single"] == 0.0
     for r in table.values():
         assert r["nested_lo"] <= r["nested"] <= r["nested_hi"] or r["nested_hi"] - r["nested_lo"] < 0.05

@@ -207,14 +207,14 @@ class SelectionSpec(StrictModel):
     """How the winner is picked from the table: rows compared on the same held-out rows, resampled by group."""
 
     rule: Literal["average_1se", "max_nested", "one_se", "beat_single", "stepwise"] = Field(
-        "one_se",
+        "average_1se",
         description="average_1se: the mean of the rows within one paired standard error (group bootstrap) of "
         "the best nested row (their probabilities averaged); "
         "one_se: the simplest row within one paired standard error (group bootstrap) of the best "
         "nested row; stepwise: from best_single, walk the rows from simple to complex and move to a row only "
         "when it beats the current pick in >= `confidence` of the resamples; beat_single: the best nested row "
         "among those that beat best_single in >= `confidence` of the resamples (else best_single); max_nested: "
-        "the best nested estimate (no uncertainty). docs/blend.md has the benchmark that chose one_se",
+        "the best nested estimate (no uncertainty). docs/blend.md has the benchmark that chose average_1se",
     )
     confidence: float = Field(0.8, ge=0.5, lt=1.0, description="the share of resamples a row must win")
     resamples: int = Field(1000, ge=100, le=100000, description="group-bootstrap resamples")
