@@ -8,6 +8,7 @@ from typing import Any
 
 from kit.config.schema import KitConfig
 from kit.errors import KitError
+from kit.train.added import check_added
 from kit.train.fold_loop import train_member
 from kit.train.preflight import preflight
 from kit.train.progress import NullReporter, Reporter
@@ -25,6 +26,7 @@ def train_members(
 
     chosen = select_members(cfg.members, names)
     ws = open_workspace(cfg)
+    check_added(ws, chosen)  # extra data and pseudo-label sources, before anything trains
     preflight(ws, {n: cfg.members[n] for n in chosen})  # caches fit on disk, a batch in memory
     rep = reporter or NullReporter()
     out = []
