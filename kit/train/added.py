@@ -126,7 +126,8 @@ def added_rows(ws: Workspace, name: str, member: MemberConfig) -> AddedRows:
 
 def check_added(ws: Workspace, names: list[str]) -> None:
     """Before any training: every extra source readable and mapped, every pseudo source there and made for
-    this workspace; all problems at once, each naming its key."""
+    this workspace; all problems at once, each naming its key. A source member trained earlier in this same
+    call (`kit train src pl`) is checked when the member that uses it is prepared, after it was written."""
     from kit.train.pseudo import load_source
 
     problems = []
@@ -134,9 +135,9 @@ def check_added(ws: Workspace, names: list[str]) -> None:
         ws.extra  # noqa: B018  (loads, maps and de-duplicates; cached on the workspace)
     except KitError as e:
         problems += e.problems or [str(e)]
-    for n in names:
+    for i, n in enumerate(names):
         p = ws.cfg.members[n].pseudo
-        if p is None:
+        if p is None or p.source.removeprefix("member:") in names[:i]:
             continue
         try:
             load_source(ws, n, p)

@@ -211,7 +211,12 @@ class ClipProbeKind:
         self.reporter.line(
             f"{self.name} fold {f}: best epoch {head.best_epoch}, {metric} {head.best_score:.4f}"
         )
-        info = {"epochs": ran, "best_epoch": int(head.best_epoch), "best_score": float(head.best_score)}
+        info = {
+            "epochs": ran,
+            "best_epoch": int(head.best_epoch),
+            "best_score": float(head.best_score),
+            "train_rows": len(lab_tr),  # labelled rows of the fold + added rows (images, not views)
+        }
         return FoldResult(info, oof, test)
 
     def describe(self, root: Path, infos: list[dict[str, Any]], clock: Clock) -> MemberSummary:
@@ -226,6 +231,7 @@ class ClipProbeKind:
                 "device": self.device,
                 "hash": root.name,
                 **fold_lists(infos, ("epochs", "best_epoch", "best_score")),
+                "train_rows": [i.get("train_rows") for i in infos],
             },
             "encoder": {"model": src.model, "pretrained": src.pretrained, "key": cache.key},
             "preprocess": {

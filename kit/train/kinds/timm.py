@@ -204,6 +204,7 @@ class TimmKind:
                     "dir": str(root),
                     "device": str(self.setup.device),
                     **fold_lists(infos, ("epochs", "best_epoch", "best_score", "stopped_early")),
+                    "train_rows": [i.get("train_rows") for i in infos],
                 },
                 "preprocess": {
                     "img_size": m.img_size,
@@ -382,7 +383,7 @@ def fit_fold(kind: TimmKind, f: int, fold_dir: Path) -> dict[str, Any]:
     ft = build(kind, f)
     state = resume(kind, f, fold_dir, ft)
     run_epochs(kind, f, fold_dir, ft, state)
-    return state.info(f)
+    return {**state.info(f), "train_rows": len(ft.train_idx)}  # labelled rows of the fold + added rows
 
 
 def predict_fold(kind: TimmKind, f: int, fold_dir: Path) -> tuple[np.ndarray, np.ndarray]:
