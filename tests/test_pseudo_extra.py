@@ -317,3 +317,42 @@ def test_clip_probe_trains_on_extra_and_soft_pseudo_rows(tmp_path: Path, runner:
     assert src_meta["run"]["train_rows"] == [n + 7 for n in folds]  # extra data: every member
     assert meta["run"]["train_rows"] == [n + 7 + 8 for n in folds]  # and the pseudo rows
     assert meta["pseudo"]["soft"] is True and meta["n_train"] == 34
+
+
+def test_pseudo_rows_from_a_blend(
+    tmp_path: Path, runner: CliRunner, record_folds: list[dict[str, Any]]
+) -> None:
+    import yaml
+
+    data = make_competition(tmp_path / "data")
+    pl = member(pseudo={"source": "b", "min_confidence": 0.5, "max_per_class": 1})
+    cfg = write_config(tmp_path / "kit.yaml", data, {"src": member(), "pl": pl})
+    assert _train(runner, cfg, "src").exit_code == 0
+    spec = tmp_path / "ensembles" / "b.yaml"
+    spec.parent.mkdir()
+    spec.write_text(yaml.safe_dump({"members": ["src"], "blenders": [{"kind": "best_single"}]}))
+    r = invoke(runner, ["blend", str(spec), "-c", str(cfg)], cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    probs = np.load(tmp_path / "work" / "blends" / "b" / "test_probs.npy")
+    top, conf = probs.argmax(1), probs.max(1)
+    expected = sorted(
+        int(np.flatnonzero((top == c) & (conf >= 0.5))[np.argmax(conf[(top == c) & (conf >= 0.5)])])
+        for c in np.unique(top[conf >= 0.5])
+    )
+    assert expected  # at most one row per class: the most confident of each
+
+    record_folds.clear()
+    r = _train(runner, cfg, "pl")
+    assert r.exit_code == 0, r.output
+    assert f"pseudo-labels from blend 'b': {len(expected)} test row(s)" in r.output
+    n_train = 34
+    for s in record_folds:
+        assert list(np.setdiff1d(s["train"], np.arange(n_train)) - n_train) == expected
+    meta = json.loads((tmp_path / "work" / "members" / "pl" / "meta.json").read_text())
+    assert meta["pseudo"]["source"]["kind"] == "blend" and meta["pseudo"]["max_per_class"] == 1
+
+    # the blend's member retrained since: the blend is stale, and so is the pseudo source
+    assert _train(runner, cfg, "src", sets=("members.src.epochs=2",)).exit_code == 0
+    r = _train(runner, cfg, "pl", sets=("members.src.epochs=2",))
+    assert r.exit_code == 1
+    assert "members.pl.pseudo.source: blend 'b'" in r.output and "retrained" in r.output
