@@ -171,9 +171,7 @@ def load_extra_tables(comp: Competition, classes: list[str]) -> list[ExtraTable]
         y, bad = _map_labels(i, e, labels, classes)
         problems += bad
         keep = y >= 0
-        ids = [f"extra{i}:{x}" for x, k in zip(ids, keep, strict=True) if k]
-        paths = [p for p, k in zip(paths, keep, strict=True) if k]
-        table = Table(ids=ids, paths=paths, labels=y[keep], classes=list(classes))
+        table = _subset(Table([f"extra{i}:{x}" for x in ids], paths, y, classes=list(classes)), keep)
         out.append(ExtraTable(i, e, table, unmapped=int((~keep).sum()) if not bad else 0))
     if problems:
         raise KitError("competition.extra_train cannot be used:", problems=problems)
@@ -267,16 +265,6 @@ def load_extra(ws: Workspace) -> list[ExtraSource]:
         keep = ~(in_test | in_train)
         table = _subset(et.table, keep)
         fps = table_fingerprints(table, comp.root, ws.file_hashes)
-        out.append(
-            ExtraSource(
-                index=et.index,
-                cfg=et.cfg,
-                table=table,
-                images_fingerprint=fps.images,
-                fingerprint=fps.combined,
-                unmapped=et.unmapped,
-                test_duplicates=[x for x, d in zip(et.table.ids, in_test, strict=True) if d],
-                train_duplicates=[x for x, d in zip(et.table.ids, in_train, strict=True) if d],
-            )
-        )
+        dropped = (_subset(et.table, in_test).ids, _subset(et.table, in_train).ids)
+        out.append(ExtraSource(et.index, et.cfg, table, fps.images, fps.combined, et.unmapped, *dropped))
     return out
