@@ -50,6 +50,9 @@ def check_paths(cfg: KitConfig) -> list[str]:
             problems.append(
                 f"competition.{key}: {p} does not exist; fix the path (relative to competition.root)"
             )
+    from kit.data.extra import check_extra_paths
+
+    problems += check_extra_paths(comp)
     if comp.test is None:
         problems.append("competition.test is not set; `kit submit` needs the test table or test image folder")
     if comp.sample_submission is None:
@@ -83,6 +86,10 @@ def check_data(cfg: KitConfig) -> list[str]:
     train = attempt(lambda: load_train(comp))
     if train is not None:
         attempt(lambda: check_fold_plan(cfg, train))
+    if train is not None and comp.extra_train:  # labels mapped onto the classes (no image is decoded)
+        from kit.data.extra import load_extra_tables
+
+        attempt(lambda: load_extra_tables(comp, train.classes))
     # the test table and the sample are checked even when the train table failed: every problem at once
     test = attempt(lambda: load_test(comp, train.classes if train is not None else []))
     assert comp.sample_submission is not None  # check_paths reports it unset

@@ -160,7 +160,8 @@ def folds(config: ConfigOpt = Path("kit.yaml"), overrides: SetOpt = None) -> Non
     from kit.cv.folds import folds_table_path
     from kit.data.workspace import open_workspace
 
-    ws = open_workspace(load(config, overrides), need_test=False)
+    cfg = load(config, overrides)
+    ws = open_workspace(cfg, need_test=bool(cfg.competition.extra_train))  # test: duplicates of extra data
     y = ws.train.labels
     t = Table(
         title=f"{ws.folds.k} folds ({'grouped by ' + str(ws.cfg.competition.group_column) if ws.folds.grouped else 'stratified'})"
@@ -187,6 +188,10 @@ def folds(config: ConfigOpt = Path("kit.yaml"), overrides: SetOpt = None) -> Non
             "group (competition.blank_groups: own; set it to error to refuse them)",
             highlight=False,
         )
+    if ws.extra:
+        from kit.cli.render import extra_table
+
+        console.print(extra_table(ws.extra, ws.classes))
     console.print(f"wrote {folds_table_path(ws.cfg)} (fingerprint {ws.folds.fingerprint})")
 
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from kit.blend.run import BlendResult
+    from kit.data.extra import ExtraSource
     from kit.train.runs import RunRow
 
 
@@ -114,3 +115,24 @@ def print_blend(result: BlendResult, console: Console) -> None:
     )
     console.print("weights: " + ", ".join(f"{k} {v:.4f}" for k, v in w.items()), highlight=False)
     console.print(f"wrote {result.path}", highlight=False)
+
+
+def extra_table(extras: list[ExtraSource], classes: list[str]) -> Table:
+    """`kit folds`: one row per competition.extra_train source with its images per class and the duplicates
+    dropped; they join the training side of every fold and are never validated."""
+    t = Table(title="extra training data (training side of every fold, never validated or scored)")
+    t.add_column("source", overflow="fold")
+    for c in classes:
+        t.add_column(escape(c), justify="right")
+    for col in ("total", "dropped: test dup.", "dropped: train dup."):
+        t.add_column(col, justify="right")
+    for e in extras:
+        counts = e.counts(len(classes)).tolist()
+        t.add_row(
+            escape(f"extra_train[{e.index}] {e.cfg.train.name}"),
+            *map(str, counts),
+            str(sum(counts)),
+            str(len(e.test_duplicates)),
+            str(len(e.train_duplicates)),
+        )
+    return t

@@ -193,6 +193,16 @@ def resolve_paths(cfg: KitConfig, base: Path) -> KitConfig:
     workdir = cfg.workdir if cfg.workdir.is_absolute() else (base / cfg.workdir).resolve()
     # members with file paths (e.g. clip_probe's local-dir:) resolve them against the config's folder too
     members = {n: m.with_base(base) if hasattr(m, "with_base") else m for n, m in cfg.members.items()}
+    updates["extra_train"] = [  # external data: relative to root, like the competition's own paths
+        e.model_copy(
+            update={
+                k: root / p
+                for k in ("train", "images")
+                if (p := getattr(e, k)) is not None and not p.is_absolute()
+            }
+        )
+        for e in comp.extra_train
+    ]
     comp = comp.model_copy(update=updates)
     check_workdir(comp, workdir)
     track = cfg.tracking

@@ -111,6 +111,9 @@ class Competition(StrictModel):
     blank_groups: Literal["own", "error"] = Field(
         "own", description="rows with an empty group_column cell: each its own group, or an error"
     )
+    extra_train: list[ExtraTrain] = Field(
+        default_factory=list, description="external labelled data: training side of every fold only"
+    )
 
     @property
     def train_is_table(self) -> bool:
@@ -224,6 +227,37 @@ class Competition(StrictModel):
         return self
 
 
+class ExtraTrain(StrictModel):
+    """External labelled images (competition.extra_train[i]): used on the training side of every fold only,
+    never validated on or scored (docs/train.md, "Pseudo-labels and external data")."""
+
+    train: Path = Field(
+        description="a table (.csv) or a folder with one sub-folder per class; relative to root"
+    )
+    images: Path | None = Field(None, description="folder the table's image paths/ids live in")
+    id_column: str | None = Field(None, description="default: competition.id_column")
+    image_column: str | None = Field(None, description="default: competition.image_column")
+    label_column: str | None = Field(None, description="tables: the label column (default competition's)")
+    class_map: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="label in this source -> competition class (null drops that label's rows)",
+    )
+
+    @field_validator("class_map", mode="before")
+    @classmethod
+    def _map_as_text(cls, v: object) -> object:
+        if not isinstance(v, dict):
+            return v
+        return {
+            str(k): (None if val is None else _label_text(val, "competition.extra_train[].class_map"))
+            for k, val in v.items()
+        }
+
+    @property
+    def is_table(self) -> bool:
+        return self.train.suffix.lower() in TABLE_SUFFIXES
+
+
 class Folds(StrictModel):
     k: int = Field(5, ge=2, le=50)
     seed: int = 42
@@ -296,6 +330,23 @@ class TuneRange(StrictModel):
         return isinstance(self.low, int) and isinstance(self.high, int) and not isinstance(self.step, float)
 
 
+class PseudoConfig(StrictModel):
+    """Pseudo-labels: confident test rows of a member or blend join the training side of every fold."""
+
+    source: str = Field(
+        description="a member (workdir/members/NAME) or blend (workdir/blends/NAME); "
+        "`member:NAME` or `blend:NAME` when both exist"
+    )
+    min_confidence: float = Field(
+        0.95, gt=0, le=1, description="a test row joins when its top probability reaches this"
+    )
+    max_per_class: int | None = Field(
+        None, ge=1, description="keep at most this many rows per class (the most confident)"
+    )
+    soft: bool = Field(False, description="train on the source's probabilities instead of its top class")
+    weight: float = Field(1.0, gt=0, description="loss weight of each pseudo row (labelled rows weigh 1)")
+
+
 class MemberBase(StrictModel):
     img_size: int = Field(224, ge=16, le=2048)
     batch_size: int = Field(32, ge=1)
@@ -340,6 +391,8 @@ class MemberBase(StrictModel):
         if problems:
             raise ValueError("; ".join(problems))
         return out
+
+    pseudo: PseudoConfig | None = Field(None, description="pseudo-labels from a member or blend's test rows")
 
     @field_validator("tta")
     @classmethod
@@ -489,6 +542,16 @@ class KitConfig(StrictModel):
     def _members_fit_task(self) -> KitConfig:
         problems = []
         for name, m in self.members.items():
+            if m.pseudo is not None and self.competition.multilabel:
+                problems.append(
+                    f"members.{name}.pseudo: pseudo-labels are for single-label competitions; a multilabel "
+                    "competition (competition.task: multilabel) cannot use them yet: remove pseudo"
+                )
+            if m.pseudo is not None and m.pseudo.source in (name, f"member:{name}"):
+                problems.append(
+                    f"members.{name}.pseudo.source: '{m.pseudo.source}' is this member itself, which is "
+                    "circular (its own test predictions would train it); name another member or a blend"
+                )
             if self.competition.multilabel:
                 if m.loss.kind not in MULTILABEL_LOSSES:
                     problems.append(
@@ -506,6 +569,11 @@ class KitConfig(StrictModel):
                     f"members.{name}.loss.kind: {m.loss.kind} is a multi-label loss; set competition.task: "
                     "multilabel or choose ce, focal, ..."
                 )
+        if self.competition.extra_train and self.competition.multilabel:
+            problems.append(
+                "competition.extra_train: external data is for single-label competitions; a multilabel "
+                "competition (competition.task: multilabel) cannot use it yet: remove extra_train"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -52,14 +52,20 @@ def decode_image(path: Path, size: int, resample: str = "bicubic") -> np.ndarray
         return decode_pil(im, size, resample)
 
 
-def decode_pil(im: Any, size: int, resample: str = "bicubic") -> np.ndarray:
-    """decode_image's pixels from an open PIL image (kit predict takes images in memory too)."""
+def to_rgb(im: Any) -> Any:
+    """The image as kit sees it, at its own size: EXIF orientation applied, wide modes scaled to 8 bits, RGB
+    (a PIL image; decode_pil resizes it, kit.data.extra hashes its pixels)."""
     from PIL import Image, ImageOps
 
     img = ImageOps.exif_transpose(im)
     if img.mode in WIDE_MODES:
         img = Image.fromarray(to_uint8(np.asarray(img)))
-    rgb = img.convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_pil(im: Any, size: int, resample: str = "bicubic") -> np.ndarray:
+    """decode_image's pixels from an open PIL image (kit predict takes images in memory too)."""
+    rgb = to_rgb(im)
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), resample=RESAMPLE[resample])
     DecodeStats.decoded += 1

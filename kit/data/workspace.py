@@ -6,7 +6,7 @@ import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kit.artifacts.atomic import clean_stale_temps
 from kit.artifacts.member import Expected
@@ -14,6 +14,9 @@ from kit.config.schema import KitConfig
 from kit.cv.folds import Folds, folds_table_path, make_folds, write_folds
 from kit.data.fingerprint import HASH_CACHE_FILE, FileHashes, TableFingerprints, table_fingerprints
 from kit.data.table import Table, load_test, load_train
+
+if TYPE_CHECKING:
+    from kit.data.extra import ExtraSource
 
 
 @dataclass
@@ -48,6 +51,13 @@ class Workspace:
         if self.test is None:
             return None
         return table_fingerprints(self.test, self.cfg.competition.root, self.file_hashes)
+
+    @cached_property
+    def extra(self) -> list[ExtraSource]:
+        """competition.extra_train, read, mapped onto the classes and cleared of duplicates (kit.data.extra)."""
+        from kit.data.extra import load_extra
+
+        return load_extra(self)
 
     @property
     def data_fingerprint(self) -> str:

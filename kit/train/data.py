@@ -54,16 +54,48 @@ def split_batches(order: np.ndarray, batch_size: int, *, drop_last: bool) -> lis
     return batches
 
 
-class CacheBatches:  # a torch Dataset by protocol (torch is imported lazily)
-    """A map-style dataset whose item b is batch b: (uint8 images [B, S, S, 3], labels [B] or empty)."""
+class StackedCache:
+    """Image caches one after another as one index space (the train cache, then extra data, then the test
+    cache for pseudo rows: kit.train.added), without copying them; `np.take(stacked, idx, axis=0)` works."""
 
-    def __init__(self, cache: np.ndarray, rows: list[np.ndarray], labels: np.ndarray | None) -> None:
-        self.cache, self.rows, self.labels = cache, rows, labels
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = parts
+        self.starts = np.cumsum([0, *(len(p) for p in parts)])
+        self.shape = (int(self.starts[-1]), *parts[0].shape[1:])
+        self.dtype = parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(
+        self, indices: np.ndarray, axis: int | None = 0, out: None = None, mode: str = "raise"
+    ) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64)
+        res = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
+        part = np.searchsorted(self.starts, idx, side="right") - 1
+        for k in np.unique(part):
+            sel = part == k
+            res[sel] = np.take(self.parts[k], idx[sel] - self.starts[k], axis=0)
+        return res
+
+
+class CacheBatches:  # a torch Dataset by protocol (torch is imported lazily)
+    """A map-style dataset whose item b is batch b: (uint8 images [B, S, S, 3], labels [B] or empty), and the
+    rows' loss weights [B] when `weights` is given."""
+
+    def __init__(
+        self,
+        cache: np.ndarray,
+        rows: list[np.ndarray],
+        labels: np.ndarray | None,
+        weights: np.ndarray | None = None,
+    ) -> None:
+        self.cache, self.rows, self.labels, self.weights = cache, rows, labels, weights
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, b: int) -> tuple[torch.Tensor, ...]:
         import torch
 
         idx = self.rows[b]
@@ -73,6 +105,8 @@ class CacheBatches:  # a torch Dataset by protocol (torch is imported lazily)
             if self.labels is not None
             else torch.empty(0, dtype=torch.long)
         )
+        if self.weights is not None:
+            return x, y, torch.from_numpy(self.weights[idx])
         return x, y
 
 
@@ -83,11 +117,12 @@ def iterate(
     *,
     num_workers: int = 0,
     pin_memory: bool = False,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    weights: np.ndarray | None = None,
+) -> Iterator[tuple[torch.Tensor, ...]]:
     from torch.utils.data import DataLoader
 
-    loader: DataLoader[tuple[torch.Tensor, torch.Tensor]] = DataLoader(
-        CacheBatches(cache, rows, labels),  # type: ignore[arg-type]
+    loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(
+        CacheBatches(cache, rows, labels, weights),  # type: ignore[arg-type]
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,
@@ -175,12 +210,18 @@ def build_mixup(cfg: AugmentConfig, n_classes: int) -> object | None:
 def apply_mixup(
     mixup: object, x: torch.Tensor, y: torch.Tensor, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """timm's Mixup draws from numpy's global RNG: seed it for this batch and restore it afterwards."""
+    """timm's Mixup draws from numpy's global RNG: seed it for this batch and restore it afterwards.
+
+    Soft targets [B, K] (pseudo-labels, or targets with a weight column appended: kit.train.loop) are mixed
+    with the same lambda as the images (timm's own targets take class indices only)."""
     state = np.random.get_state()
     np.random.seed(seed % 2**32)
     try:
         if x.shape[0] % 2:  # timm's Mixup needs an even batch
             x, y = x[:-1], y[:-1]
+        if y.ndim == 2:
+            lam = mixup._mix_batch(x)  # type: ignore[attr-defined]  # mode "batch": what kit builds
+            return x, y * lam + y.flip(0) * (1 - lam)
         return mixup(x, y)  # type: ignore[operator]
     finally:
         np.random.set_state(state)

@@ -45,7 +45,9 @@ if TYPE_CHECKING:
     from kit.data.workspace import Workspace
 
 RUN_FORMAT = 2  # 2: content fingerprints and the metric that picks the best epoch are part of the hash
-NOT_HASHED = {"num_workers"}  # settings that cannot change results
+NOT_HASHED = {"num_workers", "pseudo"}  # settings that cannot change results; pseudo: see below
+# `pseudo` is hashed by what it selects (the source artifact, the rows and their targets: the kind's run_extra,
+# kit.train.added), so a member without pseudo-labels keeps the run hash it had before they existed
 DONE_FILE = "done.json"
 RESUME_FILE = "last.pt"  # a kind's state of an unfinished fold; not needed once the fold is done
 

@@ -77,11 +77,15 @@ def fit_linear_head(
     seed: int = 0,
     device: str = "cpu",
     on_epoch: Callable[[int, float], None] | None = None,
+    targets: np.ndarray | None = None,
+    row_weight: np.ndarray | None = None,
 ) -> LinearHead:
     """Train on `x_train` [n, D] (labels `y_train`); keep the epoch with the best `metric` on `x_valid`.
 
     `x_valid` is [m, D] or [m, V, D] (views); the metric is taken on view 0. With `init` (e.g. a zero-shot
-    head) the untrained head is epoch 0 and wins when no epoch beats it.
+    head) the untrained head is epoch 0 and wins when no epoch beats it. `targets` [n, C] (soft pseudo-labels)
+    replace `y_train` in the loss, `row_weight` [n] weighs each row's loss (kit.train.added); the sampler and
+    the loss's class counts still take `y_train`.
     """
     import torch
 
@@ -97,6 +101,8 @@ def fit_linear_head(
     xt = torch.as_tensor((x_np - mu) / sigma, device=device)
     multilabel = np.ndim(y_train) == 2  # a 0/1 label matrix: sigmoid outputs
     yt = torch.as_tensor(np.asarray(y_train, np.float32 if multilabel else np.int64), device=device)
+    tt = yt if targets is None else torch.as_tensor(np.asarray(targets, np.float32), device=device)
+    wt = None if row_weight is None else torch.as_tensor(np.asarray(row_weight, np.float32), device=device)
     xv = np.asarray(x_valid, np.float32)
     xv_plain = torch.as_tensor((l2_normalize(xv[:, 0] if xv.ndim == 3 else xv) - mu) / sigma, device=device)
     dim = xt.shape[1]
@@ -142,7 +148,8 @@ def fit_linear_head(
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             opt.zero_grad(set_to_none=True)
-            criterion(head(xt[idx]), yt[idx]).backward()
+            out = head(xt[idx])
+            (criterion(out, tt[idx]) if wt is None else criterion(out, tt[idx], wt[idx])).backward()
             opt.step()
         s = evaluate()
         history.append(s)

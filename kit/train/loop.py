@@ -80,11 +80,14 @@ def train_one_epoch(
     label: str = "batches",
     num_workers: int = 0,
     shard: Any = None,
+    weights: np.ndarray | None = None,
 ) -> EpochStats:
     """One pass over `rows` (batches of cache row indices). Batch b is augmented with derive_seed(seed, b).
 
-    With `shard` (a kit.train.ddp.Dist), `rows` are the global batches and this rank trains its contiguous
-    part of each, augmented with the random numbers of those positions in the global batch."""
+    `labels` are class indices [N] or soft targets [N, C] (pseudo-labels); `weights` [N] the rows' loss weights
+    (kit.train.added), None for all 1. With `shard` (a kit.train.ddp.Dist), `rows` are the global batches and
+    this rank trains its contiguous part of each, augmented with the random numbers of those positions in the
+    global batch."""
     import torch
 
     t.model.train()
@@ -93,17 +96,25 @@ def train_one_epoch(
     local = [r[p] for r, p in zip(rows, parts, strict=True)]
     total, seen, start = 0.0, 0, time.perf_counter()
     with reporter.task(label, total=len(rows)) as task:
-        batches = iterate(cache, local, labels, num_workers=num_workers, pin_memory=t.setup.pin_memory)
-        for b, (xb, yb) in enumerate(batches):
+        batches = iterate(
+            cache, local, labels, num_workers=num_workers, pin_memory=t.setup.pin_memory, weights=weights
+        )
+        for b, batch in enumerate(batches):
+            xb, yb = batch[0], batch[1]
             x = t.augment(_to_device(xb, t.setup), derive_seed(seed, b), parts[b], len(rows[b]))
             y = _to_device(yb, t.setup)
-            if t.mixup is not None:
+            w = _to_device(batch[2], t.setup) if len(batch) > 2 else None
+            if t.mixup is not None and w is not None:  # the weights mix like the targets: one more column
+                soft = y if y.ndim == 2 else torch.nn.functional.one_hot(y, t.mixup.num_classes).float()
+                x, yw = apply_mixup(t.mixup, x, torch.cat([soft, w[:, None]], 1), derive_seed(seed, b, 1))
+                y, w = yw[:, :-1], yw[:, -1]
+            elif t.mixup is not None:
                 x, y = apply_mixup(t.mixup, x, y, derive_seed(seed, b, 1))
             if t.setup.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with t.setup.autocast():
                 logits = net(x)
-            loss = t.loss_fn(logits, y)
+            loss = t.loss_fn(logits, y) if w is None else t.loss_fn(logits, y, w)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at batch {b}")
             t.optimizer.zero_grad(set_to_none=True)

@@ -59,7 +59,11 @@ class KitLoss:
         else:
             self.alpha = None
 
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The batch's loss: the mean over rows, or with `weight` [B] (pseudo-label rows: kit.train.added)
+        the weighted mean sum(w * loss) / sum(w) (weighted_ce: its class-weighted ratio with w in both sums)."""
         import torch
         import torch.nn.functional as F
 
@@ -80,13 +84,24 @@ class KitLoss:
             per_class = -((1 - p) ** self.cfg.gamma) * logp * soft
             if self.alpha is not None:
                 per_class = per_class * self.alpha.to(dev)
-            return per_class.sum(-1).mean()
+            return _row_mean(per_class.sum(-1), weight)
         per_class = -logp * soft
         if kind == "weighted_ce":
             w = self.class_weight.to(dev)
+            eps = torch.finfo(torch.float32).eps
+            if weight is not None:
+                r = weight.float()[:, None]
+                return (per_class * w * r).sum() / (soft * w * r).sum().clamp_min(eps)
             # normalise by the target's weight, as torch's CrossEntropyLoss(weight=...) does
-            return (per_class * w).sum() / (soft * w).sum().clamp_min(torch.finfo(torch.float32).eps)
-        return per_class.sum(-1).mean()
+            return (per_class * w).sum() / (soft * w).sum().clamp_min(eps)
+        return _row_mean(per_class.sum(-1), weight)
+
+
+def _row_mean(per_row: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    if weight is None:
+        return per_row.mean()
+    w = weight.float()
+    return (per_row * w).sum() / w.sum().clamp_min(1e-12)
 
 
 class MultilabelLoss:
@@ -103,7 +118,9 @@ class MultilabelLoss:
         elif cfg.alpha == "balanced":  # positives weighted by the inverse of their label's frequency
             self.alpha = torch.tensor(inverse_frequency(counts, cfg.class_weight_power), dtype=torch.float32)
 
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         import torch.nn.functional as F
 
         x, t = logits.float(), target.float()
@@ -115,7 +132,7 @@ class MultilabelLoss:
             log_q = q.clamp_min(1e-8).log() if self.cfg.clip > 0 else log_q
             pos = t * (1 - p) ** self.cfg.gamma_pos * log_p
             neg = (1 - t) * (1 - q) ** self.cfg.gamma_neg * log_q
-            return -(pos + neg).sum(-1).mean()
+            return _row_mean(-(pos + neg).sum(-1), weight)
         pos, neg = t * log_p, (1 - t) * log_q
         if kind == "focal":
             p = log_p.exp()
@@ -123,7 +140,7 @@ class MultilabelLoss:
             neg = neg * p**self.cfg.gamma
         if self.alpha is not None and kind == "focal":
             pos = pos * self.alpha.to(x.device)
-        return -(pos + neg).sum(-1).mean()
+        return _row_mean(-(pos + neg).sum(-1), weight)
 
 
 def make_loss(cfg: LossConfig, labels: np.ndarray, n_outputs: int) -> KitLoss | MultilabelLoss:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from kit.config.schema import KitConfig
 from kit.errors import KitError
+from kit.train.added import check_added
 from kit.train.fold_loop import assemble_run, done_folds, prepare_run, report_missing, train_member
 from kit.train.preflight import preflight
 from kit.train.progress import NullReporter, Reporter
@@ -46,6 +47,7 @@ def train_members(
         ws = open_workspace(cfg)
         if folds is not None:
             check_folds(folds, ws.folds.k)
+        check_added(ws, chosen)  # extra data and pseudo-label sources, before anything trains
         preflight(ws, {n: cfg.members[n] for n in chosen})  # caches fit on disk, a batch in memory
         rep = (reporter or NullReporter()) if d.main else NullReporter()
         out = []
@@ -169,6 +171,7 @@ def _train(
     assert slots is not None
     if folds is not None:
         check_folds(folds, ws.folds.k)
+    check_added(ws, chosen)
     preflight(ws, {n: cfg.members[n] for n in chosen})
     return _train_parallel(ws, chosen, folds, slots, rep)
 

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from kit.config.schema import ClipProbeMember
 from kit.errors import KitError
+from kit.train.added import AddedRows, added_rows
 from kit.train.clip_model import ClipSource
 from kit.train.device import select_device
 from kit.train.embeddings import EmbeddingCache
@@ -67,6 +68,8 @@ def fit_member_head(
     init: LinearHead | None,
     seed: int,
     device: str,
+    targets: np.ndarray | None = None,
+    row_weight: np.ndarray | None = None,
 ) -> LinearHead:
     """One fold's head on embeddings, with the member's loss, sampler and optimiser settings."""
     return fit_linear_head(
@@ -86,6 +89,8 @@ def fit_member_head(
         init=init,
         seed=seed,
         device=device,
+        targets=targets,
+        row_weight=row_weight,
     )
 
 
@@ -116,6 +121,8 @@ class ClipProbeKind:
     train_emb: np.ndarray  # [n_train, V, D]
     test_emb: np.ndarray  # [n_test, V, D]
     init: LinearHead | None
+    added: AddedRows = field(default_factory=AddedRows)  # extra data and pseudo rows (kit.train.added)
+    added_emb: np.ndarray | None = None  # [m, V, D]: extra images, then pseudo rows (test embeddings)
 
     @classmethod
     def prepare(cls, ws: Workspace, name: str, member: ClipProbeMember, reporter: Reporter) -> ClipProbeKind:
@@ -134,19 +141,50 @@ class ClipProbeKind:
         if member.prompt is not None:
             text_w, scale = cache.text(names, member.prompt)
             init = zero_shot_head(text_w, scale)
-        return cls(ws, name, member, reporter, device, src, cache, train_emb, test_emb, init)
+        added = added_rows(ws, name, member)
+        parts = [
+            cache.images(e.table, f"extra{e.index}", e.images_fingerprint, views, reporter)
+            for e in added.extras
+        ]
+        if added.pseudo is not None:
+            parts.append(test_emb[added.pseudo.test_idx])
+        added_emb = np.concatenate(parts) if parts else None
+        for line in added.lines(name, ws.classes):
+            reporter.line(line)
+        return cls(
+            ws, name, member, reporter, device, src, cache, train_emb, test_emb, init, added, added_emb
+        )
 
     @property
     def run_extra(self) -> dict[str, Any] | None:
-        return {"encoder": self.cache.key}
+        return {"encoder": self.cache.key, **(self.added.identity() or {})}
+
+    def training_rows(
+        self, tr: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Fold rows `tr` plus the added rows (never validated): embeddings [n, V', D], labels, soft targets
+        and row weights (None when not needed), before flattening the views."""
+        y = np.asarray(self.ws.train.labels)
+        x, labels = self.train_emb[tr], y[tr]
+        if self.added_emb is None:
+            return x, labels, None, None
+        a = self.added
+        x = np.concatenate([x, self.added_emb])
+        C = len(self.ws.classes)
+        targets = np.concatenate([np.eye(C, dtype=np.float32)[labels], a.targets(C)]) if a.soft else None
+        weights = np.concatenate([np.ones(len(tr), np.float32), a.weights()]) if a.weighted else None
+        return x, np.concatenate([labels, a.labels()]), targets, weights
 
     def fit_predict_fold(self, f: int, fold_dir: Path) -> FoldResult:
         ws, member, init = self.ws, self.member, self.init
         y = np.asarray(ws.train.labels)
         metric = ws.cfg.competition.scored_by
         tr, va = ws.folds.train_idx(f), ws.folds.valid_idx(f)
-        x_tr = self.train_emb[tr] if member.train_views else self.train_emb[tr, :1]
-        y_tr = np.repeat(y[tr], x_tr.shape[1], axis=0)
+        x_tr, lab_tr, t_tr, w_tr = self.training_rows(tr)
+        x_tr = x_tr if member.train_views else x_tr[:, :1]
+        y_tr = np.repeat(lab_tr, x_tr.shape[1], axis=0)
+        t_tr = None if t_tr is None else np.repeat(t_tr, x_tr.shape[1], axis=0)
+        w_tr = None if w_tr is None else np.repeat(w_tr, x_tr.shape[1], axis=0)
         x_tr = x_tr.reshape(-1, x_tr.shape[-1])
         if member.epochs == 0:
             assert init is not None  # the config requires prompt with epochs 0
@@ -163,6 +201,8 @@ class ClipProbeKind:
                 init,
                 member.seed + f,
                 self.device,
+                t_tr,
+                w_tr,
             )
         save_head(fold_dir, head)
         oof = head.logits(self.train_emb[va]).astype(np.float32)
@@ -171,7 +211,12 @@ class ClipProbeKind:
         self.reporter.line(
             f"{self.name} fold {f}: best epoch {head.best_epoch}, {metric} {head.best_score:.4f}"
         )
-        info = {"epochs": ran, "best_epoch": int(head.best_epoch), "best_score": float(head.best_score)}
+        info = {
+            "epochs": ran,
+            "best_epoch": int(head.best_epoch),
+            "best_score": float(head.best_score),
+            "train_rows": len(lab_tr),  # labelled rows of the fold + added rows (images, not views)
+        }
         return FoldResult(info, oof, test)
 
     def describe(self, root: Path, infos: list[dict[str, Any]], clock: Clock) -> MemberSummary:
@@ -186,6 +231,7 @@ class ClipProbeKind:
                 "device": self.device,
                 "hash": root.name,
                 **fold_lists(infos, ("epochs", "best_epoch", "best_score")),
+                "train_rows": [i.get("train_rows") for i in infos],
             },
             "encoder": {"model": src.model, "pretrained": src.pretrained, "key": cache.key},
             "preprocess": {
@@ -193,6 +239,7 @@ class ClipProbeKind:
             },
             "zero_shot_init": self.member.prompt is not None,
             "embeddings_computed": list(cache.computed),
+            **self.added.meta(self.ws.classes),
         }
         note = f"{len(cache.computed)} embedding file(s) computed, {timings['train_s']:.1f} s"
         return MemberSummary(timings, extra, note)

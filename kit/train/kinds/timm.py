@@ -26,6 +26,7 @@ from kit.config.schema import TimmMember
 from kit.data.cache import build_image_cache
 from kit.errors import KitError
 from kit.metrics.scores import greater_is_better, score
+from kit.train.added import AddedRows, FitRows, added_rows, fit_rows
 from kit.train.checkpoint import load_checkpoint, save_checkpoint
 from kit.train.data import BatchAugment, build_mixup, derive_seed, epoch_order, split_batches
 from kit.train.ddp import broadcast_value, joined
@@ -124,6 +125,8 @@ class TimmKind:
     test_cache: np.ndarray | None
     setup: DeviceSetup
     reporter: Reporter
+    added: AddedRows = field(default_factory=AddedRows)  # extra data and pseudo rows (kit.train.added)
+    fit: FitRows | None = None  # the training index space: train rows, then the added rows
 
     @classmethod
     def prepare(cls, ws: Workspace, name: str, member: TimmMember, reporter: Reporter) -> TimmKind:
@@ -143,11 +146,17 @@ class TimmKind:
         train_cache = images(ws.train, "train", ws.train_images_fingerprint)
         test_cache = None if ws.test is None else images(ws.test, "test", ws.test_images_fingerprint)
         setup = select_device(name, member.device, amp=member.amp, channels_last=member.channels_last)
-        return cls(ws, name, member, spec, train_cache, test_cache, setup, reporter)
+        added = added_rows(ws, name, member)
+        extra_caches = [images(e.table, f"extra{e.index}", e.images_fingerprint) for e in added.extras]
+        assert ws.train.labels is not None  # train tables always carry labels
+        fit = fit_rows(train_cache, ws.train.labels, added, extra_caches, test_cache, len(ws.classes))
+        for line in added.lines(name, ws.classes):
+            reporter.line(line)
+        return cls(ws, name, member, spec, train_cache, test_cache, setup, reporter, added, fit)
 
     @property
     def run_extra(self) -> dict[str, Any] | None:
-        return None
+        return self.added.identity()
 
     @property
     def n_classes(self) -> int:
@@ -200,6 +209,7 @@ class TimmKind:
                     "dir": str(root),
                     "device": str(self.setup.device),
                     **fold_lists(infos, ("epochs", "best_epoch", "best_score", "stopped_early")),
+                    "train_rows": [i.get("train_rows") for i in infos],
                 },
                 "preprocess": {
                     "img_size": m.img_size,
@@ -208,6 +218,7 @@ class TimmKind:
                     "interpolation": spec.interpolation,
                     "model_kwargs": {k: v for k, v in spec.kwargs.items()},
                 },
+                **self.added.meta(self.ws.classes),
             },
         )
 
@@ -234,6 +245,8 @@ def build(kind: TimmKind, f: int) -> FoldTraining:
     m, ws, setup = kind.member, kind.ws, kind.setup
     train_idx, valid_idx = ws.folds.train_idx(f), ws.folds.valid_idx(f)
     y = ws.train.labels
+    if kind.fit is not None:  # added rows train in every fold, never validate (kit.train.added)
+        train_idx, y = np.concatenate([train_idx, kind.fit.added_idx]), kind.fit.labels
     assert y is not None  # train tables always carry labels
 
     torch.manual_seed(derive_seed(m.seed, f))
@@ -299,7 +312,7 @@ def run_epochs(kind: TimmKind, f: int, fold_dir: Path, ft: FoldTraining, state: 
     import torch
 
     m, ws, t = kind.member, kind.ws, ft.trainee
-    y = ws.train.labels
+    y = ws.train.labels if kind.fit is None else kind.fit.labels
     assert y is not None
     y_train, y_valid = y[ft.train_idx], y[ft.valid_idx]
     metric = ws.cfg.competition.scored_by
@@ -319,14 +332,15 @@ def run_epochs(kind: TimmKind, f: int, fold_dir: Path, ft: FoldTraining, state: 
             rows = split_batches(ft.train_idx[order], m.batch_size, drop_last=ft.drop_last)
             stats = train_one_epoch(
                 t,
-                kind.train_cache,
+                kind.train_cache if kind.fit is None else kind.fit.cache,
                 rows,
-                y,
+                y if kind.fit is None else kind.fit.targets,
                 derive_seed(m.seed, f, epoch, 3),
                 kind.reporter,
                 label=f"epoch {epoch + 1} batches",
                 num_workers=m.num_workers,
                 shard=d,
+                weights=None if kind.fit is None else kind.fit.weights,
             )
             s = float("nan")
             if main:  # under DDP rank 0 scores the held-out rows alone and tells the others
@@ -392,7 +406,7 @@ def fit_fold(kind: TimmKind, f: int, fold_dir: Path) -> dict[str, Any]:
     ft = build(kind, f)
     state = resume(kind, f, fold_dir, ft)
     run_epochs(kind, f, fold_dir, ft, state)
-    return state.info(f)
+    return {**state.info(f), "train_rows": len(ft.train_idx)}  # labelled rows of the fold + added rows
 
 
 def predict_fold(kind: TimmKind, f: int, fold_dir: Path) -> tuple[np.ndarray, np.ndarray]:
