@@ -84,7 +84,8 @@ def test_readme_notebook_example_runs_and_returns_typed_results(readme: Readme) 
     winner = json.loads((work / "blends" / "all" / "winner.json").read_text())
     assert blended.path == work / "blends" / "all" and blended.name == "all"
     assert blended.winner == winner["row"] and blended.nested_score == winner["nested_score"]
-    assert blended.weights == winner["weights"] and sum(r["picked"] for r in blended.table) == 1
+    picked = [r["blender"] for r in blended.table if r["picked"]]
+    assert blended.weights == winner["weights"] and picked == winner["selection"]["picked_rows"]
     lo, hi = blended.nested_interval
     assert lo <= blended.nested_score <= hi and blended.metric == "weighted_f1"
     # the submission: the sample's shape, written under ./submissions, its CV score the blend's

@@ -103,10 +103,10 @@ def test_mlflow_blend_table_and_submission_score(ws: Workspace, digits: dict, tm
         ).read_text()
     )
     assert [row["blender"] for row in table] == ["best_single", "uniform"]
-    assert sum(row["picked"] for row in table) == 1
+    assert [row["blender"] for row in table if row["picked"]] == winner["selection"]["picked_rows"]
     assert blend.data.metrics["blend/x/nested"] == pytest.approx(winner["nested_score"])
     assert blend.data.metrics["blend/x/selection_aware"] == pytest.approx(winner["selection_aware_score"])
-    assert blend.data.tags["blend/x/winner"] == next(row["blender"] for row in table if row["picked"])
+    assert blend.data.tags["blend/x/winner"] == winner["row"]
     sidecar = json.loads(out.with_name(out.name + ".json").read_text())
     submit = runs[f"submit {spec}"]
     assert submit.data.metrics["submission/cv_score"] == pytest.approx(sidecar["cv_score"])
