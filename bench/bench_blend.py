@@ -122,7 +122,7 @@ def other_searches() -> None:
         t_fast = best_of(lambda f=fast: f.fit(P, y), 3)  # median of 3 more fits
 
         slow = cls("weighted_f1", "probs", engine="numpy", **kw)
-        slow._scorer = lambda P_, y_: (
+        slow._scorer = lambda P_, y_, copy=True: (
             (sc := SklearnScorer("weighted_f1", y_, C, "probs", "numpy")),
             sc.layout(P_),
         )

@@ -140,7 +140,7 @@ def quantize(X: np.ndarray, idx: np.ndarray, chunks: int) -> tuple[np.ndarray, n
         lo = np.empty(BLOCK, dtype=np.float32)
         hi = np.empty(BLOCK, dtype=np.float32)
         for u in range(t * per, min(K * nblocks, (t + 1) * per)):
-            k, b = u // nblocks, u % nblocks
+            b, k = u // K, u % K  # block-major: a block's rows of every candidate are read together
             i0 = b * BLOCK
             m = _quantize_block(X[idx[k]], i0, min(BLOCK, n - i0), tile, lo, hi, Q[b, k], step[b, k])
             big[t, k] = max(big[t, k], m)
