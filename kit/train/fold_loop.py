@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 RUN_FORMAT = 2  # 2: content fingerprints and the metric that picks the best epoch are part of the hash
 NOT_HASHED = {"num_workers", "pseudo"}  # settings that cannot change results; pseudo: see below
+# fields added after runs existed, hashed only when set off their default, so existing runs keep their hash
+HASHED_WHEN_SET = {"sync_bn": False}
 # `pseudo` is hashed by what it selects (the source artifact, the rows and their targets: the kind's run_extra,
 # kit.train.added), so a member without pseudo-labels keeps the run hash it had before they existed
 DONE_FILE = "done.json"
@@ -58,9 +60,13 @@ def run_hash(ws: Workspace, member: BaseModel, extra: dict[str, Any] | None = No
     The competition metric is in it because it picks each fold's best epoch (and early stopping): a run made
     under another metric is a different run, never "done earlier"."""
     weights = getattr(member, "weights", None)
+    dump = member.model_dump(mode="json", exclude=NOT_HASHED)
+    for key, default in HASHED_WHEN_SET.items():
+        if dump.get(key, default) == default:
+            dump.pop(key, None)
     payload = {
         "format": RUN_FORMAT,
-        "member": member.model_dump(mode="json", exclude=NOT_HASHED),
+        "member": dump,
         "metric": ws.cfg.competition.scored_by,
         "folds": ws.folds.fingerprint,
         "data": ws.data_fingerprint,
