@@ -154,6 +154,28 @@ def test_tile_search_scores_weighted_moves_from_any_sum_exactly() -> None:
     ]
 
 
+def test_subset_pairs_in_one_pass_equal_exact_sums() -> None:
+    """Uniform subsets of one or two candidates from their tiles alone (kit.blend.kernels.pair_blocks): every
+    single and every pair a < b equal numpy's float32 argmax of X[a] + X[b], ties included, threaded or not."""
+    from itertools import combinations
+
+    from kit.blend import kernels
+
+    y, P = _candidates("probs", n=3001)
+    C, M = P.shape[2], P.shape[1]
+    fast = FastScorer("weighted_f1", y, C, engine="numba")
+    X = fast.layout(P, copy=False)
+    subsets = [(m,) for m in range(M)] + list(combinations(range(M), 2))
+    sums = [X[s[0]] if len(s) == 1 else X[s[0]] + X[s[1]] for s in subsets]
+    want = np.stack([np.bincount(fast.y * C + S.argmax(1), minlength=C * C) for S in sums])
+    search = fast.search(X, list(range(M)))
+    assert search.subset_gains() == [fast.gain(fast.from_confusion(cm.reshape(C, C))) for cm in want]
+    assert 0 < search.exact < len(y) * len(subsets) // 2  # both paths: certified tiles and exact rows
+    H = np.zeros((len(subsets), kernels.LANES, C * C), dtype=np.int64)
+    kernels.pair_threads(search.Q, search.step, X, search.idx, search.yC, np.float32(1e-4), H, 3)
+    np.testing.assert_array_equal(H.sum(axis=1), want)
+
+
 @pytest.mark.parametrize("scale", [1e-30, 1.0, 1e4])
 def test_tile_search_is_exact_at_any_scale_and_near_ties(scale: float) -> None:
     rng = np.random.default_rng(11)

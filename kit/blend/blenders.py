@@ -233,7 +233,12 @@ class Subsets(WeightedBlender):
         best_gain = -math.inf
         best: tuple[int, ...] = (0,)
         buf = scorer.zeros() if top > 2 else None
-        for k in range(1, top + 1):
+        if top >= 2:  # every single and pair in one pass
+            small = [(m,) for m in range(M)] + list(combinations(range(M), 2))
+            gains = search.subset_gains()
+            j = int(np.argmax(gains))
+            best_gain, best = gains[j], small[j]
+        for k in range(1 if top < 2 else 3, top + 1):
             for head in combinations(range(M), k - 1):
                 rest = list(range(head[-1] + 1 if head else 0, M))
                 if not rest:

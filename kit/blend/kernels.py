@@ -323,6 +323,117 @@ def search_threads(
 
 
 @numba.njit(cache=True, nogil=True)
+def pair_blocks(
+    Q: np.ndarray,
+    step: np.ndarray,
+    X: np.ndarray,
+    xm: np.ndarray,
+    yC: np.ndarray,
+    slack: np.float32,
+    H: np.ndarray,
+    b_lo: int,
+    b_hi: int,
+) -> int:
+    """Equal-weight subsets of one or two of the K quantized candidates (tiles Q[:, k] of X[xm[k]]), in one pass
+    over blocks b_lo..b_hi-1: H[k] counts candidate k alone, then H[K + p] the p-th pair a < b in lexicographic
+    order, both summed from their tiles (error at most (step_a + step_b) / 2 per class). Rows the tiles cannot
+    certify are recomputed exactly as X[xm[a]] + X[xm[b]] in float32 (the sum numpy takes). Returns how many
+    (row, subset) pairs were recomputed."""
+    K = Q.shape[1]
+    C = Q.shape[2]
+    n = X.shape[1]
+    lanes = H.shape[1]
+    W = np.empty((3, BLOCK), dtype=np.float32)
+    code = np.empty(BLOCK, dtype=np.int32)
+    zero = np.zeros((C, BLOCK), dtype=np.float32)
+    Ta = np.empty((C, BLOCK), dtype=np.float32)
+    both = np.empty(BLOCK, dtype=np.float32)
+    exact = 0
+    for b in range(b_lo, b_hi):
+        lo = b * BLOCK
+        nb = min(BLOCK, n - lo)
+        yb = yC[lo : lo + BLOCK]
+        p = K
+        for a in range(K):
+            sa = step[b, a]
+            _approx_top2(zero, Q[b, a], sa, W)
+            _certify(W, sa, yb, slack, code)
+            exact += _count(W, code, X[xm[a]], X[xm[a]], np.float32(0), lo, nb, yb, H[a], lanes)
+            Qa = Q[b, a]
+            for c in range(C):  # candidate a's tile values, the head of its pairs
+                qa, tc = Qa[c], Ta[c]
+                for j in range(BLOCK):
+                    tc[j] = np.float32(qa[j]) * sa[j]
+            for k in range(a + 1, K):
+                sk = step[b, k]
+                for j in range(BLOCK):
+                    both[j] = sa[j] + sk[j]
+                _approx_top2(Ta, Q[b, k], sk, W)
+                _certify(W, both, yb, slack, code)
+                exact += _count(W, code, X[xm[a]], X[xm[k]], np.float32(1), lo, nb, yb, H[p], lanes)
+                p += 1
+    return exact
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _count(
+    W: np.ndarray,
+    code: np.ndarray,
+    Xa: np.ndarray,
+    Xb: np.ndarray,
+    wb: np.float32,
+    lo: int,
+    nb: int,
+    yb: np.ndarray,
+    Hp: np.ndarray,
+    lanes: int,
+) -> int:
+    """Count the block's rows into Hp: certified codes as they are, the others from the exact float32 argmax of
+    Xa + wb * Xb (wb 0: Xa alone; 1: the pair's sum, as numpy adds it)."""
+    exact = 0
+    C = Xa.shape[1]
+    for j in range(nb):
+        cj = code[j]
+        if cj < 0:
+            exact += 1
+            ra, rb = Xa[lo + j], Xb[lo + j]
+            best = ra[0] + rb[0] * wb if wb != 0 else ra[0]
+            arg = 0
+            for c in range(1, C):
+                v = ra[c] + rb[c] * wb if wb != 0 else ra[c]
+                if v > best:
+                    best = v
+                    arg = c
+            cj = yb[j] + arg
+        Hp[j % lanes, cj] += 1
+    return exact
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def pair_threads(
+    Q: np.ndarray,
+    step: np.ndarray,
+    X: np.ndarray,
+    xm: np.ndarray,
+    yC: np.ndarray,
+    slack: np.float32,
+    H: np.ndarray,
+    chunks: int,
+) -> int:
+    """pair_blocks with the blocks split into `chunks` runs over threads (integer counts: exact sums)."""
+    nblocks = Q.shape[0]
+    per = (nblocks + chunks - 1) // chunks
+    H_t = np.zeros((chunks, H.shape[0], H.shape[1], H.shape[2]), dtype=H.dtype)
+    exact = np.zeros(chunks, dtype=np.int64)
+    for t in numba.prange(chunks):
+        b_lo, b_hi = min(nblocks, t * per), min(nblocks, (t + 1) * per)
+        exact[t] = pair_blocks(Q, step, X, xm, yC, slack, H_t[t], b_lo, b_hi)
+    for t in range(chunks):
+        H += H_t[t]
+    return int(exact.sum())
+
+
+@numba.njit(cache=True, nogil=True)
 def log_loss_sum(
     S: np.ndarray, P: np.ndarray, scale: np.float32, total: float, y: np.ndarray, logits: bool, eps: float
 ) -> float:

@@ -72,6 +72,8 @@ class RoundSearch(Protocol):
 
     def gains_of(self, pairs: list[tuple[int, float]]) -> list[float]: ...
 
+    def subset_gains(self) -> list[float]: ...
+
 
 class Engine(Protocol):
     """How sums and candidates are laid out and scored; FastScorer turns the counts into the metric."""
@@ -438,6 +440,15 @@ class PlainSearch:
         scorer, S, t = self.scorer, self.S, self.total
         return [scorer.gain(scorer.score_added(S, self.X[m], t + sc, sc)) for m, sc in pairs]
 
+    def subset_gains(self) -> list[float]:
+        """Gains of every equal-weight subset of one or two of idx: the singles, then the pairs a < b in order."""
+        self.reset()
+        out = self.gains_of([(m, 1.0) for m in self.idx])
+        for i, a in enumerate(self.idx):
+            self.reset(a)
+            out += self.gains_of([(m, 1.0) for m in self.idx[i + 1 :]])
+        return out
+
 
 class SettledSearch:
     """Greedy's round evaluator for the numpy engine (class-major X [M, C, n]), argmax metrics, exact.
@@ -463,6 +474,9 @@ class SettledSearch:
 
     def gains_of(self, pairs: list[tuple[int, float]]) -> list[float]:
         return self.plain.gains_of(pairs)
+
+    def subset_gains(self) -> list[float]:
+        return self.plain.subset_gains()
 
     def gains(self) -> list[float]:
         scorer, S, X = self.plain.scorer, self.plain.S, self.plain.X
@@ -536,6 +550,20 @@ class TileSearch:
     def gains_of(self, pairs: list[tuple[int, float]]) -> list[float]:
         """Gains of S + scale * X[m] for each (m, scale) in pairs (m one of idx, scale > 0)."""
         return self._gains([m for m, _ in pairs], np.array([sc for _, sc in pairs], dtype=np.float32))
+
+    def subset_gains(self) -> list[float]:
+        """Gains of every equal-weight subset of one or two of idx (singles, then pairs a < b in order), all in
+        one pass over the tiles (kit.blend.kernels.pair_blocks); the running sum is not used."""
+        K, C = len(self.idx), self.scorer.n_classes
+        H = np.zeros((K + K * (K - 1) // 2, self._kernels.LANES, C * C), dtype=np.int64)
+        slack = np.float32(4e-6 * 4 * max(self.big.values()) + 1e-30)  # sums of two candidates, with margin
+        args = (self.Q, self.step, self.X, self.idx, self.yC, slack, H)
+        if self.chunks > 1:
+            self.exact += self._kernels.pair_threads(*args, self.chunks)
+        else:
+            self.exact += self._kernels.pair_blocks(*args, 0, self.Q.shape[0])
+        cms = H.sum(axis=1).reshape(len(H), C, C)
+        return [self.scorer.gain(v) for v in self.scorer.from_confusions(cms)]
 
     def _gains(self, ms: list[int], scale: np.ndarray) -> list[float]:
         if not ms:
