@@ -222,6 +222,46 @@ def _certify(W: np.ndarray, st: np.ndarray, yC: np.ndarray, slack: np.float32, c
         code[j] = yC[j] + np.int32(W[2, j]) if ok else np.int32(-1)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tile_counts(
+    Tb: np.ndarray,
+    Qk: np.ndarray,
+    st: np.ndarray,
+    Xm: np.ndarray,
+    sc: np.float32,
+    lo: int,
+    nb: int,
+    yb: np.ndarray,
+    slack: np.float32,
+    W: np.ndarray,
+    code: np.ndarray,
+    Hp: np.ndarray,
+) -> int:
+    """Count one block's rows of the blend Tb + sc * Xm into Hp [LANES, C * C]: from the candidate's tile Qk
+    (steps `st`, already scaled by sc) where the tiles certify the argmax, else from the exact float32
+    `x * sc + T` (kit.blend.kernels.confusion_added's sum). Returns how many rows needed the exact path."""
+    _approx_top2(Tb, Qk, st, W)
+    _certify(W, st, yb, slack, code)
+    C = Tb.shape[0]
+    lanes = Hp.shape[0]
+    exact = 0
+    for j in range(nb):
+        cj = code[j]
+        if cj < 0:
+            exact += 1
+            Xi = Xm[lo + j]
+            best = Xi[0] * sc + Tb[0, j]
+            a = 0
+            for c in range(1, C):
+                v = Xi[c] * sc + Tb[c, j]
+                if v > best:
+                    best = v
+                    a = c
+            cj = yb[j] + a
+        Hp[j % lanes, cj] += 1
+    return exact
+
+
 @numba.njit(cache=True, nogil=True)
 def search_blocks(
     T: np.ndarray,
@@ -248,10 +288,8 @@ def search_blocks(
 
     Returns how many (row, pair) pairs needed the exact float32 recomputation.
     """
-    C = T.shape[1]
     n_pairs = qk.shape[0]
     n = X.shape[1]
-    lanes = H.shape[1]
     W = np.empty((3, BLOCK), dtype=np.float32)
     code = np.empty(BLOCK, dtype=np.int32)
     scaled = np.empty(BLOCK, dtype=np.float32)
@@ -272,23 +310,7 @@ def search_blocks(
                 for j in range(BLOCK):
                     scaled[j] = st[j] * sc
                 st = scaled
-            _approx_top2(Tb, Q[b, k], st, W)
-            _certify(W, st, yb, slack, code)
-            Hp = H[p]
-            for j in range(nb):
-                cj = code[j]
-                if cj < 0:
-                    exact += 1
-                    Xi = X[xm[p], lo + j]
-                    best = Xi[0] * sc + Tb[0, j]
-                    a = 0
-                    for c in range(1, C):
-                        v = Xi[c] * sc + Tb[c, j]
-                        if v > best:
-                            best = v
-                            a = c
-                    cj = yb[j] + a
-                Hp[j % lanes, cj] += 1
+            exact += _tile_counts(Tb, Q[b, k], st, X[xm[p]], sc, lo, nb, yb, slack, W, code, H[p])
     return exact
 
 
@@ -336,18 +358,17 @@ def pair_blocks(
 ) -> int:
     """Equal-weight subsets of one or two of the K quantized candidates (tiles Q[:, k] of X[xm[k]]), in one pass
     over blocks b_lo..b_hi-1: H[k] counts candidate k alone, then H[K + p] the p-th pair a < b in lexicographic
-    order, both summed from their tiles (error at most (step_a + step_b) / 2 per class). Rows the tiles cannot
-    certify are recomputed exactly as X[xm[a]] + X[xm[b]] in float32 (the sum numpy takes). Returns how many
-    (row, subset) pairs were recomputed."""
+    order. Each block tiles candidate a's float32 rows once as the head of its pairs; every pair is then scored
+    as search_blocks scores a candidate (`_tile_counts`), so exact rows are X[xm[b]] + X[xm[a]] in float32, the
+    sum numpy takes. Returns how many (row, subset) pairs were recomputed."""
     K = Q.shape[1]
     C = Q.shape[2]
     n = X.shape[1]
-    lanes = H.shape[1]
     W = np.empty((3, BLOCK), dtype=np.float32)
     code = np.empty(BLOCK, dtype=np.int32)
     zero = np.zeros((C, BLOCK), dtype=np.float32)
-    Ta = np.empty((C, BLOCK), dtype=np.float32)
-    both = np.empty(BLOCK, dtype=np.float32)
+    head = np.empty((C, BLOCK), dtype=np.float32)
+    one = np.float32(1)
     exact = 0
     for b in range(b_lo, b_hi):
         lo = b * BLOCK
@@ -355,57 +376,14 @@ def pair_blocks(
         yb = yC[lo : lo + BLOCK]
         p = K
         for a in range(K):
-            sa = step[b, a]
-            _approx_top2(zero, Q[b, a], sa, W)
-            _certify(W, sa, yb, slack, code)
-            exact += _count(W, code, X[xm[a]], X[xm[a]], np.float32(0), lo, nb, yb, H[a], lanes)
-            Qa = Q[b, a]
-            for c in range(C):  # candidate a's tile values, the head of its pairs
-                qa, tc = Qa[c], Ta[c]
-                for j in range(BLOCK):
-                    tc[j] = np.float32(qa[j]) * sa[j]
+            exact += _tile_counts(zero, Q[b, a], step[b, a], X[xm[a]], one, lo, nb, yb, slack, W, code, H[a])
+            head[:] = 0
+            _add_block(head, X[xm[a]], lo, nb)  # 0 + x is x: candidate a's rows exactly
             for k in range(a + 1, K):
-                sk = step[b, k]
-                for j in range(BLOCK):
-                    both[j] = sa[j] + sk[j]
-                _approx_top2(Ta, Q[b, k], sk, W)
-                _certify(W, both, yb, slack, code)
-                exact += _count(W, code, X[xm[a]], X[xm[k]], np.float32(1), lo, nb, yb, H[p], lanes)
+                exact += _tile_counts(
+                    head, Q[b, k], step[b, k], X[xm[k]], one, lo, nb, yb, slack, W, code, H[p]
+                )
                 p += 1
-    return exact
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _count(
-    W: np.ndarray,
-    code: np.ndarray,
-    Xa: np.ndarray,
-    Xb: np.ndarray,
-    wb: np.float32,
-    lo: int,
-    nb: int,
-    yb: np.ndarray,
-    Hp: np.ndarray,
-    lanes: int,
-) -> int:
-    """Count the block's rows into Hp: certified codes as they are, the others from the exact float32 argmax of
-    Xa + wb * Xb (wb 0: Xa alone; 1: the pair's sum, as numpy adds it)."""
-    exact = 0
-    C = Xa.shape[1]
-    for j in range(nb):
-        cj = code[j]
-        if cj < 0:
-            exact += 1
-            ra, rb = Xa[lo + j], Xb[lo + j]
-            best = ra[0] + rb[0] * wb if wb != 0 else ra[0]
-            arg = 0
-            for c in range(1, C):
-                v = ra[c] + rb[c] * wb if wb != 0 else ra[c]
-                if v > best:
-                    best = v
-                    arg = c
-            cj = yb[j] + arg
-        Hp[j % lanes, cj] += 1
     return exact
 
 
