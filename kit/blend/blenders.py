@@ -226,30 +226,29 @@ class Subsets(WeightedBlender):
     @staticmethod
     def _best_uniform(scorer: FastScorer, Pt: np.ndarray, top: int) -> tuple[float, np.ndarray]:
         """The best equal-weight subset of up to `top` candidates (the first in lexicographic order on ties).
-        Subsets sharing a head (all members but the last) are scored in one pass: the head's sum, summed in
-        order, plus each possible last member."""
+        Every single and pair is scored in one pass (`subset_gains`); larger subsets sharing a head (all members
+        but the last) in one pass each: the head's sum, summed in order, plus each possible last member."""
         M = Pt.shape[0]
         search = scorer.search(Pt, list(range(M)))
-        best_gain = -math.inf
-        best: tuple[int, ...] = (0,)
-        buf = scorer.zeros() if top > 2 else None
-        if top >= 2:  # every single and pair in one pass
-            small = [(m,) for m in range(M)] + list(combinations(range(M), 2))
+        subsets: list[tuple[int, ...]] = [(m,) for m in range(M)]
+        if top == 1:
+            search.reset()
+            gains = search.gains_of([(m, 1.0) for m in range(M)])
+        else:
+            subsets += list(combinations(range(M), 2))
             gains = search.subset_gains()
-            j = int(np.argmax(gains))
-            best_gain, best = gains[j], small[j]
-        for k in range(1 if top < 2 else 3, top + 1):
+        j = int(np.argmax(gains))
+        best_gain, best = gains[j], subsets[j]
+        buf = scorer.zeros() if top > 2 else None
+        for k in range(3, top + 1):
             for head in combinations(range(M), k - 1):
-                rest = list(range(head[-1] + 1 if head else 0, M))
+                rest = list(range(head[-1] + 1, M))
                 if not rest:
                     continue
-                if len(head) <= 1:
-                    search.reset(head[0] if head else None)
-                else:
-                    S = np.add(Pt[head[0]], Pt[head[1]], out=buf)  # the head summed in order
-                    for h in head[2:]:
-                        S += Pt[h]
-                    search.set_sum(S, len(head))  # the search keeps its own copy
+                S = np.add(Pt[head[0]], Pt[head[1]], out=buf)  # the head summed in order
+                for h in head[2:]:
+                    S += Pt[h]
+                search.set_sum(S, len(head))  # the search keeps its own copy
                 gains = search.gains_of([(m, 1.0) for m in rest])
                 j = int(np.argmax(gains))
                 if gains[j] > best_gain:
