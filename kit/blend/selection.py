@@ -248,12 +248,20 @@ def rule_max_nested(cmp: Comparison, confidence: float) -> int:
     return _best(g, np.ones(len(g), dtype=bool))
 
 
-def rule_one_se(cmp: Comparison, confidence: float) -> int:
-    """The simplest row within one (paired) standard error of the best row."""
+def within_one_se(cmp: Comparison) -> list[int]:
+    """The rows whose nested score is within one paired standard error of the best row's (the best included)."""
     g, b = cmp.gain()
     top = _best(g, np.ones(len(g), dtype=bool))
     se = (b[top] - b).std(axis=1)
-    return _simplest(g, cmp.complexity, g[top] - g <= se)
+    return [int(i) for i in np.flatnonzero(g[top] - g <= se)]
+
+
+def rule_one_se(cmp: Comparison, confidence: float) -> int:
+    """The simplest row within one (paired) standard error of the best row."""
+    g, _ = cmp.gain()
+    near = np.zeros(len(g), dtype=bool)
+    near[within_one_se(cmp)] = True
+    return _simplest(g, cmp.complexity, near)
 
 
 def rule_beat_single(cmp: Comparison, confidence: float) -> int:
@@ -274,14 +282,6 @@ def rule_stepwise(cmp: Comparison, confidence: float) -> int:
         if r != pick and g[r] > g[pick] and (b[r] > b[pick]).mean() >= confidence:
             pick = r
     return pick
-
-
-def within_one_se(cmp: Comparison) -> list[int]:
-    """The rows whose nested score is within one paired standard error of the best row's (the best included)."""
-    g, b = cmp.gain()
-    top = _best(g, np.ones(len(g), dtype=bool))
-    se = (b[top] - b).std(axis=1)
-    return [int(i) for i in np.flatnonzero(g[top] - g <= se)]
 
 
 RULE_FUNCS: dict[str, Callable[[Comparison, float], int]] = {
