@@ -132,7 +132,6 @@ class Judgement:
     """The table's rows compared under uncertainty, the pick, and the estimate of the whole procedure."""
 
     winners: list[int]  # the rows the rule picks (average_1se: several, their predictions averaged)
-    winner: int  # the best nested row among them (the one row for single-row rules)
     pick_oof: np.ndarray  # [n, C] the pick's pooled nested predictions (the winners' mean)
     pick_score: float  # the pick's nested estimate
     pick_interval: tuple[float, float]
@@ -168,17 +167,16 @@ def judge(
     per_fold = fold_comparisons(metric, y, preds, comp, base, fold, rs, sel.seed)
     aware = selection_aware(bs, preds, fold, per_fold, sel.rule, sel.confidence, sel.level)
     winners = select(cmp, sel.rule, sel.confidence)
-    g, b = cmp.gain()
-    lead = max(winners, key=lambda r: (g[r], -r))
+    _, b = cmp.gain()
+    one = winners[0] if len(winners) == 1 else None  # a single row's scores are in the comparison already
     pick_oof = average(preds, winners)
-    boot = cmp.boot[lead] if len(winners) == 1 else bs.scores(pick_oof)
+    boot = cmp.boot[one] if one is not None else bs.scores(pick_oof)
     a = (1 - sel.level) / 2
     lo, hi = np.quantile(boot, [a, 1 - a])
     return Judgement(
         winners=winners,
-        winner=lead,
         pick_oof=pick_oof,
-        pick_score=float(cmp.point[lead]) if len(winners) == 1 else bs.point(pick_oof),
+        pick_score=float(cmp.point[one]) if one is not None else bs.point(pick_oof),
         pick_interval=(float(lo), float(hi)),
         pick_p_beats_single=float((cmp.sign * boot > b[base]).mean()),
         max_nested=select(cmp, "max_nested", sel.confidence)[0],

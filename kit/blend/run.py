@@ -123,7 +123,6 @@ def blend(
     codes = group_codes(ws.train.groups, len(y))
     judged = judge(rows, y, fold, codes, metric, spec.selection)
     picked = [rows[r] for r in judged.winners]
-    win = rows[judged.winner]  # the lead row: the pick itself, or the best nested row of an average
     test_probs = (
         np.mean([r.chain.transform(r.blender.predict(cands.test)) for r in picked], axis=0)
         if len(cands.test)
@@ -139,7 +138,7 @@ def blend(
     records = [row_record(r, cands.specs) for r in picked]
     if len(picked) == 1:
         pick = dict(records[0])
-        insample = win.insample
+        insample = picked[0].insample
     else:
         insample = score(metric, y, np.mean([r.insample_oof for r in picked], axis=0), logits=False)
         pick = {
@@ -280,13 +279,12 @@ def run_blend(
             )
         if overrides:
             raise KitError("overrides apply to a spec file; change the EnsembleSpec itself instead")
-        with tracking(cfg, f"blend {name}") as tracker:
-            return track_blend(tracker, blend(spec, open_workspace(cfg), name, allow_stale=allow_stale))
-    path = Path(spec)
-    ens = load_spec(path, overrides)
-    with tracking(cfg, f"blend {name or path.stem}") as tracker:
-        result = blend(ens, open_workspace(cfg), name or path.stem, path, allow_stale=allow_stale)
-        return track_blend(tracker, result)
+        ens, path = spec, None
+    else:
+        path = Path(spec)
+        ens, name = load_spec(path, overrides), name or path.stem
+    with tracking(cfg, f"blend {name}") as tracker:
+        return track_blend(tracker, blend(ens, open_workspace(cfg), name, path, allow_stale=allow_stale))
 
 
 def track_blend(tracker: Tracker, result: BlendResult) -> BlendResult:
