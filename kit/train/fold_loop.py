@@ -193,23 +193,35 @@ def report_missing(name: str, missing: list[int], chosen: list[int], reporter: R
         )
 
 
+def claim_fold(root: Path, name: str, f: int, reporter: Reporter) -> tuple[dict[str, Any] | None, Any]:
+    """(info, None) when fold f is done (earlier, or by another process meanwhile); (None, lock) when this
+    process now holds its fold lock and must train it (release the lock when done); (None, None) when another
+    process holds it. Says which on the reporter."""
+    info = read_done(root, f)
+    if info is not None:
+        reporter.line(f"{name} fold {f}: done earlier ({_best(info)}), kept")
+        return info, None
+    lock = try_lock(root / f"fold{f}.lock")
+    if lock is None:
+        reporter.line(f"{name} fold {f}: another kit process is training it; skipped here")
+        return None, None
+    info = read_done(root, f)  # finished by another process while we trained another fold
+    if info is not None:
+        lock.release()
+        return info, None
+    return None, lock
+
+
 def take_fold(
     root: Path, name: str, f: int, reporter: Reporter, fit_fold: Callable[[int], dict[str, Any]]
 ) -> dict[str, Any] | None:
     """Fold f's info: done earlier, or trained now under its fold lock; None when another process holds it."""
-    info = read_done(root, f)
-    if info is not None:
-        reporter.line(f"{name} fold {f}: done earlier ({_best(info)}), kept")
-        return info
-    lock = try_lock(root / f"fold{f}.lock")
+    info, lock = claim_fold(root, name, f, reporter)
     if lock is None:
-        reporter.line(f"{name} fold {f}: another kit process is training it; skipped here")
-        return None
+        return info
     try:
-        info = read_done(root, f)  # finished by another process while we trained another fold
-        if info is None:
-            info = fit_fold(f)
-            finish_fold(root, f, info)
+        info = fit_fold(f)
+        finish_fold(root, f, info)
     finally:
         lock.release()
     return info

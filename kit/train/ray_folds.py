@@ -28,11 +28,10 @@ from kit.errors import KitError
 from kit.train.fold_loop import (
     RESUME_FILE,
     PreparedRun,
+    claim_fold,
     collect_done,
     finish_fold,
-    read_done,
     train_fold,
-    try_lock,
 )
 from kit.train.progress import NullReporter, Reporter
 
@@ -224,15 +223,10 @@ def ray_folds(
     try:
         chosen = list(range(k)) if folds is None else folds
         for f in chosen:
-            if (info := read_done(root, f)) is not None:
-                reporter.line(f"{name} fold {f}: done earlier, kept")
+            info, lock = claim_fold(root, name, f, reporter)
+            if info is not None:
                 infos[f] = info
-            elif (lock := try_lock(root / f"fold{f}.lock")) is None:
-                reporter.line(f"{name} fold {f}: another kit process is training it; skipped here")
-            elif (info := read_done(root, f)) is not None:
-                lock.release()
-                infos[f] = info
-            else:
+            elif lock is not None:
                 locks[f] = lock
         if locks:
             _run_tasks(ray, run, reporter, locks, infos)
