@@ -17,15 +17,16 @@ from __future__ import annotations
 import importlib.util
 import re
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kit.errors import KitError
+from kit.train.progress import ForwardingReporter
 
 if TYPE_CHECKING:
     from kit.config.schema import KitConfig
-    from kit.train.progress import EpochEvent, Reporter, Task
+    from kit.train.progress import EpochEvent, Reporter
 
 EXTRA = "kit[track]"
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # kind -> module it needs
@@ -110,17 +111,12 @@ def tracking(cfg: KitConfig, run_name: str) -> Iterator[Tracker]:
         tracker.close()
 
 
-class TrackingReporter:
-    """A Reporter that passes tasks and lines on to `inner` and logs every finished epoch to `tracker`."""
+class TrackingReporter(ForwardingReporter):
+    """A Reporter that passes tasks, lines and epochs on to `inner` and logs every finished epoch to `tracker`."""
 
     def __init__(self, inner: Reporter, tracker: Tracker) -> None:
-        self.inner, self.tracker = inner, tracker
-
-    def task(self, description: str, total: int | None = None) -> AbstractContextManager[Task]:
-        return self.inner.task(description, total)
-
-    def line(self, text: str) -> None:
-        self.inner.line(text)
+        super().__init__(inner)
+        self.tracker = tracker
 
     def epoch(self, event: EpochEvent) -> None:
         p = f"{event.member}/fold{event.fold}"
@@ -133,9 +129,7 @@ class TrackingReporter:
             },
             step=event.epoch,
         )
-        inner = getattr(self.inner, "epoch", None)  # a reporter below that also wants epochs (kit tune's)
-        if inner is not None:
-            inner(event)
+        super().epoch(event)  # a reporter below that also wants epochs (kit tune's)
 
 
 def log_member(tracker: Tracker, name: str, metrics: dict[str, Any]) -> None:

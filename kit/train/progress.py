@@ -69,3 +69,20 @@ def epoch_done(reporter: Reporter, event: EpochEvent) -> None:
     hook = getattr(reporter, "epoch", None)
     if hook is not None:
         hook(event)
+
+
+class ForwardingReporter:
+    """A Reporter that passes tasks, lines and finished epochs on to `inner`; a subclass adds its own use of
+    each epoch (kit.track logs it, kit.tune prunes on it) and calls `super().epoch(event)`."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+
+    def task(self, description: str, total: int | None = None) -> AbstractContextManager[Task]:
+        return self.inner.task(description, total)
+
+    def line(self, text: str) -> None:
+        self.inner.line(text)
+
+    def epoch(self, event: EpochEvent) -> None:
+        epoch_done(self.inner, event)

@@ -19,7 +19,6 @@ import os
 import platform
 import time
 import warnings
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from kit.errors import KitError
+from kit.train.progress import ForwardingReporter
 from kit.tune.space import Param, member_with, search_space, suggest
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from kit.config.schema import KitConfig
     from kit.data.workspace import Workspace
-    from kit.train.progress import EpochEvent, Reporter, Task
+    from kit.train.progress import EpochEvent, Reporter
 
 FINISHED = ("COMPLETE", "PRUNED")
 RACES = (
@@ -163,26 +163,19 @@ class FirstTrialsFail(Exception):
         self.error = error
 
 
-class PruningReporter:
+class PruningReporter(ForwardingReporter):
     """A Reporter that reports every finished epoch to the optuna trial and raises optuna.TrialPruned when the
     pruner says so; tasks, lines and the epoch event itself go on to `inner`."""
 
     def __init__(self, inner: Reporter, trial: optuna.Trial, epochs: int) -> None:
-        self.inner, self.trial, self.epochs = inner, trial, epochs
+        super().__init__(inner)
+        self.trial, self.epochs = trial, epochs
         self.position = 0  # index of the current fold among the trial's folds
-
-    def task(self, description: str, total: int | None = None) -> AbstractContextManager[Task]:
-        return self.inner.task(description, total)
-
-    def line(self, text: str) -> None:
-        self.inner.line(text)
 
     def epoch(self, event: EpochEvent) -> None:
         import optuna
 
-        from kit.train.progress import epoch_done
-
-        epoch_done(self.inner, event)
+        super().epoch(event)
         self.trial.report(event.score, self.position * self.epochs + event.epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(
