@@ -16,6 +16,15 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return z / z.sum(axis=axis, keepdims=True)
 
 
+def mean_view_probs(logits: np.ndarray, multilabel: bool = False) -> np.ndarray:
+    """[n, V, C] logits -> [n, C]: the mean over views of each view's softmax (not softmax of mean logits);
+    multilabel: of each view's per-label sigmoid."""
+    from kit.metrics.multilabel import sigmoid
+
+    x = np.asarray(logits, dtype=np.float64)
+    return (sigmoid(x) if multilabel else softmax(x, axis=-1)).mean(axis=1)
+
+
 def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     z = logits - logits.max(axis=axis, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))

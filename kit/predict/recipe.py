@@ -134,7 +134,7 @@ def apply(recipe: dict[str, Any], logits: Logits) -> np.ndarray:
     """Probabilities [n, C]: a member's mean over views of softmax (as `kit submit --member`), or the blend
     winner's test-time computation (float32, as test_probs.npy)."""
     if recipe["kind"] == "member":
-        from kit.submit.source import mean_view_probs
+        from kit.metrics.scores import mean_view_probs
 
         views, arr = logits[recipe["name"]]
         return mean_view_probs(arr[:, [views.index(v) for v in recipe["views"]]])

@@ -16,7 +16,7 @@ from kit.artifacts.member import load_member
 from kit.artifacts.names import plain_name
 from kit.data.workspace import Workspace
 from kit.metrics.multilabel import sigmoid
-from kit.metrics.scores import score, softmax
+from kit.metrics.scores import mean_view_probs, score, softmax
 
 
 @dataclass
@@ -29,13 +29,6 @@ class Source:
     score_kind: str
     details: dict[str, Any] = field(default_factory=dict)
     cv_interval: list[float] | None = None  # group-bootstrap interval of cv_score
-
-
-def mean_view_probs(logits: np.ndarray, multilabel: bool = False) -> np.ndarray:
-    """[n, V, C] logits -> [n, C]: the mean over views of each view's softmax (not softmax of mean logits);
-    multilabel: of each view's per-label sigmoid."""
-    x = np.asarray(logits, dtype=np.float64)
-    return (sigmoid(x) if multilabel else softmax(x, axis=-1)).mean(axis=1)
 
 
 def _dig(d: Any, *keys: str) -> Any:

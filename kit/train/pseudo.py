@@ -18,7 +18,7 @@ import numpy as np
 from kit.artifacts.member import artifact_id, list_members, load_member, member_dir
 from kit.config.schema import PseudoConfig
 from kit.errors import KitError
-from kit.metrics.scores import softmax
+from kit.metrics.scores import mean_view_probs
 
 if TYPE_CHECKING:
     from kit.data.workspace import Workspace
@@ -78,7 +78,7 @@ def load_source(ws: Workspace, member: str, cfg: PseudoConfig) -> PseudoSource:
     try:
         if kind == "member":
             art = load_member(ws.workdir, name, expected)
-            probs = softmax(np.asarray(art.test, dtype=np.float64), axis=-1).mean(axis=1)  # mean over views
+            probs = mean_view_probs(art.test)  # as `kit submit --member` takes them
             meta = art.meta
             made_from = artifact_id(ws.workdir, name)
         else:
