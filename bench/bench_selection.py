@@ -95,15 +95,30 @@ class Sim:
     info: dict = field(default_factory=dict)
 
 
-def simulate(
-    seed: int, n_test: int = 4000, small: bool = False, max_n: int = 20000, max_classes: int = 50
-) -> Sim:
-    rng = np.random.default_rng(seed)
+def _shape(
+    rng: np.random.Generator, small: bool, max_n: int, max_classes: int
+) -> tuple[int, int, float, int]:
+    """A competition's first draws: train rows, classes, imbalance ratio, members."""
     lo, hi = (300, 1500) if small else (500, max_n)
     N = int(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     C = round(float(np.exp(rng.uniform(np.log(5), np.log(max_classes if not small else 12)))))
     ratio = float(np.exp(rng.uniform(0, np.log(100))))
     M = int(rng.integers(2, 13 if not small else 6))
+    return N, C, ratio, M
+
+
+def expected_cost(seed: int, max_n: int = 20000, max_classes: int = 50) -> float:
+    """A competition's relative cost before simulating it (the stack's fits grow as N * M * C^2): the pool
+    starts the largest first, so no long one is left running alone at the end."""
+    N, C, _, M = _shape(np.random.default_rng(seed), False, max_n, max_classes)
+    return N * M * C * (C + 20.0)
+
+
+def simulate(
+    seed: int, n_test: int = 4000, small: bool = False, max_n: int = 20000, max_classes: int = 50
+) -> Sim:
+    rng = np.random.default_rng(seed)
+    N, C, ratio, M = _shape(rng, small, max_n, max_classes)
     gmax = int(rng.integers(1, 6))
     same_label = bool(rng.random() < 0.5)
     prior = ratio ** (-np.arange(C) / max(C - 1, 1))
@@ -375,6 +390,7 @@ def main() -> None:
     t0 = time.perf_counter()
     outcomes = []
     seeds = [(a.seed * 100003 + i, a.resamples, a.max_n, a.max_classes) for i in range(a.competitions)]
+    seeds.sort(key=lambda w: -expected_cost(w[0], a.max_n, a.max_classes))  # longest first (same results)
     with ProcessPoolExecutor(a.jobs, initializer=_one_thread) as pool:
         futures = [pool.submit(_work, s) for s in seeds]
         for i, fut in enumerate(as_completed(futures)):

@@ -34,6 +34,57 @@ def test_groups_never_on_both_sides() -> None:
     assert set(fold.tolist()) == {0, 1, 2, 3}
 
 
+def _sklearn_group_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    ref = np.full(len(y), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        split = StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups)
+        for f, (_, valid) in enumerate(split):
+            ref[valid] = f
+    return ref
+
+
+def test_group_folds_are_scikit_learns_stratified_group_kfold_fold_for_fold() -> None:
+    """kit's own stratified group k-fold (kit.cv.group_kfold, numba) gives scikit-learn 1.8+'s folds exactly:
+    same shuffle, same order, same floats in the greedy choice (near-ties included), any k and class count."""
+    import sklearn
+
+    if tuple(int(p) for p in sklearn.__version__.split(".")[:2]) < (1, 8):
+        pytest.skip("scikit-learn before 1.8 shuffles groups without re-mapping them (PR #32540)")
+    from kit.cv.group_kfold import stratified_group_folds
+
+    rng = np.random.default_rng(0)
+    cases = [
+        (300, 1, 9, 3),
+        (400, 12, 8, 1),
+        (200, 3, 2, 5),
+        (600, 140, 5, 2),
+    ]  # one class; k >= 8; many classes
+    cases += [
+        (
+            int(rng.integers(30, 900)),
+            int(rng.integers(2, 60)),
+            int(rng.integers(2, 11)),
+            int(rng.integers(1, 6)),
+        )
+        for _ in range(24)
+    ]
+    for i, (n, C, k, gmax) in enumerate(cases):
+        gid = np.repeat(np.arange(n), rng.integers(1, gmax + 1, n))[:n]
+        p = rng.dirichlet(np.full(C, rng.uniform(0.2, 3.0)))
+        y = rng.choice(C, n, p=p)[gid] if i % 2 else rng.choice(C, n, p=p)  # one label per group, or mixed
+        y = y * 3 + 1 if i % 3 == 0 else y  # labels need not be 0..C-1
+        if len(np.unique(gid)) < k or np.bincount(y).max() < k:
+            continue
+        got = stratified_group_folds(y, gid, k, seed=i)
+        assert np.array_equal(got, _sklearn_group_folds(y, gid, k, seed=i)), (n, C, k, gmax)
+        assert set(got.tolist()) == set(range(k))
+
+
 def test_tiny_class_warning_names_it() -> None:
     y = np.array([0] * 20 + [1] * 20 + [2] * 3)
     with pytest.warns(FoldWarning, match=r"'rare' \(3\)"):

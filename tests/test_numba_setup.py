@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = """
 import time
 import numpy as np
-from kit.blend.numba_setup import kernels_warm
+from kit.numba_setup import kernels_warm
 from kit.blend.scoring import FastScorer
 from kit.blend.blenders import Greedy
 rng = np.random.default_rng(0)

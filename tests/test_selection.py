@@ -232,23 +232,29 @@ def _plain_class_bias(L: np.ndarray, y: np.ndarray, metric: str, grid, passes: i
     return b
 
 
-@pytest.mark.parametrize("metric", ["weighted_f1", "macro_f1", "accuracy"])
-def test_class_bias_top_two_search_equals_the_plain_search(metric: str) -> None:
-    from kit.blend.postprocess import ClassBias, _log
+@pytest.mark.parametrize("metric", ["weighted_f1", "macro_f1", "accuracy", "qwk"])
+@pytest.mark.parametrize("C", [2, 9, 31])
+def test_class_bias_top_two_searches_equal_the_plain_search(metric: str, C: int) -> None:
+    """class_bias's fast searches (numpy's best-other-class per class, and the numba kernels that keep each row's
+    top two across the ascent) choose exactly the plain search's offsets, exact ties included."""
+    from kit.blend.postprocess import ClassBias, _coordinate_ascent, _KernelTrial, _log, _TopTwoTrial
+    from kit.blend.scoring import FastScorer
 
-    rng = np.random.default_rng(7)
-    n, C = 600, 9
+    rng = np.random.default_rng(7 + C)
+    n = 900
     y = rng.choice(C, n, p=np.linspace(3, 0.2, C) / np.linspace(3, 0.2, C).sum())
     logits = rng.normal(0, 1, (n, C)) + 1.2 * np.eye(C)[y]
     Q = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     Q[:40] = 1.0 / C  # exact ties: the lowest class must win, as numpy's argmax
-    Q[40:80, 2] = Q[40:80, 5] = Q[40:80].max(1)
+    Q[40:80, 1] = Q[40:80, C - 1] = Q[40:80].max(1)
     grid = (-0.6, -0.3, 0.0, 0.3, 0.6)
-    fast = ClassBias(metric, grid, passes=3).fit(Q, y).offsets_
     L = np.ascontiguousarray(_log(Q).T, dtype=np.float32)
     plain = _plain_class_bias(L, y, metric, grid, 3)
-    np.testing.assert_array_equal(fast, plain)
-    assert np.count_nonzero(fast) > 0  # the search moved something, so the comparison means something
+    for trial in (_TopTwoTrial, _KernelTrial):
+        got = _coordinate_ascent(trial(L, FastScorer(metric, y, C, "logits")), C, grid, 3)
+        np.testing.assert_array_equal(got, plain, err_msg=trial.__name__)
+    np.testing.assert_array_equal(ClassBias(metric, grid, passes=3).fit(Q, y).offsets_, plain)
+    assert np.count_nonzero(plain) > 0  # the search moved something, so the comparison means something
 
 
 def test_stack_shared_paths_give_the_same_nested_predictions_with_fewer_fits() -> None:

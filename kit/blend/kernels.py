@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kit.blend.numba_setup import configure
+from kit.numba_setup import configure
 
 configure()  # the cache folder and threading layer, before numba is imported
 

@@ -44,6 +44,23 @@ class LogitAdjust:
         return {"tau": self.tau_, "prior": self.prior_.tolist()}
 
 
+COLD_KERNEL_WORK = 20_000_000  # rows x classes^2: about a second a fit for numpy's search, worth a compile
+
+
+def _use_kernels(n: int, C: int) -> bool:
+    """class_bias's numba search when its kernels are compiled in the cache, or the numpy search would take
+    longer than compiling them; numpy's otherwise (the same offsets either way)."""
+    from kit.numba_setup import kernels_warm
+
+    if not kernels_warm("bias_kernels") and n * C * C < COLD_KERNEL_WORK:
+        return False
+    try:
+        import kit.blend.bias_kernels  # noqa: F401
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return False
+    return True
+
+
 class ClassBias:
     def __init__(
         self, metric: str = "weighted_f1", grid: tuple[float, ...] = (-0.5, 0.0, 0.5), passes: int = 2
@@ -55,7 +72,13 @@ class ClassBias:
     def fit(self, Q: np.ndarray, y: np.ndarray) -> ClassBias:
         L = np.ascontiguousarray(_log(Q).T, dtype=np.float32)
         scorer = FastScorer(self.metric, y, Q.shape[1], "logits")
-        trial = _TopTwoTrial(L, scorer) if scorer.argmax_metric else _FullTrial(L, scorer)
+        trial: _FullTrial
+        if not scorer.argmax_metric or Q.shape[1] < 2:
+            trial = _FullTrial(L, scorer)
+        elif _use_kernels(len(y), Q.shape[1]):
+            trial = _KernelTrial(L, scorer)
+        else:
+            trial = _TopTwoTrial(L, scorer)
         self.offsets_ = _coordinate_ascent(trial, Q.shape[1], self.grid, self.passes)
         return self
 
@@ -135,6 +158,11 @@ class _FullTrial:
     def current(self) -> float:
         return self.scorer.gain(self.scorer.score(self.S))
 
+    def gains(self, c: int, grid: tuple[float, ...]) -> list[float]:
+        """The gain of each offset v of the grid for class c (the other classes' offsets as they are)."""
+        self.prepare(c)
+        return [self.gain(c, v) for v in grid]
+
     def gain(self, c: int, v: float) -> float:
         self.S[c] = self.L[c] + np.float32(v)
         return self.scorer.gain(self.scorer.score(self.S))
@@ -174,6 +202,33 @@ class _TopTwoTrial(_FullTrial):
         return self.scorer.gain(self.scorer.from_pred(np.where(wins, c, self.other)))
 
 
+class _KernelTrial(_FullTrial):
+    """_TopTwoTrial's decisions with kit.blend.bias_kernels: each row's best and second-best class are kept
+    across the ascent (rescanned only in rows whose top two held the moved class), so the best other class costs
+    O(n) per class instead of an argmax over all classes, and one pass counts every grid value's confusion.
+    Same float32 sums and ties, same metric code (FastScorer.from_confusions): the same offsets
+    (tests/test_selection.py)."""
+
+    def __init__(self, L: np.ndarray, scorer: FastScorer) -> None:
+        from kit.blend import bias_kernels
+
+        super().__init__(L, scorer)
+        self.kernels = bias_kernels
+        self.y = np.ascontiguousarray(scorer.y, dtype=np.int64)
+        self.top = bias_kernels.top_two(self.S)
+
+    def current(self) -> float:
+        return self.scorer.gain(self.scorer.from_pred(self.top[0]))
+
+    def gains(self, c: int, grid: tuple[float, ...]) -> list[float]:
+        values = np.array([np.float32(v) for v in grid], dtype=np.float32)
+        cms = self.kernels.offset_confusions(self.L[c], c, values, self.y, *self.top, self.L.shape[0])
+        return [self.scorer.gain(v) for v in self.scorer.from_confusions(cms)]
+
+    def set(self, c: int, v: float) -> None:
+        self.kernels.set_class(self.S, c, self.L[c] + np.float32(v), *self.top)
+
+
 def _coordinate_ascent(trial: _FullTrial, C: int, grid: tuple[float, ...], passes: int) -> np.ndarray:
     """Per-class offsets: for each class in turn keep the grid value with the best gain (ties: keep the current
     offset), until a pass changes nothing or `passes` run out."""
@@ -182,10 +237,8 @@ def _coordinate_ascent(trial: _FullTrial, C: int, grid: tuple[float, ...], passe
     for _ in range(passes):
         changed = False
         for c in range(C):
-            trial.prepare(c)
             best_v, best_gain = b[c], cur
-            for v in grid:
-                gain = trial.gain(c, v)
+            for v, gain in zip(grid, trial.gains(c, grid), strict=True):
                 if gain > best_gain:
                     best_v, best_gain = v, gain
             changed |= bool(best_v != b[c])

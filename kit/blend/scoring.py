@@ -235,7 +235,7 @@ def resolve_engine(engine: str, n: int | None = None) -> type[NumpyEngine] | typ
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "auto":
-        from kit.blend.numba_setup import kernels_warm
+        from kit.numba_setup import kernels_warm
 
         if n is not None and n < COLD_NUMBA_MIN_ROWS and not kernels_warm():
             return NumpyEngine

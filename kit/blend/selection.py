@@ -21,6 +21,7 @@ import numpy as np
 from kit.metrics.ranking import qwk_from_confusions, weighted_auc
 from kit.metrics.scores import (
     ARGMAX_METRICS,
+    METRICS,
     ROW_MEAN_METRICS,
     greater_is_better,
     parse_metric,
@@ -94,16 +95,25 @@ def _group_class_matrix(codes: np.ndarray, classes: np.ndarray, weights: np.ndar
 class BootstrapScorer:
     """Scores of many prediction arrays on the same group-bootstrap resamples of (y, groups).
 
-    Argmax metrics need only three per-class counts per resample (true, predicted, correct); each is a sparse
-    [G, C] group-by-class matrix multiplied by the [b, G] draw counts, so one row of the table costs
-    O(B * n) whatever the number of classes. Log loss resamples per-row losses. Other metrics fall back to
+    Argmax metrics need only three per-class counts per resample (true, predicted, correct): sparse
+    group-by-class matrices ([G, C], the predictions of all rows side by side in one [G, R * C]) multiplied by
+    the [b, G] draw counts, so one row of the table costs O(B * n) whatever the number of classes. Log loss resamples per-row losses. Other metrics fall back to
     scoring each resample's rows.
     """
 
     def __init__(self, metric: str, y: np.ndarray, n_classes: int, rs: Resampler) -> None:
         self.metric, self.y, self.C, self.rs = metric, np.asarray(y, dtype=np.int64), n_classes, rs
+        self.by_label = self.metric in ARGMAX_METRICS and self.y.ndim == 1
+
+    def decisions(self, Q: np.ndarray) -> np.ndarray:
+        """What the metric reads of probabilities Q [n, C]: for argmax metrics the predicted class per row (so
+        callers that score many subsets of the same rows take the argmax once), else Q itself."""
+        return np.asarray(Q).argmax(axis=1) if self.by_label and np.ndim(Q) == 2 else Q
 
     def point(self, Q: np.ndarray) -> float:
+        """The metric of probabilities Q [n, C], or of `decisions(Q)`."""
+        if self.by_label and np.ndim(Q) == 1:
+            return METRICS[self.metric](self.y, Q, self.C)
         return score(self.metric, self.y, Q, logits=False)
 
     def scores(self, Q: np.ndarray) -> np.ndarray:
@@ -111,31 +121,32 @@ class BootstrapScorer:
         return self.scores_many([Q])[0]
 
     def scores_many(self, preds: Sequence[np.ndarray]) -> np.ndarray:
-        """[R, B] the metric of each prediction array on each resample (the same resamples for all)."""
+        """[R, B] the metric of each prediction array (probabilities, or `decisions`) on each resample (the same
+        resamples for all)."""
         rs, y, G, C = self.rs, self.y, self.rs.n_groups, self.C
         if y.ndim == 2:  # a multi-label matrix
             from kit.blend.multilabel import bootstrap_scores
 
             return bootstrap_scores(self.metric, y, rs, preds)
-        if self.metric in ARGMAX_METRICS:
+        if self.by_label:  # every prediction's per-class counts in one sparse [G, R * C] matrix per count
+            R = len(preds)
+            pred = np.concatenate([self.decisions(Q) for Q in preds])
+            cols = np.arange(R).repeat(len(y)) * C
+            codes, truth = np.tile(rs.codes, R), np.tile(y, R)
+            predicted = _group_class_matrix(codes, cols + pred, None, G, R * C).T.tocsr()
+            hits = _group_class_matrix(codes, cols + truth, (pred == truth).astype(np.float64), G, R * C)
+            hits = hits.T.tocsr()
             labels = _group_class_matrix(rs.codes, y, None, G, C)
-            mats = []
-            for Q in preds:
-                pred = np.asarray(Q).argmax(axis=1)
-                correct = (pred == y).astype(np.float64)
-                mats.append(
-                    (
-                        _group_class_matrix(rs.codes, pred, None, G, C),
-                        _group_class_matrix(rs.codes, y, correct, G, C),
-                    )
-                )
             parts = []
             for counts in rs.chunks():
                 support = counts @ labels
+                drawn = np.ascontiguousarray(counts.T)
+                # [R, C, b] blocks; each one's transpose [b, C] has the layout of `counts @ matrix`, so the
+                # metric sums its classes in the same order as one sparse product per prediction did
+                tp = (hits @ drawn).reshape(R, C, len(counts))
+                made = (predicted @ drawn).reshape(R, C, len(counts))
                 parts.append(
-                    np.stack(
-                        [score_from_counts(self.metric, counts @ t, counts @ p, support) for p, t in mats]
-                    )
+                    np.stack([score_from_counts(self.metric, tp[r].T, made[r].T, support) for r in range(R)])
                 )
             return np.concatenate(parts, axis=1)
         name, _ = parse_metric(self.metric)
@@ -219,10 +230,11 @@ class Comparison:
 def compare(
     bs: BootstrapScorer, preds: Sequence[np.ndarray], complexities: Sequence[int], baseline: int
 ) -> Comparison:
+    decided = [bs.decisions(Q) for Q in preds]
     return Comparison(
         metric=bs.metric,
-        point=np.array([bs.point(Q) for Q in preds]),
-        boot=bs.scores_many(preds),
+        point=np.array([bs.point(Q) for Q in decided]),
+        boot=bs.scores_many(decided),
         complexity=np.asarray(complexities),
         baseline=baseline,
     )
@@ -331,11 +343,12 @@ def fold_comparisons(
 ) -> dict[int, Comparison]:
     """For each outer fold f: the rows compared on the other folds' rows only (a fresh group bootstrap of them)."""
     C = preds[0].shape[1]
+    decided = [BootstrapScorer(metric, y, C, rs).decisions(Q) for Q in preds]  # the argmax once, not per fold
     out = {}
     for f in np.unique(fold):
         keep = np.flatnonzero(fold != f)
         bs = BootstrapScorer(metric, y[keep], C, rs.subset(keep, seed + 1 + int(f)))
-        out[int(f)] = compare(bs, [np.asarray(Q)[keep] for Q in preds], complexities, baseline)
+        out[int(f)] = compare(bs, [np.asarray(Q)[keep] for Q in decided], complexities, baseline)
     return out
 
 

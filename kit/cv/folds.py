@@ -53,8 +53,8 @@ def folds_fingerprint(ids: list[str], fold: np.ndarray) -> str:
 def assign_folds(
     labels: np.ndarray, k: int, seed: int, groups: list[str] | None = None, classes: list[str] | None = None
 ) -> np.ndarray:
-    """Fold index per row. StratifiedGroupKFold with groups (no group on both sides), else StratifiedKFold."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    """Fold index per row. Stratified group k-fold with groups (no group on both sides; kit.cv.group_kfold),
+    else scikit-learn's StratifiedKFold."""
 
     labels = np.asarray(labels)
     n = len(labels)
@@ -67,15 +67,17 @@ def assign_folds(
     counts = np.bincount(labels, minlength=len(classes) if classes else 0)
     check_fold_inputs(labels, k, groups)
     _warn_small(counts.tolist(), k, classes, "classes")
+    if groups is not None:
+        from kit.cv.group_kfold import stratified_group_folds
+
+        _, group_codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
+        return stratified_group_folds(labels, group_codes, k, seed)
+    from sklearn.model_selection import StratifiedKFold
+
     fold = np.full(n, -1, dtype=np.int64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # sklearn's own 'least populated class' note
-        if groups is not None:
-            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-            _, group_codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
-            split = splitter.split(np.zeros(n), labels, group_codes)
-        else:
-            split = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), labels)
+        split = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), labels)
         for f, (_, valid) in enumerate(split):
             fold[valid] = f
     return fold

@@ -8,7 +8,8 @@
   cores (docs/blend.md has the numbers). `NUMBA_THREADING_LAYER` set by the user wins.
 
 Nothing here imports numba; `kernels_warm()` tells, without importing it, whether this install's kernels are
-already compiled in the cache (kit.blend.scoring picks the numpy engine for small searches when they are not).
+already compiled in the cache (kit.blend.scoring picks the numpy engine for small searches when they are not,
+and class_bias its numpy search; rank_kernels and kit.cv's fold kernel compile on first use).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-
-KERNEL_MODULES = ("kernels",)  # what the argmax searches use; rank metrics compile rank_kernels on first use
 
 
 def _writable(path: Path) -> bool:
@@ -67,17 +66,18 @@ def configure() -> None:
             config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
 
-_WARM: list[bool] = []  # once the kernels are found compiled, they stay so for this process
+_WARM: set[str] = set()  # kernel modules found compiled: they stay so for this process
 
 
-def kernels_warm() -> bool:
-    """Whether this install's blend kernels are compiled in the cache (numba's index files are there)."""
-    if _WARM:
+def kernels_warm(module: str = "kernels") -> bool:
+    """Whether this install's kernels of kit.blend's `module` (the blend searches' by default) are compiled in
+    the cache (numba's index files are there)."""
+    if module in _WARM:
         return True
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blend")  # where the kernel modules live
     # numba's UserProvidedCacheLocator: <cache>/<folder name>_<sha1 of the source folder's absolute path>
     folder = cache_dir() / f"{os.path.basename(here)}_{hashlib.sha1(here.encode()).hexdigest()}"
-    if all(any(folder.glob(f"{m}.*.nbi")) for m in KERNEL_MODULES):
-        _WARM.append(True)
+    if any(folder.glob(f"{module}.*.nbi")):
+        _WARM.add(module)
         return True
     return False
