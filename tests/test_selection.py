@@ -284,12 +284,22 @@ def test_stack_shared_paths_give_the_same_nested_predictions_with_fewer_fits() -
         pooled[va] = b.predict(P[va])
     np.testing.assert_allclose(row.nested_oof, pooled, atol=1e-6)
 
+    # the inner CV's fits rank C values at SELECT_TOL; the model that predicts is refined to FIT_TOL and is the
+    # model scikit-learn fits from scratch at the chosen C
+    from sklearn.linear_model import LogisticRegression
+
+    from kit.blend.blenders import FIT_TOL
+
+    final = row.blender
+    assert final.model_.get_params()["tol"] == FIT_TOL
+    X = P.reshape(n, -1)
+    direct = LogisticRegression(C=final.C_, solver="newton-cg", max_iter=1000).fit(X, y)
+    np.testing.assert_allclose(final.predict(P), direct.predict_proba(X), atol=2e-3)
+
     cache: dict = {}
     Stack(C_grid=(0.01, 0.1, 1.0), path_cache=cache).fit(P, y, fold=fold, rows=np.arange(n))
-    assert len(cache) == 4 + 1  # one path per inner split and one for all rows
-    for f in range(
-        4
-    ):  # outer fold f's inner splits and final model fit row sets the all-rows fit already did
+    assert len(cache) == 4 + 1 + 1  # one path per inner split, one for all rows, and the refined final model
+    for f in range(4):  # outer fold f's final model refines the path its row set got as an inner split above
         tr = np.flatnonzero(fold != f)
         Stack(C_grid=(0.01, 0.1, 1.0), path_cache=cache).fit(P[tr], y[tr], fold=fold[tr], rows=tr)
-    assert len(cache) == 4 + 1 + 6  # plus the 6 pairs of left-out folds, each fitted once
+    assert len(cache) == 6 + 6 + 4  # plus the 6 pairs of left-out folds (each fitted once) and 4 final models
