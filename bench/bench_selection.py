@@ -269,8 +269,17 @@ def run_one(
     metric = sim.info["metric"]
     rows = table_rows(sim, spec, metric)
 
-    probs_avg = [r.chain.transform(r.blender.predict(sim.T_avg)) for r in rows]
-    probs_one = [r.chain.transform(r.blender.predict(sim.T_one)) for r in rows]
+    # a blender's test predictions, shared by the rows of its post-processing chains
+    blended: dict[tuple[int, int], np.ndarray] = {}
+
+    def test_probs(r: Candidate, T: np.ndarray) -> np.ndarray:
+        key = (id(r.blender), id(T))
+        if key not in blended:
+            blended[key] = r.blender.predict(T)
+        return r.chain.transform(blended[key])
+
+    probs_avg = [test_probs(r, sim.T_avg) for r in rows]
+    probs_one = [test_probs(r, sim.T_one) for r in rows]
 
     def test_score(probs: list[np.ndarray], picked: list[int]) -> float:
         return score(metric, sim.y_test, average(probs, picked), logits=False)

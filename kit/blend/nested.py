@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from kit.blend.blenders import Blender, Stack, make_blender
-from kit.blend.postprocess import Chain, make_chain
+from kit.blend.postprocess import Chain, fit_chains, transform_chains
 from kit.blend.selection import (
     BootstrapScorer,
     Comparison,
@@ -96,17 +96,16 @@ def evaluate_blender(
         Q_tr, Q_va = b.predict(P[tr]), b.predict(P[va])
         base_seconds += time.perf_counter() - t1
         fold_weights.append([float(w) for w in b.weights_])
+        fitted = fit_chains(pp_variants, pp_spec, metric, Q_tr, y[tr])
+        t2 = time.perf_counter()
+        held = transform_chains({v: chain for v, (chain, _, _) in fitted.items()}, Q_va)
+        share = (time.perf_counter() - t2) / len(pp_variants)
         for v in pp_variants:
-            t2 = time.perf_counter()
-            chain = make_chain(v, pp_spec, metric).fit(Q_tr, y[tr])
-            pooled[v][va] = chain.transform(Q_va)
-            pp_seconds[v] += time.perf_counter() - t2
+            pooled[v][va] = held[v]
+            pp_seconds[v] += fitted[v][2] + share
     out = []
-    for v in pp_variants:
-        t3 = time.perf_counter()
-        chain = make_chain(v, pp_spec, metric).fit(Q_all, y)
-        Q_in = chain.transform(Q_all)
-        pp_seconds[v] += time.perf_counter() - t3
+    for v, (chain, Q_in, seconds) in fit_chains(pp_variants, pp_spec, metric, Q_all, y).items():
+        pp_seconds[v] += seconds
         out.append(
             Candidate(
                 label="+".join((spec.label, *v)),

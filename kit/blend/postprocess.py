@@ -6,6 +6,7 @@ Both act on log-probabilities: `LogitAdjust` subtracts tau * log(class prior) (o
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -312,19 +313,49 @@ def variants(
     return out
 
 
-def make_chain(names: tuple[str, ...], spec: PostprocessSpec, metric: str) -> Chain:
-    steps: list[tuple[str, Step]] = []
-    for n in names:
-        if n == "logit_adjust":
-            steps.append((n, LogitAdjust(metric, tuple(spec.logit_adjust.taus))))
-        elif n == "class_bias":
-            steps.append((n, ClassBias(metric, tuple(spec.class_bias.grid), spec.class_bias.passes)))
-        elif n == "thresholds":
-            from kit.blend.thresholds import Thresholds
+def make_step(name: str, spec: PostprocessSpec, metric: str) -> Step:
+    """One unfitted post-processing step."""
+    if name == "logit_adjust":
+        return LogitAdjust(metric, tuple(spec.logit_adjust.taus))
+    if name == "class_bias":
+        return ClassBias(metric, tuple(spec.class_bias.grid), spec.class_bias.passes)
+    if name == "thresholds":
+        from kit.blend.thresholds import Thresholds
 
-            t = spec.thresholds
-            steps.append((n, Thresholds(metric, tuple(t.grid), t.passes, bool(t.at_least_one))))
-        else:
-            o = spec.ordinal_thresholds
-            steps.append((n, OrdinalThresholds(o.candidates, o.passes)))
-    return Chain(steps)
+        t = spec.thresholds
+        return Thresholds(metric, tuple(t.grid), t.passes, bool(t.at_least_one))
+    o = spec.ordinal_thresholds
+    return OrdinalThresholds(o.candidates, o.passes)
+
+
+def fit_chains(
+    names: list[tuple[str, ...]], spec: PostprocessSpec, metric: str, Q: np.ndarray, y: np.ndarray
+) -> dict[tuple[str, ...], tuple[Chain, np.ndarray, float]]:
+    """Every chain of `names` fitted on (Q, y) as `Chain.fit` fits it, each distinct prefix once:
+    (logit_adjust,) and (logit_adjust, class_bias) share one fitted logit_adjust. Each chain with Q through it
+    and its seconds (a shared prefix's counted in every chain that uses it, as if fitted alone)."""
+    done: dict[tuple[str, ...], tuple[list[tuple[str, Step]], np.ndarray, float]] = {(): ([], Q, 0.0)}
+    out = {}
+    for v in names:
+        for i in range(1, len(v) + 1):
+            if v[:i] not in done:
+                steps, Qp, seconds = done[v[: i - 1]]
+                t = time.perf_counter()
+                step = make_step(v[i - 1], spec, metric).fit(Qp, y)
+                Qn = step.transform(Qp)
+                done[v[:i]] = ([*steps, (v[i - 1], step)], Qn, seconds + time.perf_counter() - t)
+        steps, Qv, seconds = done[v]
+        out[v] = (Chain(list(steps)), Qv, seconds)
+    return out
+
+
+def transform_chains(
+    chains: dict[tuple[str, ...], Chain], Q: np.ndarray
+) -> dict[tuple[str, ...], np.ndarray]:
+    """Q through each chain of one `fit_chains` call (whose prefixes share fitted steps), each prefix once."""
+    done: dict[tuple[str, ...], np.ndarray] = {(): Q}
+    for v, chain in chains.items():
+        for i in range(1, len(v) + 1):
+            if v[:i] not in done:
+                done[v[:i]] = chain.steps[i - 1][1].transform(done[v[: i - 1]])
+    return {v: done[v] for v in chains}

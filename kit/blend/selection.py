@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -60,6 +60,9 @@ class Resampler:
     resamples: int
     seed: int
     chunk_bytes: int = 32 << 20
+    _kept: list[np.ndarray] = field(
+        default_factory=list, compare=False, repr=False
+    )  # the one chunk, once drawn
 
     @property
     def n_groups(self) -> int:
@@ -75,14 +78,22 @@ class Resampler:
         return Resampler.make(self.codes[rows], self.resamples, seed)
 
     def chunks(self) -> Iterator[np.ndarray]:
-        """[b, G] float64 draw counts, chunk by chunk, B rows in all."""
+        """[b, G] float64 draw counts, chunk by chunk, B rows in all (read-only: when all fit in one chunk, it is
+        drawn once and kept, as a table's rows are scored on the same resamples many times)."""
         G = self.n_groups
         step = max(1, min(self.resamples, self.chunk_bytes // (8 * max(G, 1))))
+        if step >= self.resamples and self._kept:
+            yield self._kept[0]
+            return
         for i, start in enumerate(range(0, self.resamples, step)):
             b = min(step, self.resamples - start)
             draws = np.random.default_rng([self.seed, i]).integers(0, G, size=(b, G))
             draws += np.arange(b)[:, None] * G
-            yield np.bincount(draws.ravel(), minlength=b * G).reshape(b, G).astype(np.float64)
+            counts = np.bincount(draws.ravel(), minlength=b * G).reshape(b, G).astype(np.float64)
+            if step >= self.resamples:
+                counts.flags.writeable = False
+                self._kept.append(counts)
+            yield counts
 
 
 def _group_class_matrix(codes: np.ndarray, classes: np.ndarray, weights: np.ndarray | None, G: int, C: int):
@@ -96,9 +107,9 @@ class BootstrapScorer:
     """Scores of many prediction arrays on the same group-bootstrap resamples of (y, groups).
 
     Argmax metrics need only three per-class counts per resample (true, predicted, correct): sparse
-    group-by-class matrices ([G, C], the predictions of all rows side by side in one [G, R * C]) multiplied by
-    the [b, G] draw counts, so one row of the table costs O(B * n) whatever the number of classes. Log loss resamples per-row losses. Other metrics fall back to
-    scoring each resample's rows.
+    group-by-class matrices ([G, C]; every prediction's side by side in one [G, R * C]) multiplied by the
+    [b, G] draw counts, so one row of the table costs O(B * n) whatever the number of classes. Log loss
+    resamples per-row losses. Other metrics fall back to scoring each resample's rows.
     """
 
     def __init__(self, metric: str, y: np.ndarray, n_classes: int, rs: Resampler) -> None:
