@@ -16,9 +16,11 @@ predictions of a single fold model, and of the fold-averaged models). The report
 inside each outer fold (selection-aware); for max_nested the raw maximum is reported too (what kit printed
 before).
 
-Run: `python bench/bench_selection.py [--competitions 500] [--seed 0] [--demo DIR]` (about 10 minutes for 500
-on 2 cores). `--demo DIR` adds the demo competition: DIR is a folder where `kit demo` ran (kit.yaml, trained
-members and the held-back answers). The small version in tests/test_selection.py runs a few competitions.
+Run: `python bench/bench_selection.py [--competitions 500] [--seed 0] [--demo DIR]` (about 15 minutes for 500
+on 2 cores; docs/blend.md has the run). `--stack-C 1.0` fixes the stack's C instead of kit's nested choice
+(faster, less faithful). The largest competitions start first. `--demo DIR` adds the demo competition: DIR is a
+folder where `kit demo` ran (kit.yaml, trained members and the held-back answers). The small version in
+tests/test_selection.py runs a few competitions.
 """
 
 from __future__ import annotations
@@ -369,9 +371,18 @@ def print_summary(res: dict[str, dict[str, float]], n: int, seconds: float) -> N
         )
 
 
-def _work(args: tuple[int, int, int, int]) -> Outcome:
-    seed, resamples, max_n, max_classes = args
-    return run_one(seed, EnsembleSpec.model_validate(BENCH_SPEC), resamples, False, max_n, max_classes)
+def bench_spec(stack_C: float | None = None) -> EnsembleSpec:
+    """BENCH_SPEC; `stack_C` fixes the stack's C (no inner CV: faster, but not the stack kit fits by default)."""
+    raw = dict(BENCH_SPEC)
+    if stack_C is not None:
+        fixed = {"C": stack_C, "C_grid": [stack_C]}
+        raw["blenders"] = [dict(b, **fixed) if b["kind"] == "stack" else b for b in BENCH_SPEC["blenders"]]
+    return EnsembleSpec.model_validate(raw)
+
+
+def _work(args: tuple[int, int, int, int, float | None]) -> Outcome:
+    seed, resamples, max_n, max_classes, stack_C = args
+    return run_one(seed, bench_spec(stack_C), resamples, False, max_n, max_classes)
 
 
 def main() -> None:
@@ -387,6 +398,12 @@ def main() -> None:
         "--max-n", type=int, default=20000, help="largest train size drawn (log-uniform from 500)"
     )
     ap.add_argument("--max-classes", type=int, default=50, help="most classes drawn (log-uniform from 5)")
+    ap.add_argument(
+        "--stack-C",
+        type=float,
+        default=None,
+        help="fix the stack's C instead of kit's nested choice from its grid (faster, less faithful)",
+    )
     a = ap.parse_args()
     if a.summarise is not None:
         outcomes = [Outcome.from_json(line) for line in a.summarise.read_text().splitlines() if line.strip()]
@@ -398,7 +415,9 @@ def main() -> None:
 
     t0 = time.perf_counter()
     outcomes = []
-    seeds = [(a.seed * 100003 + i, a.resamples, a.max_n, a.max_classes) for i in range(a.competitions)]
+    seeds = [
+        (a.seed * 100003 + i, a.resamples, a.max_n, a.max_classes, a.stack_C) for i in range(a.competitions)
+    ]
     seeds.sort(key=lambda w: -expected_cost(w[0], a.max_n, a.max_classes))  # longest first (same results)
     with ProcessPoolExecutor(a.jobs, initializer=_one_thread) as pool:
         futures = [pool.submit(_work, s) for s in seeds]
@@ -410,6 +429,8 @@ def main() -> None:
                     f.write(json.dumps(o.to_json()) + "\n")
             if (i + 1) % 25 == 0:
                 print(f"  {i + 1} competitions, {time.perf_counter() - t0:.0f} s", flush=True)
+    if a.stack_C is not None:
+        print(f"\nthe table's stack: C fixed at {a.stack_C} (not chosen by kit's inner CV)")
     print_summary(summarise(outcomes), len(outcomes), time.perf_counter() - t0)
     print_regimes(outcomes)
     if a.demo is not None:
