@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kit.blend.scoring import FastScorer
+from kit.blend.scoring import FastScorer, kernels_ready
 from kit.config.ensemble import PostprocessSpec
 from kit.metrics.scores import parse_metric, softmax
 
@@ -48,20 +48,6 @@ class LogitAdjust:
 COLD_KERNEL_WORK = 20_000_000  # rows x classes^2: about a second a fit for numpy's search, worth a compile
 
 
-def _use_kernels(n: int, C: int) -> bool:
-    """class_bias's numba search when its kernels are compiled in the cache, or the numpy search would take
-    longer than compiling them; numpy's otherwise (the same offsets either way)."""
-    from kit.numba_setup import kernels_warm
-
-    if not kernels_warm("bias_kernels") and n * C * C < COLD_KERNEL_WORK:
-        return False
-    try:
-        import kit.blend.bias_kernels  # noqa: F401
-    except ImportError:  # pragma: no cover - numba is a dependency
-        return False
-    return True
-
-
 class ClassBias:
     def __init__(
         self, metric: str = "weighted_f1", grid: tuple[float, ...] = (-0.5, 0.0, 0.5), passes: int = 2
@@ -76,7 +62,7 @@ class ClassBias:
         trial: _FullTrial
         if not scorer.argmax_metric or Q.shape[1] < 2:
             trial = _FullTrial(L, scorer)
-        elif _use_kernels(len(y), Q.shape[1]):
+        elif kernels_ready("bias_kernels", len(y) * Q.shape[1] ** 2, COLD_KERNEL_WORK):
             trial = _KernelTrial(L, scorer)
         else:
             trial = _TopTwoTrial(L, scorer)
@@ -222,7 +208,7 @@ class _KernelTrial(_FullTrial):
         return self.scorer.gain(self.scorer.from_pred(self.top[0]))
 
     def gains(self, c: int, grid: tuple[float, ...]) -> list[float]:
-        values = np.array([np.float32(v) for v in grid], dtype=np.float32)
+        values = np.asarray(grid, dtype=np.float32)
         cms = self.kernels.offset_confusions(self.L[c], c, values, self.y, *self.top, self.L.shape[0])
         return [self.scorer.gain(v) for v in self.scorer.from_confusions(cms)]
 

@@ -235,16 +235,24 @@ def resolve_engine(engine: str, n: int | None = None) -> type[NumpyEngine] | typ
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "auto":
-        from kit.numba_setup import kernels_warm
-
-        if n is not None and n < COLD_NUMBA_MIN_ROWS and not kernels_warm():
-            return NumpyEngine
-        try:
-            import kit.blend.kernels  # noqa: F401
-        except ImportError:
-            return NumpyEngine
-        return NumbaEngine
+        return NumbaEngine if kernels_ready("kernels", n, COLD_NUMBA_MIN_ROWS) else NumpyEngine
     return ENGINE_CLASSES[engine]
+
+
+def kernels_ready(module: str, work: int | None, cold_min: int) -> bool:
+    """Whether to run kit.blend's numba kernel module `module`: it imports, and either it is already compiled
+    in the cache or the work (`work` >= `cold_min`, in the caller's units) pays for compiling it."""
+    from importlib import import_module
+
+    from kit.numba_setup import kernels_warm
+
+    if work is not None and work < cold_min and not kernels_warm(module):
+        return False
+    try:
+        import_module(f"kit.blend.{module}")
+    except ImportError:
+        return False
+    return True
 
 
 class FastScorer:
