@@ -284,22 +284,40 @@ def test_stack_shared_paths_give_the_same_nested_predictions_with_fewer_fits() -
         pooled[va] = b.predict(P[va])
     np.testing.assert_allclose(row.nested_oof, pooled, atol=1e-6)
 
-    # the inner CV's fits rank C values at SELECT_TOL; the model that predicts is refined to FIT_TOL and is the
-    # model scikit-learn fits from scratch at the chosen C
+    # the inner CV's fits rank C values at SELECT_TOL; the model that predicts is refined to FIT_TOL (its
+    # objective's gradient, computed here, is under it) and is the model scikit-learn fits from scratch at C
     from sklearn.linear_model import LogisticRegression
 
-    from kit.blend.blenders import FIT_TOL
+    from kit.blend.blenders import FIT_TOL, SELECT_TOL
 
     final = row.blender
-    assert final.model_.get_params()["tol"] == FIT_TOL
     X = P.reshape(n, -1)
+    grad = _multinomial_gradient(final.model_.coef, final.model_.intercept, X, y, final.C_)
+    assert np.abs(grad).max() <= FIT_TOL < SELECT_TOL
     direct = LogisticRegression(C=final.C_, solver="newton-cg", max_iter=1000).fit(X, y)
     np.testing.assert_allclose(final.predict(P), direct.predict_proba(X), atol=2e-3)
 
+    def kinds(cache: dict) -> list[str]:
+        return sorted(key[4] for key in cache)
+
     cache: dict = {}
     Stack(C_grid=(0.01, 0.1, 1.0), path_cache=cache).fit(P, y, fold=fold, rows=np.arange(n))
-    assert len(cache) == 4 + 1 + 1  # one path per inner split, one for all rows, and the refined final model
+    # one path per inner split and one for all rows (each with its preconditioner), and the refined final model
+    assert kinds(cache) == ["final"] + ["gram"] * 5 + ["path"] * 5
     for f in range(4):  # outer fold f's final model refines the path its row set got as an inner split above
         tr = np.flatnonzero(fold != f)
         Stack(C_grid=(0.01, 0.1, 1.0), path_cache=cache).fit(P[tr], y[tr], fold=fold[tr], rows=tr)
-    assert len(cache) == 6 + 6 + 4  # plus the 6 pairs of left-out folds (each fitted once) and 4 final models
+    # plus the 6 pairs of left-out folds (each fitted once) and 4 final models
+    assert kinds(cache) == ["final"] * 5 + ["gram"] * 11 + ["path"] * 11
+
+
+def _multinomial_gradient(
+    coef: np.ndarray, intercept: np.ndarray, X: np.ndarray, y: np.ndarray, C: float
+) -> np.ndarray:
+    """Gradient of scikit-learn's objective (mean log loss + ||coef||^2 / (2 C n)), in float64."""
+    n = len(y)
+    z = X.astype(np.float64) @ coef.T.astype(np.float64) + intercept
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(n), y] -= 1.0
+    return np.concatenate([(X.T @ p / n + coef.T / (C * n)).ravel(), p.mean(axis=0)])

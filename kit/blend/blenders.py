@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from kit.blend import logreg
 from kit.blend.scoring import FastScorer
 from kit.blend.space import as_space
 from kit.config.ensemble import BlenderSpec, StackSpec
@@ -265,14 +266,15 @@ FIT_TOL = 1e-4  # the models that predict (scikit-learn's default)
 
 
 class Stack:
-    """Multinomial logistic regression (L2, scikit-learn) on the stacked candidate probabilities.
+    """Multinomial logistic regression (L2; scikit-learn's objective, kit's solver: kit.blend.logreg) on the
+    stacked candidate probabilities.
 
     `C="auto"` chooses the L2 strength inside the fit rows: an inner CV over `fold` (the saved folds of the fit
     rows, so groups stay apart; 3 stratified splits when no folds are given) scores each C in `C_grid` by pooled
     held-out log loss and keeps the best (ties: the stronger regularisation). Inside kit's nested CV this makes
     the choice of C itself nested. Every fit walks the grid from strong to weak regularisation with warm starts
-    (newton-cg, float32 features) to a tolerance that ranks the C values (SELECT_TOL); the final model is the
-    path's model at the chosen C, refined to scikit-learn's default tolerance (FIT_TOL) on the same rows.
+    (preconditioned Newton-CG, float32) to a tolerance that ranks the C values (SELECT_TOL); the final model is
+    the path's model at the chosen C, refined to scikit-learn's default tolerance (FIT_TOL) on the same rows.
 
     `path_cache` (a dict, with `rows` in `fit`: the fit rows' indices in one shared P and y) lets the fits of one
     nested CV share regularisation paths: the inner split (outer f, inner g) and (outer g, inner f) fit the
@@ -303,53 +305,53 @@ class Stack:
         x = np.log(np.clip(probs, 1e-7, 1.0)) if self.features == "log_probs" else probs
         return x.reshape(len(P), -1)
 
-    def _model(self, C: float) -> Any:
-        from sklearn.linear_model import LogisticRegression
-
-        # newton-cg: 2.4x faster than lbfgs on a 45-class, 11-member stack in bench_selection (18 s vs 43 s a
-        # competition), same test scores to 0.002; lbfgs pays a large per-iteration overhead at 20k parameters
-        return LogisticRegression(
-            C=C, max_iter=self.max_iter, warm_start=True, solver="newton-cg", tol=SELECT_TOL
-        )
-
     def _key(self, rows: np.ndarray | None, idx: np.ndarray, *what: Any) -> Any:
         if self.path_cache is None or rows is None:
             return None
         return (np.sort(rows[idx]).tobytes(), self.features, self.space, self.max_iter, *what)
 
+    def _cached(self, key: Any, make: Any) -> Any:
+        if key is None or self.path_cache is None:
+            return make()
+        if key not in self.path_cache:
+            self.path_cache[key] = make()
+        return self.path_cache[key]
+
     def _path(
         self, X: np.ndarray, y: np.ndarray, idx: np.ndarray, rows: np.ndarray | None, upto: float
-    ) -> Any:
-        """The model fitted on X[idx] at C = `upto` to SELECT_TOL, reached along the grid from the strongest
-        regularisation (warm starts), each step's model cached under the fitted rows when a path cache is
-        given. Enough to rank the grid's C values by held-out log loss; `_final` refines it."""
-        import copy
-
+    ) -> list[logreg.Multinomial]:
+        """The models fitted on X[idx] at each C of the grid up to `upto`, to SELECT_TOL, from the strongest
+        regularisation (warm starts), cached under the fitted rows when a path cache is given. Enough to rank
+        the grid's C values by held-out log loss; `_final` refines one."""
         grid = sorted({*self.C_grid, upto})
         key = self._key(rows, idx, "path", tuple(grid))
         path = self.path_cache.get(key, []) if key is not None and self.path_cache is not None else []
-        for C in grid[len(path) : grid.index(upto) + 1]:
-            model = copy.deepcopy(path[-1]) if path else self._model(C)
-            model.set_params(C=C)
-            path.append(model.fit(X[idx], y[idx]))
+        if len(path) <= grid.index(upto):
+            Xi, yi = X[idx], y[idx]
+            feat = self._cached(self._key(rows, idx, "gram"), lambda: logreg.gram(Xi))
+            path += logreg.fit_path(
+                Xi,
+                yi,
+                grid[len(path) : grid.index(upto) + 1],
+                tol=SELECT_TOL,
+                max_iter=self.max_iter,
+                start=path[-1] if path else None,
+                feat=feat,
+            )
         if key is not None and self.path_cache is not None:
             self.path_cache[key] = path
-        return path[grid.index(upto)]
+        return path[: grid.index(upto) + 1]
 
     def _final(self, X: np.ndarray, y: np.ndarray, idx: np.ndarray, rows: np.ndarray | None, C: float) -> Any:
         """The model that predicts: `_path`'s model at C refined to FIT_TOL on the same rows (so it is the same
         with or without a path cache), cached under the fitted rows."""
-        import copy
 
-        key = self._key(rows, idx, "final", tuple(sorted({*self.C_grid, C})), C)
-        if key is not None and self.path_cache is not None and key in self.path_cache:
-            return self.path_cache[key]
-        model = copy.deepcopy(self._path(X, y, idx, rows, C))
-        model.set_params(tol=FIT_TOL)
-        model.fit(X[idx], y[idx])
-        if key is not None and self.path_cache is not None:
-            self.path_cache[key] = model
-        return model
+        def refine() -> logreg.Multinomial:
+            start = self._path(X, y, idx, rows, C)[-1]
+            feat = self._cached(self._key(rows, idx, "gram"), lambda: logreg.gram(X[idx]))
+            return logreg.fit(X[idx], y[idx], C, tol=FIT_TOL, max_iter=self.max_iter, start=start, feat=feat)
+
+        return self._cached(self._key(rows, idx, "final", tuple(sorted({*self.C_grid, C})), C), refine)
 
     def _choose_C(
         self, X: np.ndarray, y: np.ndarray, fold: np.ndarray | None, rows: np.ndarray | None
@@ -368,10 +370,9 @@ class Stack:
             rows = None  # these splits are not the saved folds: nothing to share
         loss = np.zeros(len(grid))
         for tr, va in splits:
-            for i, C in enumerate(grid):
-                model = self._path(X, y, tr, rows, C)
+            for i, model in enumerate(self._path(X, y, tr, rows, grid[-1])):
                 proba = np.full((len(va), self.n_classes_), 1e-15)
-                proba[:, model.classes_] = np.clip(model.predict_proba(X[va]), 1e-15, 1.0)
+                proba[:, model.classes] = np.clip(model.predict_proba(X[va]), 1e-15, 1.0)
                 loss[i] -= np.log(proba[np.arange(len(va)), y[va]]).sum()
         loss /= sum(len(va) for _, va in splits)
         best = int(np.flatnonzero(loss <= loss.min() + 1e-12)[0])
@@ -380,21 +381,14 @@ class Stack:
     def fit(
         self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None, rows: np.ndarray | None = None
     ) -> Stack:
-        import warnings
-
-        from sklearn.exceptions import ConvergenceWarning
-
         self.n_classes_ = P.shape[2]
         X = self._features(P)
-        every = np.arange(len(y))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            if self.C == "auto":
-                self.C_, self.C_losses_ = self._choose_C(X, y, fold, rows)
-            else:
-                self.C_, self.C_losses_ = float(self.C), []
-            self.model_ = self._final(X, y, every, rows, self.C_)
-        coef = np.abs(self.model_.coef_).reshape(-1, P.shape[1], P.shape[2])
+        if self.C == "auto":
+            self.C_, self.C_losses_ = self._choose_C(X, y, fold, rows)
+        else:
+            self.C_, self.C_losses_ = float(self.C), []
+        self.model_ = self._final(X, y, np.arange(len(y)), rows, self.C_)
+        coef = np.abs(self.model_.coef).reshape(-1, P.shape[1], P.shape[2])
         share = coef.sum(axis=(0, 2))
         self.weights_ = share / share.sum() if share.sum() > 0 else np.full(P.shape[1], 1.0 / P.shape[1])
         return self
@@ -402,7 +396,7 @@ class Stack:
     def predict(self, P: np.ndarray) -> np.ndarray:
         proba = self.model_.predict_proba(self._features(P))
         out = np.zeros((len(P), self.n_classes_))
-        out[:, self.model_.classes_] = proba
+        out[:, self.model_.classes] = proba
         return out
 
     def fitted_params(self) -> dict[str, Any]:
@@ -412,10 +406,10 @@ class Stack:
             "C_grid": list(self.C_grid) if self.C == "auto" else None,
             "C_inner_log_loss": self.C_losses_ or None,
             "features": self.features,
-            "classes_seen": [int(c) for c in self.model_.classes_],
-            "coef": self.model_.coef_.tolist(),
-            "intercept": self.model_.intercept_.tolist(),
-            "dtype": str(self.model_.coef_.dtype),  # kit predict rebuilds the model bit for bit
+            "classes_seen": [int(c) for c in self.model_.classes],
+            "coef": self.model_.coef.tolist(),
+            "intercept": self.model_.intercept.tolist(),
+            "dtype": str(self.model_.coef.dtype),  # kit predict rebuilds the model bit for bit
         }
 
 

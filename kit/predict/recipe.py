@@ -114,19 +114,18 @@ def _chain(params: dict[str, Any]) -> Any:
 
 
 def _stack(recipe: dict[str, Any]) -> Any:
-    from sklearn.linear_model import LogisticRegression
-
     from kit.blend.blenders import Stack
+    from kit.blend.logreg import Multinomial
 
     p = recipe["stack"]
     dtype = np.dtype(p.get("dtype", "float32"))
     st = Stack(recipe.get("metric") or "weighted_f1", recipe["space"], C=p["C"], features=p["features"])
-    model = LogisticRegression(C=p["C"], solver="newton-cg")
-    model.coef_ = np.asarray(p["coef"], dtype=dtype)
-    model.intercept_ = np.asarray(p["intercept"], dtype=dtype)
-    model.classes_ = np.asarray(p["classes_seen"], dtype=np.int64)
-    model.n_features_in_ = model.coef_.shape[1]
-    st.model_, st.n_classes_ = model, len(recipe["classes"])
+    st.model_ = Multinomial(
+        np.asarray(p["coef"], dtype=dtype),
+        np.asarray(p["intercept"], dtype=dtype),
+        np.asarray(p["classes_seen"], dtype=np.int64),
+    )
+    st.n_classes_ = len(recipe["classes"])
     return st
 
 

@@ -1,0 +1,231 @@
+"""Multinomial logistic regression with an L2 penalty: the stack's solver (pure numpy).
+
+The objective is scikit-learn's `LogisticRegression`'s: the mean multinomial log loss plus `||coef||^2 / (2 C n)`,
+the intercept unpenalised. It is minimised as scikit-learn's newton-cg does (a truncated Newton method: the same
+stopping rule, max |gradient| <= tol, and the same inner CG tolerance), with two changes:
+
+- The CG is preconditioned by a Kronecker factorisation of the Hessian: (X1'X1 / n) (x) (the rows' mean softmax
+  covariance), plus the penalty, inverted through the two factors' eigendecompositions (X1 = [X, 1]). A stack's
+  features are its members' probabilities: strongly correlated, and each member's sum to one (collinear with
+  the intercept). Plain CG spends most of its iterations on exactly those directions; X1'X1 holds them.
+- float32 matrix products and one loss evaluation per Newton step (Armijo backtracking, which a Newton step
+  passes at once nearly always).
+
+In bench_selection's stacks it takes 2-4x fewer passes over the data than scikit-learn's newton-cg for the same
+tolerance. Every number of classes is fitted as a multinomial model (scikit-learn fits a binary model for two
+classes: the same model at twice the C). Classes absent from the fit rows get no coefficients (`classes`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+F32, F64 = np.float32, np.float64
+MAX_INNER = 200  # CG iterations per Newton step (scikit-learn's newton-cg)
+ARMIJO = 1e-4
+STALL = 5  # Newton steps without a smaller gradient: a tolerance under float32's floor for this problem (the
+# smallest gradient's iterate is returned)
+
+
+@dataclass
+class Multinomial:
+    """A fitted model: coef [K, d], intercept [K] (float32) over `classes` (the labels seen in the fit rows)."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    classes: np.ndarray
+    n_iter: int = 0
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """[n, K] probabilities of `classes`. A one-row coef over two classes is a binary model (expit), as
+        scikit-learn wrote them for two-class stacks."""
+        z = np.asarray(X, dtype=self.coef.dtype) @ self.coef.T + self.intercept
+        if len(self.classes) == 2 and len(self.coef) == 1:
+            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            return np.stack([1.0 - p, p], axis=1)
+        return _softmax(z)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    e /= e.sum(axis=1, keepdims=True)
+    return e
+
+
+def _ones_column(X: np.ndarray) -> np.ndarray:
+    """[X, 1] in float32: the intercept is the coefficients' last row."""
+    X1 = np.empty((X.shape[0], X.shape[1] + 1), dtype=F32)
+    X1[:, :-1] = X
+    X1[:, -1] = 1.0
+    return X1
+
+
+def gram(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The eigendecomposition of X1'X1 / n (X1 = [X, 1]): the preconditioner's feature factor. A function of
+    the fit rows only, so it can be computed once for every C fitted on them."""
+    X1 = _ones_column(X)
+    vals, vecs = np.linalg.eigh((X1.T @ X1).astype(F64) / len(X1))
+    return np.clip(vals, 0.0, None).astype(F32), vecs.astype(F32)
+
+
+def _loss(Z: np.ndarray, yk: np.ndarray) -> tuple[float, np.ndarray]:
+    """The mean log loss at raw scores Z = X1 W [n, K] (float64 sum), and the softmax probabilities."""
+    from kit.blend.logreg_kernels import softmax_loss
+
+    P = np.empty_like(Z)
+    return softmax_loss(Z, yk, P) / len(Z), P
+
+
+def _objective(nll: float, W: np.ndarray, lam: float) -> float:
+    return nll + 0.5 * lam * _dot(W[:-1], W[:-1])
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a.ravel().astype(F64), b.ravel().astype(F64)))
+
+
+def _newton_direction(
+    X1: np.ndarray, P: np.ndarray, lam: float, g: np.ndarray, term: float, feat: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """Preconditioned CG on H s = -g ([d + 1, K], the intercept last), stopped as scikit-learn's `_cg`
+    (sum |residual| <= term)."""
+    from kit.blend.logreg_kernels import softmax_hessian_rows
+
+    n = len(P)
+    cov = np.diag(P.sum(axis=0, dtype=F64)) - (P.T @ P).astype(F64)
+    cvals, cvecs = np.linalg.eigh(cov / n)
+    cvecs = cvecs.astype(F32)
+    fvals, fvecs = feat
+    den = np.outer(fvals, np.clip(cvals, 0.0, None)).astype(F32) + F32(lam)
+
+    def precondition(r: np.ndarray) -> np.ndarray:
+        z = fvecs @ ((fvecs.T @ r @ cvecs) / den) @ cvecs.T
+        # the same constant on every class's intercept changes nothing (a null direction of H, not of the
+        # factorisation): steps along it would only grow the raw scores and cost float32 precision
+        z[-1] -= z[-1].mean()
+        return z
+
+    def hessp(v: np.ndarray) -> np.ndarray:
+        Zp = X1 @ v
+        softmax_hessian_rows(P, Zp)
+        h = X1.T @ Zp
+        h /= n
+        h[:-1] += F32(lam) * v[:-1]
+        return h
+
+    s = np.zeros_like(g)
+    r = -g
+    z = precondition(r)
+    p = z
+    rz = _dot(r, z)
+    for _ in range(MAX_INNER):
+        if float(np.abs(r).sum(dtype=F64)) <= term:
+            break
+        h = hessp(p)
+        curv = _dot(p, h)
+        if curv <= 0:
+            break
+        alpha = F32(rz / curv)
+        s = s + alpha * p
+        r = r - alpha * h
+        z = precondition(r)
+        rz, rz_old = _dot(r, z), rz
+        p = z + F32(rz / rz_old) * p
+    return s
+
+
+def fit(
+    X: np.ndarray,
+    y: np.ndarray,
+    C: float,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 100,
+    start: Multinomial | None = None,
+    feat: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Multinomial:
+    """The model minimising the objective on (X [n, d], y [n] labels) at C, from `start` (a model over the same
+    classes) or from the class frequencies, to max |gradient| <= tol or `max_iter` Newton steps. `feat`:
+    `gram(X)`, when the caller keeps it for several fits on the same rows."""
+    return fit_path(X, y, [C], tol=tol, max_iter=max_iter, start=start, feat=feat)[0]
+
+
+def fit_path(
+    X: np.ndarray,
+    y: np.ndarray,
+    Cs: list[float],
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 100,
+    start: Multinomial | None = None,
+    feat: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[Multinomial]:
+    """`fit` at each C of `Cs` in turn, each from the previous one's model (the first from `start`): the same
+    models as chained `fit` calls, with the rows' scores and gradient carried from one C to the next instead of
+    recomputed."""
+    classes, yk = np.unique(y, return_inverse=True)
+    n, d = X.shape
+    K = len(classes)
+    if K == 1:
+        return [Multinomial(np.zeros((1, d), F32), np.zeros(1, F32), classes) for _ in Cs]
+    X1 = _ones_column(X)
+    W = np.zeros((d + 1, K), F32)  # coefficients, the intercept last
+    if start is not None and np.array_equal(start.classes, classes) and start.coef.shape == (K, d):
+        W[:-1], W[-1] = start.coef.T, start.intercept
+    else:  # the intercept-only model's optimum: the log class frequencies (a Newton step or two fewer)
+        prior = np.log(np.bincount(yk, minlength=K) / n)
+        W[-1] = prior - prior.mean()
+    feat = gram(X) if feat is None else feat
+    rows = np.arange(n)
+
+    def data_gradient(P: np.ndarray) -> np.ndarray:
+        """X1'(P - Y) / n: the loss part of the gradient, which does not depend on C."""
+        G = P.copy()
+        G[rows, yk] -= 1.0
+        g = X1.T @ G
+        g /= n
+        return g
+
+    nll, P = _loss(X1 @ W, yk)
+    gdata = data_gradient(P)
+    models = []
+    for C in Cs:
+        lam = 1.0 / (C * n)
+        f = _objective(nll, W, lam)
+        steps, stalled, best = 0, 0, (np.inf, W)  # best: the smallest gradient's iterate
+        while steps < max_iter:
+            g = gdata.copy()
+            g[:-1] += F32(lam) * W[:-1]
+            absg = np.abs(g)
+            gmax = float(absg.max())
+            best, stalled = ((gmax, W), 0) if gmax < best[0] else (best, stalled + 1)
+            if gmax <= tol or stalled >= STALL:
+                break
+            mag = float(absg.sum(dtype=F64))
+            s = _newton_direction(X1, P, lam, g, min(0.5, np.sqrt(mag)) * mag, feat)
+            slope = _dot(g, s)
+            if not slope < 0:
+                break
+            step = 1.0
+            for _ in range(30):
+                Wn = W + F32(step) * s
+                nlln, Pn = _loss(X1 @ Wn, yk)
+                fn = _objective(nlln, Wn, lam)
+                if fn <= f + ARMIJO * step * slope:
+                    break
+                step /= 2
+            else:  # no decrease along a descent direction: at the float32 floor
+                break
+            W, f, nll, P = Wn, fn, nlln, Pn
+            gdata = data_gradient(P)
+            steps += 1
+        else:
+            best = (0.0, W)  # max_iter: the last iterate, as scikit-learn
+        if best[1] is not W:  # stalled: back to the smallest gradient's iterate
+            W = best[1]
+            nll, P = _loss(X1 @ W, yk)
+            gdata = data_gradient(P)
+        models.append(Multinomial(np.ascontiguousarray(W[:-1].T), W[-1].copy(), classes, steps))
+    return models

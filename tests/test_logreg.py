@@ -1,0 +1,97 @@
+"""kit.blend.logreg: the stack's multinomial logistic regression against scikit-learn's on the same objective."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from kit.blend import logreg
+
+
+def _gradient(model: logreg.Multinomial, X: np.ndarray, y: np.ndarray, C: float) -> np.ndarray:
+    """scikit-learn's objective's gradient (mean log loss + ||coef||^2 / (2 C n)), float64, written out here."""
+    n = len(y)
+    yk = np.searchsorted(model.classes, y)
+    z = X.astype(np.float64) @ model.coef.T.astype(np.float64) + model.intercept
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(n), yk] -= 1.0
+    return np.concatenate([(X.T @ p / n + model.coef.T / (C * n)).ravel(), p.mean(axis=0)])
+
+
+def _stack_features(seed: int, n: int, M: int, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """Member probabilities as a stack sees them: correlated members, each member's row summing to one."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, K, n)
+    shared = rng.normal(size=(n, K))
+    logits = np.stack([2.0 * np.eye(K)[y] + shared + 0.7 * rng.normal(size=(n, K)) for _ in range(M)], axis=1)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
+    return probs.reshape(n, -1).astype(np.float32), y
+
+
+@pytest.mark.parametrize("C", [0.01, 1.0, 30.0])
+def test_the_minimum_is_scikit_learns_on_stack_features(C: float) -> None:
+    X, y = _stack_features(0, 600, 4, 5)
+    model = logreg.fit(X, y, C, tol=1e-6, max_iter=200)
+    assert np.abs(_gradient(model, X, y, C)).max() <= 1e-6
+    # a tolerance under float32's floor stops when the gradient stops shrinking, not at max_iter
+    floor = logreg.fit(X, y, C, tol=1e-12, max_iter=200)
+    assert floor.n_iter < 30 and np.abs(_gradient(floor, X, y, C)).max() <= 1e-6
+    sk = LogisticRegression(C=C, solver="lbfgs", tol=1e-10, max_iter=10000).fit(X.astype(np.float64), y)
+    np.testing.assert_allclose(model.predict_proba(X), sk.predict_proba(X), atol=2e-4)
+    scale = np.abs(sk.coef_).max()
+    np.testing.assert_allclose(model.coef, sk.coef_, atol=5e-3 * scale)
+
+
+def test_stops_at_the_tolerance_from_a_warm_start_or_from_zero() -> None:
+    X, y = _stack_features(1, 800, 3, 6)
+    path = None
+    for C in (0.01, 0.1, 1.0):
+        path = logreg.fit(X, y, C, tol=3e-3, start=path)
+        assert np.abs(_gradient(path, X, y, C)).max() <= 3e-3
+    refined = logreg.fit(X, y, 1.0, tol=1e-5, start=path, feat=logreg.gram(X))
+    cold = logreg.fit(X, y, 1.0, tol=1e-5)
+    for m in (refined, cold):
+        assert np.abs(_gradient(m, X, y, 1.0)).max() <= 1e-5
+    assert 0 < refined.n_iter < cold.n_iter  # the warm start saves Newton steps
+    np.testing.assert_allclose(refined.predict_proba(X), cold.predict_proba(X), atol=1e-3)
+
+
+def test_two_classes_are_scikit_learns_binary_model_at_twice_the_C() -> None:
+    X, y = _stack_features(2, 500, 3, 2)
+    model = logreg.fit(X, y, 0.5, tol=1e-8, max_iter=200)
+    assert model.coef.shape == (2, X.shape[1])
+    sk = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(X.astype(np.float64), y)
+    np.testing.assert_allclose(model.predict_proba(X), sk.predict_proba(X), atol=2e-4)
+    # a binary model as scikit-learn wrote it for two-class stacks (winner.json before kit's solver)
+    old = logreg.Multinomial(sk.coef_.astype(np.float32), sk.intercept_.astype(np.float32), sk.classes_)
+    np.testing.assert_allclose(old.predict_proba(X), sk.predict_proba(X), atol=1e-5)
+
+
+def test_classes_missing_from_the_fit_rows_get_no_coefficients() -> None:
+    X, y = _stack_features(3, 400, 2, 5)
+    y = np.where(y == 2, 4, y)  # labels 0, 1, 3, 4: class 2 absent
+    model = logreg.fit(X, y, 1.0)
+    np.testing.assert_array_equal(model.classes, [0, 1, 3, 4])
+    p = model.predict_proba(X)
+    assert p.shape == (400, 4) and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    assert (model.classes[p.argmax(axis=1)] == y).mean() > 0.5
+    one = logreg.fit(X, np.full(400, 3), 1.0)  # one class: certain of it
+    np.testing.assert_array_equal(one.predict_proba(X[:5]), np.ones((5, 1)))
+
+
+def test_a_path_is_the_chained_fits_bit_for_bit() -> None:
+    """fit_path carries the rows' scores and gradient from one C to the next: the same models as fitting each
+    C from the previous model."""
+    X, y = _stack_features(4, 700, 3, 7)
+    feat = logreg.gram(X)
+    path = logreg.fit_path(X, y, [0.01, 0.1, 1.0], tol=3e-3, feat=feat)
+    chained, start = [], None
+    for C in (0.01, 0.1, 1.0):
+        start = logreg.fit(X, y, C, tol=3e-3, start=start, feat=feat)
+        chained.append(start)
+    for a, b in zip(path, chained, strict=True):
+        np.testing.assert_array_equal(a.coef, b.coef)
+        np.testing.assert_array_equal(a.intercept, b.intercept)
+        assert a.n_iter == b.n_iter > 0
