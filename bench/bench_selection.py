@@ -76,7 +76,9 @@ BENCH_SPEC = {
         {"kind": "greedy", "rounds": 25, "init": 1},
         {"kind": "hill_climb", "grid": [0.1, 0.2, 0.3, 0.5], "max_steps": 8},
         {"kind": "subsets", "max_size": 2},
-        {"kind": "stack", "C_grid": [0.01, 0.1, 1.0], "max_iter": 100},
+        # kit's nested choice of C between two values: with fits run to their minimum, the inner CV chose
+        # C = 1.0 in 176 and 0.1 in 4 of 180 choices (30 competitions sampled from the 500) and never 0.01
+        {"kind": "stack", "C_grid": [0.1, 1.0], "max_iter": 100},
     ],
     "postprocess": {
         "logit_adjust": {"enabled": True, "taus": [0.0, 0.25, 0.5, 0.75, 1.0]},

@@ -95,3 +95,45 @@ def test_a_path_is_the_chained_fits_bit_for_bit() -> None:
         np.testing.assert_array_equal(a.coef, b.coef)
         np.testing.assert_array_equal(a.intercept, b.intercept)
         assert a.n_iter == b.n_iter > 0
+
+
+def _objective(model: logreg.Multinomial, X: np.ndarray, y: np.ndarray, C: float) -> float:
+    n = len(y)
+    z = X.astype(np.float64) @ model.coef.T.astype(np.float64) + model.intercept
+    z -= z.max(axis=1, keepdims=True)
+    nll = np.log(np.exp(z).sum(axis=1)) - z[np.arange(n), np.searchsorted(model.classes, y)]
+    return float(nll.mean() + (model.coef.astype(np.float64) ** 2).sum() / (2 * C * n))
+
+
+def test_path_fits_stop_near_each_minimum_by_the_predicted_decrease() -> None:
+    """The stack's inner CV ranks C values by fits stopped on the Newton step's predicted decrease. A gradient
+    tolerance does not measure that distance: on many rows the penalty's curvature 1 / (C n) is small, and a
+    warm start from the previous C already passes max |gradient| <= 3e-3 far above the next C's minimum."""
+    X, y = _stack_features(5, 4000, 6, 12)
+    Cs = [0.1, 1.0, 10.0]
+    tight = [logreg.fit(X, y, C, tol=1e-6, max_iter=300) for C in Cs]
+    best = [_objective(m, X, y, C) for m, C in zip(tight, Cs, strict=True)]
+    by_decrease = logreg.fit_path(X, y, Cs, tol=1e-4, decrease=1e-4)
+    gaps = [_objective(m, X, y, C) - b for m, C, b in zip(by_decrease, Cs, best, strict=True)]
+    assert max(gaps) <= 2e-4 and all(m.n_iter >= 1 for m in by_decrease)
+    by_gradient = logreg.fit_path(X, y, Cs, tol=3e-3)
+    assert by_gradient[-1].n_iter == 0  # the warm start passes the gradient test as it is
+    assert _objective(by_gradient[-1], X, y, Cs[-1]) - best[-1] > 1e-2
+
+
+def test_the_tied_start_is_the_best_equal_weight_stack_and_paths_from_it_reach_the_same_minimum() -> None:
+    X, y = _stack_features(6, 1500, 4, 6)
+    start = logreg.tied_start(X, y, 0.1, blocks=4)
+    beta = start.coef[0, 0]  # class 0's weight on member 0's class-0 column
+    assert beta > 0 and np.count_nonzero(start.coef) == 4 * 6  # one weight on each member's own class column
+    # beta minimises the objective along the tied direction: a little either way is worse
+    for eps in (-0.05, 0.05):
+        moved = logreg.Multinomial(start.coef * (1 + eps), start.intercept, start.classes)
+        assert _objective(moved, X, y, 0.1) > _objective(start, X, y, 0.1)
+    prior = logreg.Multinomial(np.zeros_like(start.coef), start.intercept, start.classes)
+    assert _objective(start, X, y, 0.1) < _objective(prior, X, y, 0.1) - 0.1
+    a = logreg.fit_path(X, y, [0.1, 1.0], tol=None, decrease=1e-6, start=start)
+    b = logreg.fit_path(X, y, [0.1, 1.0], tol=None, decrease=1e-6)
+    for m, n in zip(a, b, strict=True):
+        np.testing.assert_allclose(m.predict_proba(X), n.predict_proba(X), atol=1e-4)
+    assert a[0].n_iter < b[0].n_iter
