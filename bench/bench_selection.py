@@ -16,7 +16,7 @@ predictions of a single fold model, and of the fold-averaged models). The report
 inside each outer fold (selection-aware); for max_nested the raw maximum is reported too (what kit printed
 before).
 
-Run: `python bench/bench_selection.py [--competitions 500] [--seed 0] [--demo DIR]` (about 15 minutes for 500
+Run: `python bench/bench_selection.py [--competitions 500] [--seed 0] [--demo DIR]` (about 11 minutes for 500
 on 2 cores; docs/blend.md has the run). `--stack-C 1.0` fixes the stack's C instead of kit's nested choice
 (faster, less faithful). The largest competitions start first. `--demo DIR` adds the demo competition: DIR is a
 folder where `kit demo` ran (kit.yaml, trained members and the held-back answers). The small version in
@@ -66,8 +66,8 @@ RULES = [
     ("stepwise@0.90", "stepwise", 0.90),
 ]
 
-# The benchmark's table: every blender kind and both post-processing steps, sized so that 500 competitions
-# fit in 10 minutes (grids coarser than ensembles/all.yaml's defaults).
+# The benchmark's table: every blender kind and both post-processing steps, with grids coarser than
+# ensembles/all.yaml's defaults so that 500 competitions take about 11 minutes on 2 cores.
 BENCH_SPEC = {
     "members": "all",
     "blenders": [
