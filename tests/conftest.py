@@ -52,6 +52,17 @@ TINY_INIT_MEMBER = [
 ]
 
 
+def multinomial_gradient(model, X: np.ndarray, y: np.ndarray, C: float) -> np.ndarray:
+    """scikit-learn's LogisticRegression objective's gradient (mean log loss + ||coef||^2 / (2 C n)) at a
+    kit.blend.logreg.Multinomial, in float64, written out here to check kit's solver against."""
+    n = len(y)
+    z = X.astype(np.float64) @ model.coef.T.astype(np.float64) + model.intercept
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(n), np.searchsorted(model.classes, y)] -= 1.0
+    return np.concatenate([(X.T @ p / n + model.coef.T / (C * n)).ravel(), p.mean(axis=0)])
+
+
 def set_args(overrides: list[str]) -> list[str]:
     """['a=1', 'b=2'] -> ['--set', 'a=1', '--set', 'b=2']"""
     return [a for s in overrides for a in ("--set", s)]

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import multinomial_gradient
 from sklearn.linear_model import LogisticRegression
 
 from kit.blend import logreg
-
-
-def _gradient(model: logreg.Multinomial, X: np.ndarray, y: np.ndarray, C: float) -> np.ndarray:
-    """scikit-learn's objective's gradient (mean log loss + ||coef||^2 / (2 C n)), float64, written out here."""
-    n = len(y)
-    yk = np.searchsorted(model.classes, y)
-    z = X.astype(np.float64) @ model.coef.T.astype(np.float64) + model.intercept
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    p[np.arange(n), yk] -= 1.0
-    return np.concatenate([(X.T @ p / n + model.coef.T / (C * n)).ravel(), p.mean(axis=0)])
 
 
 def _stack_features(seed: int, n: int, M: int, K: int) -> tuple[np.ndarray, np.ndarray]:
@@ -34,10 +24,10 @@ def _stack_features(seed: int, n: int, M: int, K: int) -> tuple[np.ndarray, np.n
 def test_the_minimum_is_scikit_learns_on_stack_features(C: float) -> None:
     X, y = _stack_features(0, 600, 4, 5)
     model = logreg.fit(X, y, C, tol=1e-6, max_iter=200)
-    assert np.abs(_gradient(model, X, y, C)).max() <= 1e-6
+    assert np.abs(multinomial_gradient(model, X, y, C)).max() <= 1e-6
     # a tolerance under float32's floor stops when the gradient stops shrinking, not at max_iter
     floor = logreg.fit(X, y, C, tol=1e-12, max_iter=200)
-    assert floor.n_iter < 30 and np.abs(_gradient(floor, X, y, C)).max() <= 1e-6
+    assert floor.n_iter < 30 and np.abs(multinomial_gradient(floor, X, y, C)).max() <= 1e-6
     sk = LogisticRegression(C=C, solver="lbfgs", tol=1e-10, max_iter=10000).fit(X.astype(np.float64), y)
     np.testing.assert_allclose(model.predict_proba(X), sk.predict_proba(X), atol=2e-4)
     scale = np.abs(sk.coef_).max()
@@ -49,11 +39,11 @@ def test_stops_at_the_tolerance_from_a_warm_start_or_from_zero() -> None:
     path = None
     for C in (0.01, 0.1, 1.0):
         path = logreg.fit(X, y, C, tol=3e-3, start=path)
-        assert np.abs(_gradient(path, X, y, C)).max() <= 3e-3
+        assert np.abs(multinomial_gradient(path, X, y, C)).max() <= 3e-3
     refined = logreg.fit(X, y, 1.0, tol=1e-5, start=path, feat=logreg.gram(X))
     cold = logreg.fit(X, y, 1.0, tol=1e-5)
     for m in (refined, cold):
-        assert np.abs(_gradient(m, X, y, 1.0)).max() <= 1e-5
+        assert np.abs(multinomial_gradient(m, X, y, 1.0)).max() <= 1e-5
     assert 0 < refined.n_iter < cold.n_iter  # the warm start saves Newton steps
     np.testing.assert_allclose(refined.predict_proba(X), cold.predict_proba(X), atol=1e-3)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import multinomial_gradient
 
 from kit.blend.blenders import Stack
 from kit.blend.selection import (
@@ -290,7 +291,7 @@ def test_stack_shared_paths_give_the_same_nested_predictions_with_fewer_fits() -
 
     final = row.blender
     X = P.reshape(n, -1)
-    grad = _multinomial_gradient(final.model_.coef, final.model_.intercept, X, y, final.C_)
+    grad = multinomial_gradient(final.model_, X, y, final.C_)
     assert np.abs(grad).max() <= 1e-5
     direct = LogisticRegression(C=final.C_, tol=1e-10, max_iter=10000).fit(X.astype(np.float64), y)
     np.testing.assert_allclose(final.predict(P), direct.predict_proba(X), atol=1e-4)
@@ -307,15 +308,3 @@ def test_stack_shared_paths_give_the_same_nested_predictions_with_fewer_fits() -
         Stack(C_grid=(0.01, 0.1, 1.0), path_cache=cache).fit(P[tr], y[tr], fold=fold[tr], rows=tr)
     # plus the 6 pairs of left-out folds (each fitted once) and 4 final models
     assert kinds(cache) == ["final"] * 5 + ["gram"] * 11 + ["path"] * 11
-
-
-def _multinomial_gradient(
-    coef: np.ndarray, intercept: np.ndarray, X: np.ndarray, y: np.ndarray, C: float
-) -> np.ndarray:
-    """Gradient of scikit-learn's objective (mean log loss + ||coef||^2 / (2 C n)), in float64."""
-    n = len(y)
-    z = X.astype(np.float64) @ coef.T.astype(np.float64) + intercept
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    p[np.arange(n), y] -= 1.0
-    return np.concatenate([(X.T @ p / n + coef.T / (C * n)).ravel(), p.mean(axis=0)])

@@ -322,6 +322,12 @@ class Stack:
             self.path_cache[key] = make()
         return self.path_cache[key]
 
+    def _gram(
+        self, Xi: np.ndarray, idx: np.ndarray, rows: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The preconditioner's feature factor of the fit rows Xi = X[idx] (logreg.gram), cached under them."""
+        return self._cached(self._key(rows, idx, "gram"), lambda: logreg.gram(Xi))
+
     def _path(
         self, X: np.ndarray, y: np.ndarray, idx: np.ndarray, rows: np.ndarray | None, upto: float
     ) -> list[logreg.Multinomial]:
@@ -333,7 +339,6 @@ class Stack:
         path = self.path_cache.get(key, []) if key is not None and self.path_cache is not None else []
         if len(path) <= grid.index(upto):
             Xi, yi = X[idx], y[idx]
-            feat = self._cached(self._key(rows, idx, "gram"), lambda: logreg.gram(Xi))
             path += logreg.fit_path(
                 Xi,
                 yi,
@@ -341,7 +346,7 @@ class Stack:
                 tol=None,
                 max_iter=self.max_iter,
                 start=path[-1] if path else logreg.tied_start(Xi, yi, grid[0], self.n_members_),
-                feat=feat,
+                feat=self._gram(Xi, idx, rows),
                 decrease=SELECT_DECREASE,
             )
         if key is not None and self.path_cache is not None:
@@ -353,16 +358,15 @@ class Stack:
         same with or without a path cache), cached under the fitted rows."""
 
         def refine() -> logreg.Multinomial:
-            start = self._path(X, y, idx, rows, C)[-1]
-            feat = self._cached(self._key(rows, idx, "gram"), lambda: logreg.gram(X[idx]))
+            start, Xi = self._path(X, y, idx, rows, C)[-1], X[idx]
             return logreg.fit(
-                X[idx],
+                Xi,
                 y[idx],
                 C,
                 tol=None,
                 max_iter=self.max_iter,
                 start=start,
-                feat=feat,
+                feat=self._gram(Xi, idx, rows),
                 decrease=FIT_DECREASE,
             )
 

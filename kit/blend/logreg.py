@@ -77,7 +77,10 @@ def _ones_column(X: np.ndarray) -> np.ndarray:
 def gram(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The eigendecomposition of X1'X1 / n (X1 = [X, 1]): the preconditioner's feature factor. A function of
     the fit rows only, so it can be computed once for every C fitted on them."""
-    X1 = _ones_column(X)
+    return _gram_of(_ones_column(X))
+
+
+def _gram_of(X1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     vals, vecs = np.linalg.eigh((X1.T @ X1).astype(F64) / len(X1))
     return np.clip(vals, 0.0, None).astype(F32), vecs.astype(F32)
 
@@ -189,7 +192,8 @@ def fit(
     decrease: float | None = None,
 ) -> Multinomial:
     """The model minimising the objective on (X [n, d], y [n] labels) at C, from `start` (a model over the same
-    classes) or from the class frequencies, to max |gradient| <= tol or `max_iter` Newton steps.
+    classes) or from the class frequencies, to max |gradient| <= tol (no gradient rule when tol is None) or
+    `max_iter` Newton steps.
 
     `decrease`: also stop after a Newton step whose predicted decrease of the objective (half its directional
     derivative) is at most this. The gradient is a poor measure of how far a fit is from its minimum on many
@@ -226,7 +230,7 @@ def fit_path(
     else:  # the intercept-only model's optimum: the log class frequencies (a Newton step or two fewer)
         prior = np.log(np.bincount(yk, minlength=K) / n)
         W[-1] = prior - prior.mean()
-    feat = gram(X) if feat is None else feat
+    feat = _gram_of(X1) if feat is None else feat
     rows = np.arange(n)
 
     def data_gradient(P: np.ndarray) -> np.ndarray:
