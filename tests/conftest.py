@@ -52,6 +52,20 @@ TINY_INIT_MEMBER = [
 ]
 
 
+def bench_selection():
+    """bench/bench_selection.py as a module (its simulated competitions: tests use the same process)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_selection.py"
+    spec = importlib.util.spec_from_file_location("bench_selection", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_selection"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def multinomial_gradient(model, X: np.ndarray, y: np.ndarray, C: float) -> np.ndarray:
     """scikit-learn's LogisticRegression objective's gradient (mean log loss + ||coef||^2 / (2 C n)) at a
     kit.blend.logreg.Multinomial, in float64, written out here to check kit's solver against."""

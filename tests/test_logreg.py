@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import multinomial_gradient
+from conftest import bench_selection, multinomial_gradient
 from sklearn.linear_model import LogisticRegression
 
 from kit.blend import logreg
@@ -106,6 +106,11 @@ def test_path_fits_stop_near_each_minimum_by_the_predicted_decrease() -> None:
     by_decrease = logreg.fit_path(X, y, Cs, tol=1e-4, decrease=1e-4)
     gaps = [_objective(m, X, y, C) - b for m, C, b in zip(by_decrease, Cs, best, strict=True)]
     assert max(gaps) <= 2e-4 and all(m.n_iter >= 1 for m in by_decrease)
+    # `estimate` skips the last step's CG when the preconditioner says the step would gain at most `decrease`
+    estimated = logreg.fit_path(X, y, Cs, tol=None, decrease=1e-4, estimate=True)
+    gaps = [_objective(m, X, y, C) - b for m, C, b in zip(estimated, Cs, best, strict=True)]
+    assert max(gaps) <= 2e-4
+    assert sum(m.n_iter for m in estimated) < sum(m.n_iter for m in by_decrease)
     by_gradient = logreg.fit_path(X, y, Cs, tol=3e-3)
     assert by_gradient[-1].n_iter == 0  # the warm start passes the gradient test as it is
     assert _objective(by_gradient[-1], X, y, Cs[-1]) - best[-1] > 1e-2
@@ -127,3 +132,27 @@ def test_the_tied_start_is_the_best_equal_weight_stack_and_paths_from_it_reach_t
     for m, n in zip(a, b, strict=True):
         np.testing.assert_allclose(m.predict_proba(X), n.predict_proba(X), atol=1e-4)
     assert a[0].n_iter < b[0].n_iter
+
+
+def test_confident_members_at_weak_penalty_fit_to_the_minimum_from_any_start() -> None:
+    """bench_selection's competition 493 (3 confident members, 28 classes, 7,306 fit rows) at C = 1.0: an
+    undamped one-dimensional Newton search oscillated there (beta -22.7 instead of 2.65, objective 37.0 against a
+    minimum of 1.35), and the fit from that start stopped after 5 steps whose gradient did not shrink while the
+    objective fell. The tied start is now a damped search, and a fit stalls only once its objective stops
+    falling."""
+    sim = bench_selection().simulate(493)
+    idx = np.flatnonzero(sim.fold >= 2)
+    M = sim.P.shape[1]
+    X, y = sim.P[idx].reshape(len(idx), -1), sim.y[idx]
+    start = logreg.tied_start(X, y, 1.0, blocks=M)
+    beta = start.coef[start.coef != 0]
+    assert np.all(beta == beta[0]) and 0 < beta[0] < 10
+    for eps in (-0.05, 0.05):  # the minimum along the tied direction
+        moved = logreg.Multinomial(start.coef * (1 + eps), start.intercept, start.classes)
+        assert _objective(moved, X, y, 1.0) > _objective(start, X, y, 1.0)
+    best = logreg.fit(X, y, 1.0, tol=None, decrease=1e-8, max_iter=200)
+    far = logreg.Multinomial(-20 * start.coef / beta[0], start.intercept, start.classes)
+    assert _objective(far, X, y, 1.0) > _objective(best, X, y, 1.0) + 10
+    for s in (start, far):
+        fitted = logreg.fit(X, y, 1.0, tol=None, decrease=1e-4, max_iter=200, start=s)
+        assert _objective(fitted, X, y, 1.0) - _objective(best, X, y, 1.0) < 1e-4

@@ -3,13 +3,9 @@ and the small fixed-seed version of bench/bench_selection.py."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-from conftest import multinomial_gradient
+from conftest import bench_selection, multinomial_gradient
 
 from kit.blend.blenders import Stack
 from kit.blend.selection import (
@@ -23,17 +19,6 @@ from kit.blend.selection import (
     selection_aware,
 )
 from kit.metrics.scores import score
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_selection", REPO / "bench" / "bench_selection.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_selection"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.parametrize("metric", ["weighted_f1", "macro_f1", "accuracy", "log_loss"])
@@ -183,7 +168,7 @@ def test_stack_chooses_C_inside_the_fit_rows_by_their_folds() -> None:
 
 
 def test_small_selection_benchmark_runs_with_a_fixed_seed() -> None:
-    bench = _bench()
+    bench = bench_selection()
     from kit.config.ensemble import EnsembleSpec
 
     spec = EnsembleSpec.model_validate(bench.BENCH_SPEC)
@@ -256,6 +241,39 @@ def test_class_bias_top_two_searches_equal_the_plain_search(metric: str, C: int)
         np.testing.assert_array_equal(got, plain, err_msg=trial.__name__)
     np.testing.assert_array_equal(ClassBias(metric, grid, passes=3).fit(Q, y).offsets_, plain)
     assert np.count_nonzero(plain) > 0  # the search moved something, so the comparison means something
+
+
+def test_stack_final_path_starts_from_its_rows_less_their_lowest_fold() -> None:
+    """A fold's final stack model starts, at each C, from the model its inner split on the same rows less their
+    lowest fold got (no held-out row in it): fewer Newton steps than from tied_start, the same minimum."""
+    from kit.blend import logreg
+
+    rng = np.random.default_rng(11)
+    n, M, C = 900, 4, 5
+    y = rng.integers(0, C, n)
+    fold = np.arange(n) % 5
+    noise = rng.dirichlet(np.ones(C), (n, M))
+    P = (0.55 * noise + 0.45 * np.eye(C)[y][:, None, :]).astype(np.float32)
+    grid = (0.1, 1.0)
+    cache: dict = {}
+    tr = np.flatnonzero(fold != 0)  # outer fold 0's fit rows, as the nested CV fits them
+    Stack(C_grid=grid, path_cache=cache).fit(P[tr], y[tr], fold=fold[tr], rows=tr)
+
+    def path(rows: np.ndarray) -> list:
+        (models,) = [v for k, v in cache.items() if k[4] == "path" and k[0] == np.sort(rows).tobytes()]
+        return models
+
+    parent = path(np.flatnonzero(fold >= 2))  # the inner split that leaves out fold 1, the lowest of tr's
+    seeded = path(tr)
+    X = P[tr].reshape(len(tr), -1)
+    tied = logreg.fit_path(
+        X, y[tr], list(grid), tol=None, start=logreg.tied_start(X, y[tr], grid[0], M), decrease=1e-4
+    )
+    assert len(parent) == len(seeded) == 2
+    assert sum(m.n_iter for m in seeded) < sum(m.n_iter for m in tied)
+    for a, b, c_ in zip(seeded, tied, grid, strict=True):  # the same minimum, within the inner stopping rule
+        np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=2e-2)
+        assert np.abs(multinomial_gradient(a, X, y[tr], c_)).max() < 2e-3
 
 
 def test_stack_shared_paths_give_the_same_nested_predictions_with_fewer_fits() -> None:

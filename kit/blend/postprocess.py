@@ -13,13 +13,22 @@ import numpy as np
 
 from kit.blend.scoring import FastScorer, kernels_ready
 from kit.config.ensemble import PostprocessSpec
-from kit.metrics.scores import parse_metric, softmax
+from kit.metrics.scores import parse_metric
 
 EPS = 1e-7
 
 
 def _log(Q: np.ndarray) -> np.ndarray:
     return np.log(np.clip(np.asarray(Q, dtype=np.float64), EPS, 1.0))
+
+
+def _shift(Q: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """softmax(_log(Q) + offsets) computed as clip(Q) * exp(offsets), normalised per row: the same
+    probabilities (to float64 rounding) without a log and an exp per entry."""
+    R = np.clip(np.asarray(Q, dtype=np.float64), EPS, 1.0)
+    R *= np.exp(offsets)
+    R /= R.sum(axis=1, keepdims=True)
+    return R
 
 
 class LogitAdjust:
@@ -39,7 +48,7 @@ class LogitAdjust:
         return self
 
     def transform(self, Q: np.ndarray) -> np.ndarray:
-        return softmax(_log(Q) + self.offsets_)
+        return _shift(Q, self.offsets_)
 
     def fitted_params(self) -> dict[str, Any]:
         return {"tau": self.tau_, "prior": self.prior_.tolist()}
@@ -70,7 +79,7 @@ class ClassBias:
         return self
 
     def transform(self, Q: np.ndarray) -> np.ndarray:
-        return softmax(_log(Q) + self.offsets_)
+        return _shift(Q, self.offsets_)
 
     def fitted_params(self) -> dict[str, Any]:
         return {"offsets": [float(v) for v in self.offsets_]}
@@ -146,9 +155,13 @@ class _FullTrial:
         return self.scorer.gain(self.scorer.score(self.S))
 
     def gains(self, c: int, grid: tuple[float, ...]) -> list[float]:
-        """The gain of each offset v of the grid for class c (the other classes' offsets as they are)."""
+        """The gain of each offset v of the grid for class c (the other classes' offsets as they are); the
+        sums are left as they were."""
         self.prepare(c)
-        return [self.gain(c, v) for v in grid]
+        saved = self.S[c].copy()
+        out = [self.gain(c, v) for v in grid]
+        self.S[c] = saved
+        return out
 
     def gain(self, c: int, v: float) -> float:
         self.S[c] = self.L[c] + np.float32(v)
@@ -228,9 +241,11 @@ def _coordinate_ascent(trial: _FullTrial, C: int, grid: tuple[float, ...], passe
             for v, gain in zip(grid, trial.gains(c, grid), strict=True):
                 if gain > best_gain:
                     best_v, best_gain = v, gain
-            changed |= bool(best_v != b[c])
-            b[c], cur = best_v, best_gain
-            trial.set(c, b[c])
+            if best_v != b[c]:  # (`gains` leaves the sums as they were: nothing to set otherwise)
+                changed = True
+                b[c] = best_v
+                trial.set(c, best_v)
+            cur = best_gain
         if not changed:
             break
     return b
