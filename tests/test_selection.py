@@ -243,17 +243,24 @@ def test_class_bias_top_two_searches_equal_the_plain_search(metric: str, C: int)
     assert np.count_nonzero(plain) > 0  # the search moved something, so the comparison means something
 
 
+def _stack_problem(
+    seed: int, n: int, M: int, C: int, folds: int, signal: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Members' probabilities [n, M, C] (noise plus `signal` on the true class), labels and round-robin folds."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, n)
+    noise = rng.dirichlet(np.ones(C), (n, M))
+    P = ((1 - signal) * noise + signal * np.eye(C)[y][:, None, :]).astype(np.float32)
+    return P, y, np.arange(n) % folds
+
+
 def test_stack_final_path_starts_from_its_rows_less_their_lowest_fold() -> None:
     """A fold's final stack model starts, at each C, from the model its inner split on the same rows less their
     lowest fold got (no held-out row in it): fewer Newton steps than from tied_start, the same minimum."""
     from kit.blend import logreg
 
-    rng = np.random.default_rng(11)
-    n, M, C = 900, 4, 5
-    y = rng.integers(0, C, n)
-    fold = np.arange(n) % 5
-    noise = rng.dirichlet(np.ones(C), (n, M))
-    P = (0.55 * noise + 0.45 * np.eye(C)[y][:, None, :]).astype(np.float32)
+    P, y, fold = _stack_problem(11, 900, 4, 5, folds=5, signal=0.45)
+    M = P.shape[1]
     grid = (0.1, 1.0)
     cache: dict = {}
     tr = np.flatnonzero(fold != 0)  # outer fold 0's fit rows, as the nested CV fits them
@@ -283,12 +290,8 @@ def test_stack_shared_paths_give_the_same_nested_predictions_with_fewer_fits() -
     from kit.blend.postprocess import variants
     from kit.config.ensemble import EnsembleSpec, PostprocessSpec
 
-    rng = np.random.default_rng(5)
-    n, M, C = 400, 3, 4
-    y = rng.integers(0, C, n)
-    fold = np.arange(n) % 4
-    noise = rng.dirichlet(np.ones(C), (n, M))
-    P = (0.6 * noise + 0.4 * np.eye(C)[y][:, None, :]).astype(np.float32)
+    P, y, fold = _stack_problem(5, 400, 3, 4, folds=4, signal=0.4)
+    n, _, C = P.shape
     spec = EnsembleSpec.model_validate(
         {"members": "all", "blenders": [{"kind": "stack", "C_grid": [0.01, 0.1, 1.0]}]}
     )
