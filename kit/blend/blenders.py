@@ -349,18 +349,23 @@ class Stack:
             Xi, yi = X[idx], y[idx]
             new = grid[len(path) : grid.index(upto) + 1]
             parent = self._parent_path(rows, idx, grid)
+            starts = [parent[i] if i < len(parent) else None for i in range(len(path), len(path) + len(new))]
+            if path:
+                start = path[-1]
+            elif starts[0] is not None and np.array_equal(starts[0].classes, np.unique(yi)):
+                start = None  # the first C starts from the parent's model: no tied start to compute
+            else:
+                start = logreg.tied_start(Xi, yi, grid[0], self.n_members_)
             path += logreg.fit_path(
                 Xi,
                 yi,
                 new,
                 tol=None,
                 max_iter=self.max_iter,
-                start=path[-1] if path else logreg.tied_start(Xi, yi, grid[0], self.n_members_),
+                start=start,
                 feat=self._gram(Xi, idx, rows),
                 decrease=SELECT_DECREASE,
-                starts=[
-                    parent[i] if i < len(parent) else None for i in range(len(path), len(path) + len(new))
-                ],
+                starts=starts,
                 estimate=True,
             )
         if key is not None:

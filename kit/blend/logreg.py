@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kit.metrics.scores import softmax
+
 F32, F64 = np.float32, np.float64
 MAX_INNER = 200  # CG iterations per Newton step (scikit-learn's newton-cg)
 ARMIJO = 1e-4
@@ -59,13 +61,7 @@ class Multinomial:
         if len(self.classes) == 2 and len(self.coef) == 1:
             p = 1.0 / (1.0 + np.exp(-z[:, 0]))
             return np.stack([1.0 - p, p], axis=1)
-        return _softmax(z)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    e /= e.sum(axis=1, keepdims=True)
-    return e
+        return softmax(z, axis=1)
 
 
 def _ones_column(X: np.ndarray) -> np.ndarray:
@@ -308,8 +304,7 @@ def fit_path(
                 W = best[1]
                 break
             mag = float(absg.sum(dtype=F64))
-            # `estimate`: done, before the CG, when the preconditioner's estimate of the step's predicted decrease,
-            # scaled up by the last step's ratio of the two where that was above 1, is at most `decrease`
+            # `estimate` (see above): no CG when the preconditioner says the step would gain at most `decrease`
             done_below = decrease / max(ratio, 1.0) if estimate and ratio and decrease is not None else None
             s, gmg = _newton_direction(X1, P, lam, g, _forcing(mag) * mag, feat, done_below)
             if s is None:
@@ -330,7 +325,7 @@ def fit_path(
             else:  # no decrease along a descent direction: at the float32 floor
                 break
             falling = f - fn > FLOOR * (1.0 + abs(f))
-            W, f, nll, P = Wn, fn, nlln, Pn
+            W, f, P = Wn, fn, Pn
             gdata = data_gradient(P)
             steps += 1
             if last:
