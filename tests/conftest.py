@@ -77,6 +77,18 @@ def multinomial_gradient(model, X: np.ndarray, y: np.ndarray, C: float) -> np.nd
     return np.concatenate([(X.T @ p / n + model.coef.T / (C * n)).ravel(), p.mean(axis=0)])
 
 
+def multinomial_objective(
+    coef: np.ndarray, intercept: np.ndarray, X: np.ndarray, y: np.ndarray, C: float
+) -> float:
+    """scikit-learn's LogisticRegression objective (mean log loss + ||coef||^2 / (2 C n)) in float64 at
+    coefficients [K, d] and intercepts [K] over the classes 0..K-1, written out here to check kit's solver."""
+    z = X.astype(np.float64) @ np.asarray(coef, np.float64).T + np.asarray(intercept, np.float64)
+    top = z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z - top).sum(axis=1)) + top[:, 0]
+    loss = float((log_norm - z[np.arange(len(y)), y]).mean())
+    return loss + float((np.asarray(coef, np.float64) ** 2).sum()) / (2 * C * len(y))
+
+
 def set_args(overrides: list[str]) -> list[str]:
     """['a=1', 'b=2'] -> ['--set', 'a=1', '--set', 'b=2']"""
     return [a for s in overrides for a in ("--set", s)]

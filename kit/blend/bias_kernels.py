@@ -2,7 +2,7 @@
 
 Moving class c's offset decides, per row, only between c and the best other class. These kernels keep each
 row's best and second-best class (value, lowest index on ties: numpy's argmax rule) across the ascent, so the
-best other class costs O(n) per class instead of an argmax over every class, and count each grid value's
+best other class costs O(n) per class instead of an argmax over every class, and count every grid value's
 confusion matrix in one pass. Sums are float32 exactly as the numpy path computes them (`L[c] + v`), so the
 offsets are the same (tests/test_selection.py).
 """
@@ -79,28 +79,30 @@ def offset_confusions(
     sv: np.ndarray,
     n_classes: int,
 ) -> np.ndarray:
-    """[G, C, C] confusion (true, predicted) when class c's scores are Lc + grid[g]: each row predicts c when
-    that beats its best other class (greater, or equal with c the lower class), else that class."""
+    """[G, C, C] confusion (true, predicted) when class c's scores are Lc + grid[g], for an ascending grid: each
+    row predicts c when that beats its best other class (greater, or equal with c the lower class), else that
+    class. The float32 sums Lc[i] + grid[g] rise with g (rounding is monotone), so each row switches to c at
+    most once: one pass finds where, and the matrices are cumulative sums of the switches (O(n + G C^2)
+    instead of O(G n))."""
     n = Lc.shape[0]
     G = grid.shape[0]
-    base = np.zeros((n_classes, n_classes), dtype=np.int64)
-    other = np.empty(n, dtype=np.int64)
-    other_v = np.empty(n, dtype=np.float32)
+    out = np.zeros((G, n_classes, n_classes), dtype=np.int64)  # switches at g, summed below
     for i in range(n):
         if bi[i] == c:
-            other[i], other_v[i] = si[i], sv[i]
+            o, ov = si[i], sv[i]
         else:
-            other[i], other_v[i] = bi[i], bv[i]
-        base[y[i], other[i]] += 1
-    out = np.empty((G, n_classes, n_classes), dtype=np.int64)
-    for g in range(G):
-        cm = out[g]
-        cm[:, :] = base
-        v = grid[g]
-        for i in range(n):
-            val = Lc[i] + v
-            o = other[i]
-            if val > other_v[i] or (val == other_v[i] and c < o):
-                cm[y[i], o] -= 1
-                cm[y[i], c] += 1
+            o, ov = bi[i], bv[i]
+        t = y[i]
+        out[0, t, o] += 1
+        top = Lc[i] + grid[G - 1]
+        if top < ov or (top == ov and c > o):  # not even the largest offset makes c win: most rows
+            continue
+        for g in range(G):
+            val = Lc[i] + grid[g]
+            if val > ov or (val == ov and c < o):
+                out[g, t, o] -= 1
+                out[g, t, c] += 1
+                break
+    for g in range(1, G):
+        out[g] += out[g - 1]
     return out

@@ -268,7 +268,7 @@ STACK_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 # C = 0.1's model, and tied C values a decade apart; 1e-4 left final models whose probabilities moved by 0.1
 # with the start)
 SELECT_DECREASE = 1e-4  # the inner CV's fits, which rank C values by held-out log loss
-FIT_DECREASE = 1e-6  # the models that predict: the same probabilities to 3e-5 from any start
+FIT_DECREASE = 1e-6  # the models that predict: from two starts, the same probabilities to about 3e-3
 
 
 class Stack:
@@ -326,13 +326,13 @@ class Stack:
         return self._cache[key]
 
     def _gram(
-        self, Xi: np.ndarray, idx: np.ndarray, rows: np.ndarray | None
+        self, X1i: np.ndarray, idx: np.ndarray, rows: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The preconditioner's feature factor of the fit rows Xi = X[idx] (logreg.gram), cached under them."""
-        return self._cached(self._key(rows, idx, "gram"), lambda: logreg.gram(Xi))
+        """The preconditioner's feature factor of the fit rows X1i = X1[idx] (logreg.gram), cached under them."""
+        return self._cached(self._key(rows, idx, "gram"), lambda: logreg.gram(X1i, ones=True))
 
     def _path(
-        self, X: np.ndarray, y: np.ndarray, idx: np.ndarray, rows: np.ndarray | None, upto: float
+        self, X1: np.ndarray, y: np.ndarray, idx: np.ndarray, rows: np.ndarray | None, upto: float
     ) -> list[logreg.Multinomial]:
         """The models fitted on X[idx] at each C of the grid up to `upto`, to SELECT_DECREASE (on the
         preconditioner's estimate: logreg.fit_path's `estimate`), cached under the fitted rows. Enough to rank
@@ -346,7 +346,7 @@ class Stack:
         key = self._key(rows, idx, "path", tuple(grid))
         path = self._cache.get(key, []) if key is not None else []
         if len(path) <= grid.index(upto):
-            Xi, yi = X[idx], y[idx]
+            X1i, yi = X1[idx], y[idx]
             new = grid[len(path) : grid.index(upto) + 1]
             parent = self._parent_path(rows, idx, grid)
             starts = [parent[i] if i < len(parent) else None for i in range(len(path), len(path) + len(new))]
@@ -355,18 +355,19 @@ class Stack:
             elif starts[0] is not None and np.array_equal(starts[0].classes, np.unique(yi)):
                 start = None  # the first C starts from the parent's model: no tied start to compute
             else:
-                start = logreg.tied_start(Xi, yi, grid[0], self.n_members_)
+                start = logreg.tied_start(X1i[:, :-1], yi, grid[0], self.n_members_)
             path += logreg.fit_path(
-                Xi,
+                X1i,
                 yi,
                 new,
                 tol=None,
                 max_iter=self.max_iter,
                 start=start,
-                feat=self._gram(Xi, idx, rows),
+                feat=self._gram(X1i, idx, rows),
                 decrease=SELECT_DECREASE,
                 starts=starts,
                 estimate=True,
+                ones=True,
             )
         if key is not None:
             self._cache[key] = path
@@ -382,27 +383,31 @@ class Stack:
             return []
         return list(self._cache.get(self._key(rows, keep, "path", tuple(grid)), []))
 
-    def _final(self, X: np.ndarray, y: np.ndarray, idx: np.ndarray, rows: np.ndarray | None, C: float) -> Any:
-        """The model that predicts: `_path`'s model at C refined to FIT_DECREASE on the same rows (the same
-        probabilities to about 3e-5 whatever the path started from), cached under the fitted rows."""
+    def _final(
+        self, X1: np.ndarray, y: np.ndarray, idx: np.ndarray, rows: np.ndarray | None, C: float
+    ) -> Any:
+        """The model that predicts: `_path`'s model at C refined to FIT_DECREASE (on the preconditioner's estimate)
+        on the same rows, cached under the fitted rows."""
 
         def refine() -> logreg.Multinomial:
-            start, Xi = self._path(X, y, idx, rows, C)[-1], X[idx]
+            start, X1i = self._path(X1, y, idx, rows, C)[-1], X1[idx]
             return logreg.fit(
-                Xi,
+                X1i,
                 y[idx],
                 C,
                 tol=None,
                 max_iter=self.max_iter,
                 start=start,
-                feat=self._gram(Xi, idx, rows),
+                feat=self._gram(X1i, idx, rows),
                 decrease=FIT_DECREASE,
+                estimate=True,
+                ones=True,
             )
 
         return self._cached(self._key(rows, idx, "final", tuple(sorted({*self.C_grid, C})), C), refine)
 
     def _choose_C(
-        self, X: np.ndarray, y: np.ndarray, fold: np.ndarray | None, rows: np.ndarray | None
+        self, X1: np.ndarray, y: np.ndarray, fold: np.ndarray | None, rows: np.ndarray | None
     ) -> tuple[float, list[float]]:
         """The C of `C_grid` with the best pooled inner-CV log loss on the fit rows, and every C's loss."""
         from sklearn.model_selection import StratifiedKFold
@@ -414,13 +419,14 @@ class Stack:
             k = int(min(3, np.bincount(y).max()))
             if k < 2:
                 return grid[0], []
-            splits = list(StratifiedKFold(k, shuffle=True, random_state=0).split(X, y))
+            splits = list(StratifiedKFold(k, shuffle=True, random_state=0).split(X1, y))
             rows = None  # these splits are not the saved folds: nothing to share
         loss = np.zeros(len(grid))
         for tr, va in splits:
-            for i, model in enumerate(self._path(X, y, tr, rows, grid[-1])):
+            Xva = X1[va, :-1]
+            for i, model in enumerate(self._path(X1, y, tr, rows, grid[-1])):
                 proba = np.full((len(va), self.n_classes_), 1e-15)
-                proba[:, model.classes] = np.clip(model.predict_proba(X[va]), 1e-15, 1.0)
+                proba[:, model.classes] = np.clip(model.predict_proba(Xva), 1e-15, 1.0)
                 loss[i] -= np.log(proba[np.arange(len(va)), y[va]]).sum()
         loss /= sum(len(va) for _, va in splits)
         best = int(np.flatnonzero(loss <= loss.min() + 1e-12)[0])
@@ -436,12 +442,12 @@ class Stack:
             self._cache = self.path_cache
         else:  # a fit without a shared cache keeps its own: its inner splits' paths seed its final model's
             rows = np.arange(len(y))
-        X = self._features(P)
+        X1 = logreg.with_ones(self._features(P))  # copied once: the fits take row subsets of [X, 1]
         if self.C == "auto":
-            self.C_, self.C_losses_ = self._choose_C(X, y, fold, rows)
+            self.C_, self.C_losses_ = self._choose_C(X1, y, fold, rows)
         else:
             self.C_, self.C_losses_ = float(self.C), []
-        self.model_ = self._final(X, y, np.arange(len(y)), rows, self.C_)
+        self.model_ = self._final(X1, y, np.arange(len(y)), rows, self.C_)
         del self._cache, self._fold  # fit-time state
         coef = np.abs(self.model_.coef).reshape(-1, P.shape[1], P.shape[2])
         share = coef.sum(axis=(0, 2))

@@ -36,8 +36,9 @@ def softmax_loss(Z: np.ndarray, yk: np.ndarray, P: np.ndarray) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
-def softmax_hessian_rows(P: np.ndarray, Zp: np.ndarray) -> None:
-    """Zp <- P * (Zp - sum_k P * Zp), row by row, in place: the softmax Jacobian applied to each row."""
+def softmax_hessian_rows(P: np.ndarray, Zp: np.ndarray, out: np.ndarray) -> None:
+    """out <- P * (Zp - sum_k P * Zp), row by row: the softmax Jacobian applied to each row of Zp (out may be
+    Zp itself)."""
     n, K = P.shape
     for i in range(n):
         s = 0.0
@@ -45,4 +46,4 @@ def softmax_hessian_rows(P: np.ndarray, Zp: np.ndarray) -> None:
             s += P[i, k] * Zp[i, k]
         s32 = np.float32(s)
         for k in range(K):
-            Zp[i, k] = P[i, k] * (Zp[i, k] - s32)
+            out[i, k] = P[i, k] * (Zp[i, k] - s32)

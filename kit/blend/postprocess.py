@@ -222,7 +222,10 @@ class _KernelTrial(_FullTrial):
 
     def gains(self, c: int, grid: tuple[float, ...]) -> list[float]:
         values = np.asarray(grid, dtype=np.float32)
-        cms = self.kernels.offset_confusions(self.L[c], c, values, self.y, *self.top, self.L.shape[0])
+        order = np.argsort(values, kind="stable")  # the kernel takes an ascending grid
+        C = self.L.shape[0]
+        cms = np.empty((len(values), C, C), dtype=np.int64)
+        cms[order] = self.kernels.offset_confusions(self.L[c], c, values[order], self.y, *self.top, C)
         return [self.scorer.gain(v) for v in self.scorer.from_confusions(cms)]
 
     def set(self, c: int, v: float) -> None:

@@ -302,10 +302,7 @@ class FastScorer:
 
     def from_confusions(self, cms: np.ndarray) -> list[float]:
         """The metric of each of K confusion matrices [K, C, C] at once (greedy's round: one per candidate).
-        Bit-equal to `from_confusion` of each: the same additions in the same order (macro F1, whose batched
-        masked mean may round differently, is scored one matrix at a time)."""
-        if self.name == "macro_f1":
-            return [self.from_confusion(cm) for cm in cms]
+        Bit-equal to `from_confusion` of each: the same additions in the same order."""
         if self.name == "qwk":
             return [float(v) for v in qwk_from_confusions(cms)]
         tp = np.diagonal(cms, axis1=1, axis2=2).astype(np.float64)

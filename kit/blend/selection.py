@@ -30,6 +30,9 @@ from kit.metrics.scores import (
     score_from_counts,
 )
 
+CONSENSUS_CELLS = (
+    1 << 24
+)  # rows x classes up to which the bootstrap counts corrections to a consensus (votes)
 RULES = ("average_1se", "max_nested", "one_se", "beat_single", "stepwise")
 KIND_COMPLEXITY = {"best_single": 0, "uniform": 1, "greedy": 2, "hill_climb": 2, "subsets": 3, "stack": 4}
 
@@ -53,16 +56,18 @@ class Resampler:
     """A group bootstrap: each resample draws G of the G groups with replacement (multinomial counts).
 
     The [B, G] counts are generated in chunks from (seed, chunk), so memory stays bounded on large tables and
-    every caller sees the same resamples: comparisons between rows are paired.
+    every caller sees the same resamples: comparisons between rows are paired. When all B resamples take at
+    most `keep_bytes`, the chunks are drawn once and kept (a table's rows are scored on them many times).
     """
 
     codes: np.ndarray  # [n] group index per row, 0..G-1
     resamples: int
     seed: int
     chunk_bytes: int = 32 << 20
-    _kept: list[np.ndarray] = field(
-        default_factory=list, compare=False, repr=False
-    )  # the one chunk, once drawn
+    keep_bytes: int = 64 << 20
+    _kept: dict[bool, list[np.ndarray]] = field(
+        default_factory=dict, compare=False, repr=False
+    )  # transposed? -> the chunks, once drawn
 
     @property
     def n_groups(self) -> int:
@@ -78,22 +83,36 @@ class Resampler:
         return Resampler.make(self.codes[rows], self.resamples, seed)
 
     def chunks(self) -> Iterator[np.ndarray]:
-        """[b, G] float64 draw counts, chunk by chunk, B rows in all (read-only: when all fit in one chunk, it is
-        drawn once and kept, as a table's rows are scored on the same resamples many times)."""
+        """[b, G] float64 draw counts, chunk by chunk, B rows in all (read-only)."""
+        return self._chunks(transposed=False)
+
+    def drawn(self) -> Iterator[np.ndarray]:
+        """The same chunks transposed: [G, b], C-contiguous (the right-hand side of sparse products)."""
+        return self._chunks(transposed=True)
+
+    def _chunks(self, transposed: bool) -> Iterator[np.ndarray]:
+        if transposed in self._kept:
+            yield from self._kept[transposed]
+            return
+        keep = self.resamples * self.n_groups * 8 <= self.keep_bytes
+        made = []
+        for counts in self._kept.get(False) or self._draw():
+            out = np.ascontiguousarray(counts.T) if transposed else counts
+            out.flags.writeable = False
+            if keep:
+                made.append(out)
+            yield out
+        if keep:  # only once every chunk was drawn
+            self._kept[transposed] = made
+
+    def _draw(self) -> Iterator[np.ndarray]:
         G = self.n_groups
         step = max(1, min(self.resamples, self.chunk_bytes // (8 * max(G, 1))))
-        if step >= self.resamples and self._kept:
-            yield self._kept[0]
-            return
         for i, start in enumerate(range(0, self.resamples, step)):
             b = min(step, self.resamples - start)
             draws = np.random.default_rng([self.seed, i]).integers(0, G, size=(b, G))
             draws += np.arange(b)[:, None] * G
-            counts = np.bincount(draws.ravel(), minlength=b * G).reshape(b, G).astype(np.float64)
-            if step >= self.resamples:
-                counts.flags.writeable = False
-                self._kept.append(counts)
-            yield counts
+            yield np.bincount(draws.ravel(), minlength=b * G).reshape(b, G).astype(np.float64)
 
 
 def _group_class_matrix(codes: np.ndarray, classes: np.ndarray, weights: np.ndarray | None, G: int, C: int):
@@ -107,14 +126,15 @@ class BootstrapScorer:
     """Scores of many prediction arrays on the same group-bootstrap resamples of (y, groups).
 
     Argmax metrics need only three per-class counts per resample (true, predicted, correct): sparse
-    group-by-class matrices ([G, C]; every prediction's side by side in one [G, R * C]) multiplied by the
-    [b, G] draw counts, so one row of the table costs O(B * n) whatever the number of classes. Log loss
-    resamples per-row losses. Other metrics fall back to scoring each resample's rows.
+    group-by-class matrices multiplied by the [G, b] draw counts (`_label_scores`), and `scores` remembers the
+    class predictions it has scored (the selection rules' picks often coincide). Log loss resamples per-row
+    losses. Other metrics fall back to scoring each resample's rows.
     """
 
     def __init__(self, metric: str, y: np.ndarray, n_classes: int, rs: Resampler) -> None:
         self.metric, self.y, self.C, self.rs = metric, np.asarray(y, dtype=np.int64), n_classes, rs
         self.by_label = self.metric in ARGMAX_METRICS and self.y.ndim == 1
+        self._scored: dict[bytes, np.ndarray] = {}  # digest of class predictions -> their [B] scores
 
     def decisions(self, Q: np.ndarray) -> np.ndarray:
         """What the metric reads of probabilities Q [n, C]: for argmax metrics the predicted class per row (so
@@ -128,8 +148,17 @@ class BootstrapScorer:
         return score(self.metric, self.y, Q, logits=False)
 
     def scores(self, Q: np.ndarray) -> np.ndarray:
-        """[B] the metric of probabilities Q [n, C] on each resample."""
-        return self.scores_many([Q])[0]
+        """[B] the metric of probabilities Q [n, C] on each resample (read-only)."""
+        if not self.by_label:
+            return self.scores_many([Q])[0]
+        import hashlib
+
+        pred = np.ascontiguousarray(self.decisions(Q), dtype=np.int64)
+        key = hashlib.blake2b(pred.tobytes(), digest_size=16).digest()
+        if key not in self._scored:
+            self._scored[key] = self._label_scores([pred])[0]
+            self._scored[key].flags.writeable = False
+        return self._scored[key]
 
     def scores_many(self, preds: Sequence[np.ndarray]) -> np.ndarray:
         """[R, B] the metric of each prediction array (probabilities, or `decisions`) on each resample (the same
@@ -139,27 +168,8 @@ class BootstrapScorer:
             from kit.blend.multilabel import bootstrap_scores
 
             return bootstrap_scores(self.metric, y, rs, preds)
-        if self.by_label:  # every prediction's per-class counts in one sparse [G, R * C] matrix per count
-            R = len(preds)
-            pred = np.concatenate([self.decisions(Q) for Q in preds])
-            cols = np.arange(R).repeat(len(y)) * C
-            codes, truth = np.tile(rs.codes, R), np.tile(y, R)
-            predicted = _group_class_matrix(codes, cols + pred, None, G, R * C).T.tocsr()
-            hits = _group_class_matrix(codes, cols + truth, (pred == truth).astype(np.float64), G, R * C)
-            hits = hits.T.tocsr()
-            labels = _group_class_matrix(rs.codes, y, None, G, C)
-            parts = []
-            for counts in rs.chunks():
-                support = counts @ labels
-                drawn = np.ascontiguousarray(counts.T)
-                # [R, C, b] blocks; each one's transpose [b, C] has the layout of `counts @ matrix`, so the
-                # metric sums its classes in the same order as one sparse product per prediction did
-                tp = (hits @ drawn).reshape(R, C, len(counts))
-                made = (predicted @ drawn).reshape(R, C, len(counts))
-                parts.append(
-                    np.stack([score_from_counts(self.metric, tp[r].T, made[r].T, support) for r in range(R)])
-                )
-            return np.concatenate(parts, axis=1)
+        if self.by_label:
+            return self._label_scores([self.decisions(Q) for Q in preds])
         name, _ = parse_metric(self.metric)
         if name in ROW_MEAN_METRICS:  # log loss, MAP@k, top-k: per-row values summed by group
             sums = [
@@ -182,6 +192,48 @@ class BootstrapScorer:
         if name == "roc_auc":
             return np.stack([self._auc(np.asarray(Q)) for Q in preds])
         return np.stack([self._generic(Q) for Q in preds])
+
+    def _label_scores(self, preds: list[np.ndarray]) -> np.ndarray:
+        """[R, B] an argmax metric of class predictions [n] each, from per-class counts per resample.
+
+        The table's rows predict the same class for most rows, so the counts are those of a consensus (each
+        row's most common prediction) plus, per prediction, sparse [R * C, G] corrections on the rows where it
+        differs: one product per count costs O(B * rows that differ) instead of O(B * R * n). The counts are
+        integers (exact in float64): the same scores as counting each prediction alone."""
+        rs, y, G, C, R = self.rs, self.y, self.rs.n_groups, self.C, len(preds)
+        pred = np.stack(preds)  # [R, n]
+        n = len(y)
+        if R > 2 and n * C <= CONSENSUS_CELLS:
+            votes = np.bincount((np.arange(n) * C + pred).ravel(), minlength=n * C).reshape(n, C)
+            base = votes.argmax(axis=1)
+        else:
+            base = pred[0]
+        r, i = np.nonzero(pred != base)  # the (prediction, row) pairs that differ from the consensus
+        g, p, b, t = rs.codes[i], pred[r, i], base[i], y[i]
+        # predictions: +1 at the prediction's class, -1 at the consensus's; hits: +-1 at the true class
+        change = _group_class_matrix(
+            np.concatenate([g, g]),
+            np.concatenate([r * C + p, r * C + b]),
+            np.concatenate([np.ones(len(i)), -np.ones(len(i))]),
+            G,
+            R * C,
+        ).T.tocsr()
+        gained = (p == t).astype(np.float64) - (b == t)
+        hit_change = _group_class_matrix(g, r * C + t, gained, G, R * C).T.tocsr()
+        labels = _group_class_matrix(rs.codes, y, None, G, C).T.tocsr()
+        base_made = _group_class_matrix(rs.codes, base, None, G, C).T.tocsr()
+        base_hits = _group_class_matrix(rs.codes, y, (base == y).astype(np.float64), G, C).T.tocsr()
+        parts = []
+        for drawn in rs.drawn():
+            b = drawn.shape[1]
+            # [C, b] blocks, read through their transposes [b, C]: every count sums its classes in one order
+            support = (labels @ drawn).T
+            made = (change @ drawn).reshape(R, C, b) + (base_made @ drawn)
+            tp = (hit_change @ drawn).reshape(R, C, b) + (base_hits @ drawn)
+            parts.append(
+                np.stack([score_from_counts(self.metric, tp[k].T, made[k].T, support) for k in range(R)])
+            )
+        return np.concatenate(parts, axis=1)
 
     def _auc(self, Q: np.ndarray) -> np.ndarray:
         """[B] ROC AUC (binary: class 1's column; else one-vs-rest, macro over the classes a resample has) with

@@ -57,13 +57,10 @@ def f1_from_counts(tp: np.ndarray, predicted: np.ndarray, support: np.ndarray) -
 
 
 def mean_present(values: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """The mean of `values` over the entries where `present`, along the last axis (0 where none is).
-
-    One set of values: `values[present].mean()`. Batched ([..., C], the bootstrap's resamples): a masked sum
-    over each row, which may differ from the 1-D mean in the last bit (another order of the same additions)."""
+    """The mean of `values` over the entries where `present`, along the last axis (0 where none is): a masked
+    sum over the last axis, so one set of values [C] and a batch [..., C] (the bootstrap's resamples, the blend
+    searches' candidates) add the same numbers in the same order, bit for bit."""
     v, keep = np.asarray(values), np.asarray(present, dtype=bool)
-    if v.ndim == 1:
-        return np.asarray(v[keep].mean() if keep.any() else 0.0)
     return np.asarray((v * keep).sum(axis=-1) / np.maximum(keep.sum(axis=-1), 1))
 
 
