@@ -12,6 +12,7 @@ Everything here is pure array code: predictions in, indices and numbers out.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,9 +31,8 @@ from kit.metrics.scores import (
     score_from_counts,
 )
 
-CONSENSUS_CELLS = (
-    1 << 24
-)  # rows x classes up to which the bootstrap counts corrections to a consensus (votes)
+# rows x classes up to which the bootstrap counts its label predictions as corrections to their consensus
+CONSENSUS_CELLS = 1 << 24
 RULES = ("average_1se", "max_nested", "one_se", "beat_single", "stepwise")
 KIND_COMPLEXITY = {"best_single": 0, "uniform": 1, "greedy": 2, "hill_climb": 2, "subsets": 3, "stack": 4}
 
@@ -151,8 +151,6 @@ class BootstrapScorer:
         """[B] the metric of probabilities Q [n, C] on each resample (read-only)."""
         if not self.by_label:
             return self.scores_many([Q])[0]
-        import hashlib
-
         pred = np.ascontiguousarray(self.decisions(Q), dtype=np.int64)
         key = hashlib.blake2b(pred.tobytes(), digest_size=16).digest()
         if key not in self._scored:
@@ -209,27 +207,26 @@ class BootstrapScorer:
         else:
             base = pred[0]
         r, i = np.nonzero(pred != base)  # the (prediction, row) pairs that differ from the consensus
-        g, p, b, t = rs.codes[i], pred[r, i], base[i], y[i]
+        g, p, q, t = rs.codes[i], pred[r, i], base[i], y[i]
         # predictions: +1 at the prediction's class, -1 at the consensus's; hits: +-1 at the true class
         change = _group_class_matrix(
             np.concatenate([g, g]),
-            np.concatenate([r * C + p, r * C + b]),
+            np.concatenate([r * C + p, r * C + q]),
             np.concatenate([np.ones(len(i)), -np.ones(len(i))]),
             G,
             R * C,
         ).T.tocsr()
-        gained = (p == t).astype(np.float64) - (b == t)
+        gained = (p == t).astype(np.float64) - (q == t)
         hit_change = _group_class_matrix(g, r * C + t, gained, G, R * C).T.tocsr()
         labels = _group_class_matrix(rs.codes, y, None, G, C).T.tocsr()
         base_made = _group_class_matrix(rs.codes, base, None, G, C).T.tocsr()
         base_hits = _group_class_matrix(rs.codes, y, (base == y).astype(np.float64), G, C).T.tocsr()
         parts = []
         for drawn in rs.drawn():
-            b = drawn.shape[1]
             # [C, b] blocks, read through their transposes [b, C]: every count sums its classes in one order
             support = (labels @ drawn).T
-            made = (change @ drawn).reshape(R, C, b) + (base_made @ drawn)
-            tp = (hit_change @ drawn).reshape(R, C, b) + (base_hits @ drawn)
+            made = (change @ drawn).reshape(R, C, -1) + (base_made @ drawn)
+            tp = (hit_change @ drawn).reshape(R, C, -1) + (base_hits @ drawn)
             parts.append(
                 np.stack([score_from_counts(self.metric, tp[k].T, made[k].T, support) for k in range(R)])
             )
