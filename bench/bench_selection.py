@@ -16,7 +16,7 @@ predictions of a single fold model, and of the fold-averaged models). The report
 inside each outer fold (selection-aware); for max_nested the raw maximum is reported too (what kit printed
 before).
 
-Run: `python bench/bench_selection.py [--competitions 500] [--seed 0] [--demo DIR]` (556 s for 500 on
+Run: `python bench/bench_selection.py [--competitions 500] [--seed 0] [--demo DIR]` (528-556 s for 500 on
 2 cores; docs/blend.md has the run). `--stack-C 1.0` fixes the stack's C instead of kit's nested choice
 (faster, less faithful). The largest competitions start first. `--demo DIR` adds the demo competition: DIR is a
 folder where `kit demo` ran (kit.yaml, trained members and the held-back answers). The small version in
@@ -67,7 +67,7 @@ RULES = [
 ]
 
 # The benchmark's table: every blender kind and both post-processing steps, with grids coarser than
-# ensembles/all.yaml's defaults so that 500 competitions take under 10 minutes on 2 cores (556 s).
+# ensembles/all.yaml's defaults so that 500 competitions take under 10 minutes on 2 cores (528-556 s).
 BENCH_SPEC = {
     "members": "all",
     "blenders": [
