@@ -58,8 +58,8 @@ def f1_from_counts(tp: np.ndarray, predicted: np.ndarray, support: np.ndarray) -
 
 def mean_present(values: np.ndarray, present: np.ndarray) -> np.ndarray:
     """The mean of `values` over the entries where `present`, along the last axis (0 where none is): a masked
-    sum over the last axis, so one set of values [C] and a batch [..., C] (the bootstrap's resamples, the blend
-    searches' candidates) add the same numbers in the same order, bit for bit."""
+    sum over the last axis, so one set of values [C] and a C-ordered batch [..., C] (the blend searches'
+    candidates, FastScorer.from_confusions) add the same numbers in the same order, bit for bit."""
     v, keep = np.asarray(values), np.asarray(present, dtype=bool)
     return np.asarray((v * keep).sum(axis=-1) / np.maximum(keep.sum(axis=-1), 1))
 
