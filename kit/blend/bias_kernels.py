@@ -18,6 +18,12 @@ configure()  # the cache folder and threading layer, before numba is imported
 import numba  # noqa: E402
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _beats(v: np.float32, c: int, w: np.float32, k: int) -> bool:
+    """Class c's value v beats class k's value w under numpy's argmax rule: greater, or equal and c is lower."""
+    return bool(v > w) or bool(v == w and c < k)
+
+
 @numba.njit(cache=True, nogil=True)
 def _row_top_two(S: np.ndarray, i: int) -> tuple[int, np.float32, int, np.float32]:
     """(best class, its value, second class, its value) of row i of S [C, n]; ties go to the lower class."""
@@ -60,10 +66,10 @@ def set_class(
         S[c, i] = v
         if bi[i] == c or si[i] == c:
             bi[i], bv[i], si[i], sv[i] = _row_top_two(S, i)
-        elif v > bv[i] or (v == bv[i] and c < bi[i]):
+        elif _beats(v, c, bv[i], bi[i]):
             si[i], sv[i] = bi[i], bv[i]
             bi[i], bv[i] = c, v
-        elif v > sv[i] or (v == sv[i] and c < si[i]):
+        elif _beats(v, c, sv[i], si[i]):
             si[i], sv[i] = c, v
 
 
@@ -94,12 +100,10 @@ def offset_confusions(
             o, ov = bi[i], bv[i]
         t = y[i]
         out[0, t, o] += 1
-        top = Lc[i] + grid[G - 1]
-        if top < ov or (top == ov and c > o):  # not even the largest offset makes c win: most rows
+        if not _beats(Lc[i] + grid[G - 1], c, ov, o):  # not even the largest offset makes c win: most rows
             continue
         for g in range(G):
-            val = Lc[i] + grid[g]
-            if val > ov or (val == ov and c < o):
+            if _beats(Lc[i] + grid[g], c, ov, o):
                 out[g, t, o] -= 1
                 out[g, t, c] += 1
                 break
