@@ -2,13 +2,52 @@
 
 from __future__ import annotations
 
+MAX_PROBLEMS_SHOWN = 30
+MAX_LINE = 600
+
+
+def clip(text: str, limit: int = MAX_LINE) -> str:
+    """`text` cut in the middle to at most `limit` characters: the start names the key, the end the fix."""
+    if len(text) <= limit:
+        return text
+    keep = (limit - 5) // 2
+    return f"{text[:keep]} ... {text[-keep:]}"
+
 
 class KitError(Exception):
-    """A problem the user can fix: the message names the file, key or row and what to do instead."""
+    """A problem the user can fix: the message names the file, key or row and what to do instead.
+
+    What is printed is bounded (MAX_PROBLEMS_SHOWN problems, MAX_LINE characters a line, so an error never
+    echoes a whole input); `problems` keeps every one."""
 
     def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
         self.problems = list(problems or [])
-        text = message
-        if self.problems:
-            text = message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        text = clip(message, 4 * MAX_LINE)
+        shown = [f"  - {clip(p)}" for p in self.problems[:MAX_PROBLEMS_SHOWN]]
+        if len(self.problems) > MAX_PROBLEMS_SHOWN:
+            shown.append(f"  ... and {len(self.problems) - MAX_PROBLEMS_SHOWN} more")
+        if shown:
+            text = text + "\n" + "\n".join(shown)
         super().__init__(text)
+
+
+def describe_os_error(e: OSError) -> str:
+    """An OSError as a user's message: the path, what the system said, and what to do about it."""
+    import errno
+
+    paths = [p for p in (e.filename, e.filename2) if p is not None]
+    where = " -> ".join(str(p) for p in paths) or "(no path given)"
+    reason = e.strerror or str(e)
+    fixes = {
+        errno.ENOSPC: "the disk is full: free space there, or point `workdir:` (or --out) at a disk with room",
+        errno.EDQUOT: "the disk quota is used up: free space there, or point `workdir:` (or --out) elsewhere",
+        errno.EROFS: "that filesystem is read-only: point `workdir:` (or --out) at a writable folder",
+        errno.EACCES: "you may not write or read there: fix its permissions, or point `workdir:` (or --out) at "
+        "a folder of yours",
+        errno.EPERM: "the system refused the operation: fix its permissions, or use another folder",
+        errno.ENAMETOOLONG: "a file name is longer than the filesystem allows (255 bytes a name): shorten it",
+        errno.EMFILE: "too many open files: raise the limit (`ulimit -n 4096`) or lower `num_workers`",
+        errno.EIO: "the disk reported an I/O error: check the disk, or use another folder",
+    }
+    fix = fixes.get(e.errno or -1, "check that the path exists and is usable, then run the command again")
+    return f"{where}: {reason}; {fix}"

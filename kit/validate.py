@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kit.config.load import apply_overrides, read_yaml, resolve_paths, validate_data
 from kit.config.schema import KitConfig
 from kit.errors import KitError
+
+if TYPE_CHECKING:
+    from kit.cv.folds import Folds
+    from kit.data.table import Table
 
 T = TypeVar("T")
 
@@ -50,9 +54,12 @@ def check_paths(cfg: KitConfig) -> list[str]:
             problems.append(
                 f"competition.{key}: {p} does not exist; fix the path (relative to competition.root)"
             )
+    from kit.artifacts.workdir import workdir_problem
     from kit.data.extra import check_extra_paths
 
     problems += check_extra_paths(comp)
+    if (wd := workdir_problem(cfg.workdir)) is not None:
+        problems.append(wd)
     if comp.test is None:
         problems.append("competition.test is not set; `kit submit` needs the test table or test image folder")
     if comp.sample_submission is None:
@@ -62,10 +69,11 @@ def check_paths(cfg: KitConfig) -> list[str]:
     return problems
 
 
-def check_data(cfg: KitConfig) -> list[str]:
-    """What `kit train` and `kit submit` would refuse: the config's files, tables, fold plan and sample.
+def check_data(cfg: KitConfig, warns: list[str] | None = None) -> list[str]:
+    """What `kit train` and `kit submit` would refuse: the config's files, tables, fold plan and sample, and
+    train's preflight (check_training); its warnings go to `warns`.
 
-    Reads tables and file names only (no image is decoded, nothing heavy is imported)."""
+    Reads tables, file names and a few image headers only (no image is decoded, nothing heavy is imported)."""
     from kit.cv.folds import check_fold_plan
     from kit.data.table import load_test, load_train
     from kit.submit.format import match_ids
@@ -84,8 +92,11 @@ def check_data(cfg: KitConfig) -> list[str]:
             return None
 
     train = attempt(lambda: load_train(comp))
+    plan_ok = False  # train's preflight needs the fold plan
     if train is not None:
+        n = len(problems)
         attempt(lambda: check_fold_plan(cfg, train))
+        plan_ok = len(problems) == n
     if train is not None and comp.extra_train:  # labels mapped onto the classes (no image is decoded)
         from kit.data.extra import load_extra_tables
 
@@ -102,7 +113,64 @@ def check_data(cfg: KitConfig) -> list[str]:
         )
         if layout is not None and test is not None:
             attempt(lambda: match_ids(sample.column(layout.id_col), test.ids, lines=sample.lines))
+    if plan_ok and train is not None and (test is not None or comp.test is None):
+        refused, warned = check_training(cfg, train, test)
+        problems += refused
+        if warns is not None:
+            warns += warned
     return problems
+
+
+def check_training(cfg: KitConfig, train: Table, test: Table | None) -> tuple[list[str], list[str]]:
+    """(problems, warnings) `kit train` gives before it trains anything: pretrained weights it cannot get
+    (kit.train.models.pretrained_problem) and its preflight (kit.train.preflight: caches that do not fit on the
+    disk, a batch that does not fit in memory, an img_size far above the images'). Builds no model and decodes
+    no image; torch is imported only to search a non-empty hub cache or measure a GPU. After a `kit train`, the
+    images are fingerprinted (through workdir/cache/file_hashes.json) to tell which caches exist."""
+    from kit.config.schema import TimmMember
+    from kit.train.models import pretrained_problem
+    from kit.train.preflight import Inputs, findings
+
+    problems: list[str] = []
+    for name, m in cfg.members.items():
+        try:
+            if isinstance(m, TimmMember) and (p := pretrained_problem(name, m)) is not None:
+                problems.append(p)
+        except KitError as e:
+            problems.append(str(e))
+    if not cfg.members:
+        return problems, []
+    fps: dict[str, str] = {}
+
+    def images_fingerprint(split: str) -> str:  # only when a cache of that size exists: after a train
+        if not fps:
+            from kit.data.workspace import Workspace
+
+            ws = Workspace(cfg=cfg, train=train, test=test, folds=_folds(cfg, train))
+            fps.update(train=ws.train_images_fingerprint, test=ws.test_images_fingerprint)
+        return fps[split]
+
+    n, k = len(train), cfg.folds.k
+    rows = n - n // k  # the largest fold's train rows are at least this many
+    if any(m.batch_size > rows for m in cfg.members.values()):  # the exact number matters: split
+        folds = _folds(cfg, train)
+        rows = max(len(folds.train_idx(f)) for f in range(folds.k))
+    inputs = Inputs(train, test, cfg.workdir / "cache", rows, images_fingerprint)
+    try:
+        refused, warned = findings(inputs, dict(cfg.members))
+    except KitError as e:
+        return [*problems, str(e)], []
+    return problems + [f"`kit train` would not start: {p}" for p in refused], warned
+
+
+def _folds(cfg: KitConfig, train: Table) -> Folds:
+    import warnings
+
+    from kit.cv.folds import make_folds
+
+    with warnings.catch_warnings():  # check_fold_plan reported what matters already
+        warnings.simplefilter("ignore")
+        return make_folds(cfg, train)
 
 
 def check_tune_and_tracking(cfg: KitConfig) -> list[str]:
@@ -132,7 +200,9 @@ def validate_file(path: Path, overrides: list[str] | None = None) -> Checked:
             cfg = resolve_paths(
                 validate_data(apply_overrides(data, overrides), KitConfig, str(path)), path.parent.resolve()
             )
-            return Checked(path, kind, check_data(cfg) + check_tune_and_tracking(cfg))
+            warns: list[str] = []
+            problems = check_data(cfg, warns) + check_tune_and_tracking(cfg)
+            return Checked(path, kind, problems, warns)
         if kind == "ensemble":
             from kit.config.ensemble import EnsembleSpec
 

@@ -88,12 +88,12 @@ def test_readme_notebook_example_runs_and_returns_typed_results(readme: Readme) 
     assert blended.weights == winner["weights"] and picked == winner["selection"]["picked_rows"]
     lo, hi = blended.nested_interval
     assert lo <= blended.nested_score <= hi and blended.metric == "weighted_f1"
-    # the submission: the sample's shape, written under ./submissions, its CV score the blend's
+    # the submission: the sample's shape, written under ./submissions, its CV score the blend's selection-aware one
     assert sub.path.parent == Path("submissions") and sub.n_rows == 8
     rows = list(csv.reader((readme.home / sub.path).open()))
     assert rows[0] == ["id", "label"] and [r[0] for r in rows[1:]] == [f"t{j:03d}" for j in range(8)]
     assert {r[1] for r in rows[1:]} <= set(CLASSES)
-    assert sub.source.kind == "blend" and sub.source.cv_score == pytest.approx(blended.nested_score)
+    assert sub.source.kind == "blend" and sub.source.cv_score == pytest.approx(blended.selection_aware_score)
     # the example prints what it shows the reader
     assert blended.winner in readme.out and str(sub.path) in readme.out
 

@@ -36,7 +36,7 @@ def test_good_config_resolves_paths_relative_to_the_file(tmp_path: Path) -> None
     assert cfg.competition.train == (tmp_path / "data" / "train.csv").resolve()
     assert cfg.workdir == (tmp_path / "work").resolve()
     assert cfg.members["cnx"].kind == "timm"
-    assert cfg.members["cnx"].tta == ["plain", "hflip"]
+    assert cfg.members["cnx"].tta == ["plain"]  # the default views: no flip unless asked for
     assert cfg.folds.k == 5 and cfg.competition.metric == "weighted_f1"
 
 

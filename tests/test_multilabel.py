@@ -290,7 +290,7 @@ def test_clip_probe_member_trains_multilabel(tmp_path: Path, runner) -> None:
     meta = json.loads((tmp_path / "work" / "members" / "clip" / "meta.json").read_text())
     assert meta["task"] == "multilabel" and meta["kind"] == "clip_probe"
     oof = np.load(tmp_path / "work" / "members" / "clip" / "oof_logits.npy")
-    assert oof.shape == (40, 2, 3) and np.isfinite(oof).all()
+    assert oof.shape == (40, 1, 3) and np.isfinite(oof).all()  # the default views: plain only
     assert 0 <= meta["metrics"]["pooled"]["f1_samples"] <= 1
 
 

@@ -200,6 +200,13 @@ def test_cli_predict_writes_the_same_csv_as_kit_submit(home: Path, tmp_path: Pat
     assert r.exit_code == 0, r.output
     assert "images/s" in r.output and "cnx" in r.output
     assert (tmp_path / "pred.csv").read_text() == (tmp_path / "sub.csv").read_text()
+    # both records show the same score: the selection-aware estimate, labelled (never the winner's nested one)
+    sub_side = json.loads((tmp_path / "sub.csv.json").read_text())
+    pred_side = json.loads((tmp_path / "pred.csv.json").read_text())
+    winner = json.loads((home / "work" / "blends" / "stack" / "winner.json").read_text())
+    for side in (sub_side, pred_side):
+        assert side["score_kind"] == "selection-aware nested CV"
+        assert side["cv_score"] == pytest.approx(winner["selection_aware_score"])
     # a folder, no sample: id,label plus the probabilities
     r = invoke(
         runner,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import invoke, write_csv, write_image
+from conftest import TINY_INIT_MEMBER, invoke, set_args, write_csv, write_image
 from test_init import make_dacon
 from train_helpers import make_competition, member, write_config
 from typer.testing import CliRunner
@@ -113,7 +113,14 @@ def test_korean_tables_in_cp949_init_and_fold(tmp_path: Path, runner: CliRunner,
     assert r.exit_code == 0, r.output
     for name in ("가구수정", "걸레받이수정", "창틀,문틀수정", "오염"):
         assert name in r.output
-    assert invoke(runner, ["validate", str(out)]).exit_code == 0
+    # `kit init`'s member wants hub weights, which validate refuses offline as train does: the tiny one.
+    # The sample holds only '0' for named classes: validate names the key that says names or indices
+    r = invoke(runner, ["validate", str(out), *set_args(TINY_INIT_MEMBER)])
+    assert r.exit_code == 1 and "set competition.submission.kind: label (names)" in r.output, r.output
+    r = invoke(
+        runner, ["validate", str(out), *set_args([*TINY_INIT_MEMBER, "competition.submission.kind=label"])]
+    )
+    assert r.exit_code == 0, r.output
 
 
 # ---------------------------------------------------------------- 10: validate fails where train/submit would
@@ -320,6 +327,7 @@ def test_the_fallback_font_has_every_glyph_and_latin_stays_dejavu(tmp_path: Path
     import matplotlib
     from matplotlib import font_manager, ft2font
 
+    from kit.blend.contributions import Contribution
     from kit.blend.report import write_png
     from kit.plots.fonts import cjk_font_path, font_families
 
@@ -339,7 +347,11 @@ def test_the_fallback_font_has_every_glyph_and_latin_stays_dejavu(tmp_path: Path
         write_png(
             tmp_path / "r.png",
             title="cjk",
-            weights={"a": 0.5, "b": 0.5},
+            contributions=[
+                Contribution(member="a", alone=0.5, weight=0.5, without=0.45, gain=0.05),
+                Contribution(member="b", alone=0.4, weight=0.5, without=0.5, gain=0.0),
+            ],
+            metric="weighted_f1",
             per_class=[{"class": c, "support": 3, "best_single": 0.5, "blend": 0.6} for c in classes],
             single_name="a",
             y=y,

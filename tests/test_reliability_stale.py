@@ -16,34 +16,12 @@ import numpy as np
 import pytest
 import yaml
 from conftest import invoke, write_csv
-from train_helpers import CLASSES, make_competition, member
+from train_helpers import CLASSES, make_competition, member, write_relative_config
 from typer.testing import CliRunner
 
 import kit
 
 REPO = Path(kit.__file__).resolve().parents[1]
-
-
-def write_kit_yaml(base: Path, members: dict, k: int = 2) -> Path:
-    """kit.yaml with paths relative to its folder, so a copied folder is a working copy of the project."""
-    cfg = {
-        "competition": {
-            "root": "data",
-            "train": "train.csv",
-            "test": "test.csv",
-            "sample_submission": "sample_submission.csv",
-            "id_column": "id",
-            "image_column": "img_path",
-            "label_column": "label",
-            "metric": "weighted_f1",
-        },
-        "folds": {"k": k, "seed": 0},
-        "workdir": "work",
-        "members": members,
-    }
-    path = base / "kit.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False), "utf-8")
-    return path
 
 
 def make_project(base: Path, k: int = 2, **member_kw: object) -> Path:
@@ -60,7 +38,7 @@ def make_project(base: Path, k: int = 2, **member_kw: object) -> Path:
     (base / "ensembles").mkdir(parents=True, exist_ok=True)
     spec = {"members": ["cnx"], "blenders": [{"kind": "uniform"}]}
     (base / "ensembles" / "all.yaml").write_text(yaml.safe_dump(spec), "utf-8")
-    return write_kit_yaml(base, {"cnx": member(**member_kw)}, k=k)
+    return write_relative_config(base, {"cnx": member(**member_kw)}, k=k)
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +210,7 @@ def test_changed_member_config_refused_unless_allow_stale(
     trained: Path, tmp_path: Path, runner: CliRunner
 ) -> None:
     base = copy_project(trained, tmp_path)
-    write_kit_yaml(base, {"cnx": member(lr=0.002, num_workers=1)})
+    write_relative_config(base, {"cnx": member(lr=0.002, num_workers=1)})
     out = tmp_path / "sub.csv"
 
     r = invoke(runner, ["submit", "--member", "cnx", "--out", str(out)], cwd=base)
@@ -253,7 +231,7 @@ def test_changed_member_config_refused_unless_allow_stale(
     r = invoke(runner, ["blend", "ensembles/all.yaml", "--allow-stale"], cwd=base)
     assert r.exit_code == 0 and "members.cnx.lr: 0.001 -> 0.002" in r.output, r.output
 
-    write_kit_yaml(base, {"cnx": member(num_workers=1)})  # only a setting that cannot change results
+    write_relative_config(base, {"cnx": member(num_workers=1)})  # only a setting that cannot change results
     r = invoke(runner, ["submit", "--member", "cnx", "--out", str(tmp_path / "b.csv")], cwd=base)
     assert r.exit_code == 0 and "warning" not in r.output, r.output
 
@@ -420,5 +398,5 @@ def test_two_concurrent_trains_train_each_fold_once(tmp_path: Path) -> None:
     print("folds trained per process:", trained_by)
     ws = open_workspace(load_config(base / "kit.yaml"), write=False)
     art = load_member(ws.workdir, "cnx", ws.expected())
-    assert art.oof.shape == (len(ws.train), 2, 3) and np.isfinite(art.oof).all()
+    assert art.oof.shape == (len(ws.train), 1, 3) and np.isfinite(art.oof).all()  # default views: plain
     assert not list((ws.workdir / "members").glob(".*"))  # no temp left behind

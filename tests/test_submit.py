@@ -94,12 +94,17 @@ def test_integer_labels_ids_with_jpg(tmp_path: Path) -> None:
 
 
 def test_label_codes_for_named_classes(tmp_path: Path) -> None:
+    """Different integers in 0..K-1 beside named classes can only be class indices; a constant 0 could be
+    a placeholder for the names, so it is refused naming competition.submission.kind."""
     classes = ["cat", "dog", "fox"]
-    sample = write_bytes(tmp_path / "s.csv", "id,label\na,0\nb,0\nc,0\n")
+    sample = write_bytes(tmp_path / "s.csv", "id,label\na,0\nb,2\nc,1\n")
     probs = random_probs(3, 3, seed=2)
     out, _, layout = submit_to_file(tmp_path, sample, classes, ["a", "b", "c"], probs)
-    assert layout.kind == "label_code"
+    assert layout.kind == "label_code" and "competition.submission.kind: label" in layout.note
     assert [int(r[1]) for r in parse(out)[1:]] == probs.argmax(1).tolist()
+    constant = read_csv_exact(write_bytes(tmp_path / "z.csv", "id,label\na,0\nb,0\nc,0\n"))
+    with pytest.raises(KitError, match="competition.submission.kind: label .names. or label_code"):
+        detect_layout(constant, classes)
 
 
 def test_proba_columns_in_their_own_order_with_bom(tmp_path: Path) -> None:

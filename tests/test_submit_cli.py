@@ -82,9 +82,16 @@ def demo(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Demo:
 
 
 def write_blend(
-    workdir: Path, name: str, test_probs: np.ndarray, e: Expected, n_train: int, nested: float
+    workdir: Path,
+    name: str,
+    test_probs: np.ndarray,
+    e: Expected,
+    n_train: int,
+    nested: float,
+    aware: float | None = None,
 ) -> None:
-    """A blend result folder exactly as the contract in kit/blend describes it."""
+    """A blend result folder exactly as the contract in kit/blend describes it (`aware`: its
+    selection-aware estimate; None: a blend from a kit that did not record one)."""
     d = workdir / "blends" / name
     d.mkdir(parents=True, exist_ok=True)
     c = len(e.classes)
@@ -100,6 +107,7 @@ def write_blend(
         "postprocess": {},
         "nested_score": nested,
         "insample_score": nested + 0.01,
+        **({} if aware is None else {"selection_aware_score": aware, "selection_aware_interval": [0.8, 0.9]}),
         "classes": e.classes,
         "train_ids_fingerprint": e.train_ids_fingerprint,
         "test_ids_fingerprint": e.test_ids_fingerprint,
@@ -162,7 +170,7 @@ def test_submit_blend_default_path_and_listing(
     assert demo.ws.test is not None
     e = demo.ws.expected()
     probs = np.random.default_rng(1).dirichlet(np.ones(10), size=len(demo.ws.test))
-    write_blend(demo.ws.workdir, "all", probs, e, len(demo.ws.train), nested=0.8765)
+    write_blend(demo.ws.workdir, "all", probs, e, len(demo.ws.train), nested=0.9, aware=0.8765)
     code, output = run("submit", "ensembles/all.yaml", "-c", str(demo.config))
     assert code == 0, output
     written = sorted((tmp_path / "submissions").glob("all-*.csv"))
@@ -171,13 +179,14 @@ def test_submit_blend_default_path_and_listing(
     want = dict(zip(demo.ws.test.ids, [demo.ws.classes[c] for c in probs.argmax(1)], strict=True))
     assert {r[0]: r[1] for r in rows[1:]} == want
     side = json.loads(Path(str(written[0]) + ".json").read_text("utf-8"))
-    assert side["source"]["kind"] == "blend" and side["cv_score"] == pytest.approx(0.8765)
+    assert side["source"]["kind"] == "blend" and side["cv_score"] == pytest.approx(0.8765)  # selection-aware
+    assert side["source"]["nested_score"] == pytest.approx(0.9)
 
     code, output = run("submit", "--member", "m", "-c", str(demo.config))
     assert code == 0, output
     code, output = run("submissions")
     assert code == 0, output
-    # best nested/pooled CV first
+    # best selection-aware/pooled CV first
     assert output.index("blend all") < output.index("member m")
     assert "0.8765" in output and "0.4321" in output
 

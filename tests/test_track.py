@@ -113,6 +113,27 @@ def test_mlflow_blend_table_and_submission_score(ws: Workspace, digits: dict, tm
     assert submit.data.tags["submission/file"] == str(out)
 
 
+def _wandb_payload(data: bytes) -> bytes:
+    """The records of a .wandb file joined, without the LevelDB log framing that splits them at 32 KiB block
+    boundaries (a 7-byte file header, then per chunk: crc32, little-endian length, type 1 full / 2 first /
+    3 middle / 4 last). A key searched in the raw bytes is missed whenever a block boundary cuts it."""
+    assert data[:4] == b":W&B", data[:8]
+    block, out, i = 32768, bytearray(), 7
+    while i + 7 <= len(data):
+        space = block - i % block
+        if space < 7:  # a block's tail too short for a chunk header is zero padding
+            i += space
+            continue
+        length, kind = int.from_bytes(data[i + 4 : i + 6], "little"), data[i + 6]
+        if kind == 0:  # zero padding up to the block's end
+            i += space
+            continue
+        assert kind in (1, 2, 3, 4) and length <= space - 7, (i, kind, length)
+        out += data[i + 7 : i + 7 + length]
+        i += 7 + length
+    return bytes(out)
+
+
 def test_wandb_offline_run(ws: Workspace, digits: dict, tmp_path: Path) -> None:  # noqa: F811
     pytest.importorskip("wandb", reason="wandb is not installed here (pip install 'kit[track]')")
     from kit.cli.app import app
@@ -141,7 +162,7 @@ def test_wandb_offline_run(ws: Workspace, digits: dict, tmp_path: Path) -> None:
     (run,) = (tmp_path / "wb" / "wandb").glob("offline-run-*")
     (log,) = run.glob("run-*.wandb")
     winner = json.loads((ws.workdir / "blends" / "w" / "winner.json").read_text())
-    data = log.read_bytes()
+    data = _wandb_payload(log.read_bytes())
     for key in ("blend/w/nested", "blend/w/insample", "blend/w/selection_aware"):
         assert key.encode() in data
     assert json.dumps(winner["nested_score"]).encode() in data

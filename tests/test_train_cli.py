@@ -15,7 +15,11 @@ from kit.config.load import load_config
 
 def test_train_then_runs(tmp_path: Path, runner: CliRunner) -> None:
     data = make_competition(tmp_path / "data")
-    cfg = write_config(tmp_path / "kit.yaml", data, {"cnx": member(), "later": member("test_efficientnet")})
+    cfg = write_config(
+        tmp_path / "kit.yaml",
+        data,
+        {"cnx": member(tta=["plain", "hflip"]), "later": member("test_efficientnet")},
+    )
     r = invoke(runner, ["train", "cnx", "-c", str(cfg), "--set", "members.cnx.epochs=2"], cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert "wrote" in r.output and "fold 1 epoch 2/2" in r.output

@@ -71,3 +71,60 @@ def member(model: str = "test_convnext", **kw: Any) -> dict[str, Any]:
         base["model_kwargs"] = dict(SWIN_KW)
     base.update(kw)
     return base
+
+
+def known_member(config: Path, overrides: list[str] | None = None, name: str = "m") -> dict[str, str]:
+    """Write member `name` through kit's artifact writer with known test logits: test row i (in the test
+    table's order) has class i % C as its clear argmax (multi-label: that one label on). Returns each test
+    id's expected class."""
+    from kit.artifacts.member import write_member
+    from kit.config.load import load_config
+    from kit.data.workspace import open_workspace
+
+    ws = open_workspace(load_config(config, overrides))
+    assert ws.test is not None
+    n_c = len(ws.classes)
+    logits = np.full((len(ws.test), 1, n_c), -4.0, np.float32)
+    for i in range(len(ws.test)):
+        logits[i, 0, i % n_c] = 4.0
+    e = ws.expected()
+    write_member(
+        ws.workdir,
+        name,
+        oof=np.zeros((len(ws.train), 1, n_c), np.float32),
+        test=logits,
+        views=["plain"],
+        classes=ws.classes,
+        train_ids_fingerprint=e.train_ids_fingerprint,
+        test_ids_fingerprint=str(e.test_ids_fingerprint),
+        folds_fingerprint=e.folds_fingerprint,
+        data_fingerprint=ws.data_fingerprint,
+        test_fingerprint=ws.test_fingerprint,
+        config={"kind": "timm"},
+        metrics={"metric": "accuracy", "pooled": {"accuracy": 0.5}},
+        timings={},
+    )
+    return {t: ws.classes[i % n_c] for i, t in enumerate(ws.test.ids)}
+
+
+def write_relative_config(base: Path, members: dict[str, Any], k: int = 2, workdir: str = "work") -> Path:
+    """base/kit.yaml for the competition in base/data (with its sample_submission.csv), every path relative
+    to base, so a copied folder is a working copy of the project."""
+    cfg = {
+        "competition": {
+            "root": "data",
+            "train": "train.csv",
+            "test": "test.csv",
+            "sample_submission": "sample_submission.csv",
+            "id_column": "id",
+            "image_column": "img_path",
+            "label_column": "label",
+            "metric": "weighted_f1",
+        },
+        "folds": {"k": k, "seed": 0},
+        "workdir": workdir,
+        "members": members,
+    }
+    path = base / "kit.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), "utf-8")
+    return path

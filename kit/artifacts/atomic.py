@@ -15,7 +15,7 @@ import secrets
 import shutil
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,21 @@ def clean_stale_temps(folder: Path, *, recursive: bool = True) -> list[tuple[Pat
     return removed
 
 
+def clean_and_report(folder: Path, *, recursive: bool = True) -> list[tuple[Path, int]]:
+    """`clean_stale_temps`, with a warning saying what was removed and how much room it gave back."""
+    import warnings
+
+    removed = clean_stale_temps(folder, recursive=recursive)
+    if removed:
+        size = sum(n for _, n in removed) / 1e6
+        warnings.warn(
+            f"removed {len(removed)} temporary file(s) that killed kit processes left in {folder} "
+            f"({size:.1f} MB): {', '.join(str(p) for p, _ in removed[:5])}",
+            stacklevel=3,
+        )
+    return removed
+
+
 def _size(path: Path) -> int:
     if not path.is_dir() or path.is_symlink():
         return path.lstat().st_size
@@ -107,20 +122,40 @@ def _size(path: Path) -> int:
 
 
 @contextmanager
+def _named(path: Path) -> Iterator[None]:
+    """OSErrors that name no file (a full disk fails a write(), not an open()) or only kit's temporary name
+    are raised again naming `path`, the artifact being written, so the user sees which one failed."""
+    try:
+        yield
+    except OSError as e:
+        name = None if e.filename is None else Path(e.filename).name
+        if e.errno is not None and (name is None or TMP_PATTERN.match(name)):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+
+
+@contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` to write; on success it is renamed onto `path`, on failure removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_name(path)
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        finally:
+            with suppress(OSError):  # a read-only folder: there is no temp to remove
+                tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
     with atomic_file(path) as tmp, tmp.open("w", encoding=encoding, newline="") as f:
         f.write(text)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_file(path) as tmp, tmp.open("wb") as f:
+        f.write(data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -147,18 +182,19 @@ def atomic_dir(path: Path, *, parent: Path | None = None) -> Iterator[Path]:
     inside it (`blends/.`, `members/..`, `.`) is refused before anything is created or removed.
     """
     check_strictly_inside(path, path.parent if parent is None else parent)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    tmp.mkdir()
-    try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = tmp_name(path, "old")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with _named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_name(path)
+        tmp.mkdir()
+        try:
+            yield tmp
+            old = None
+            if path.exists():
+                old = tmp_name(path, "old")
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)

@@ -3,8 +3,13 @@
 workdir/members/NAME/
     oof_logits.npy   float32 [n_train, n_views, n_classes]  row i from the fold model that never saw image i
     test_logits.npy  float32 [n_test, n_views, n_classes]   mean over the fold models
-    meta.json        views, classes, fingerprints, metrics, timings, versions, resolved config
+    meta.json        views, classes, fingerprints, metrics, timings, versions, resolved config, identity
     config.yaml      the resolved member + competition config, for humans
+
+A member's `identity` names one training of it (the run, each fold's done marker, the logits); blends and
+pseudo-label sources record it. Assembling the same finished folds again gives the same identity, and
+`write_member` leaves the folder untouched when nothing but the write time would change, so a `kit train` that
+retrains nothing makes no blend stale.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import json
 import platform
 import time
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +39,9 @@ META_FILE = "meta.json"
 
 
 NOT_COMPARED = {"name", "num_workers"}  # member settings that cannot make an artifact stale
+# meta.json keys that say when and how fast it was written, not what it holds: a rewrite of the same training
+# may differ in them only
+WRITE_TIME_KEYS = ("created", "timings", "versions")
 
 
 class StaleWarning(UserWarning):
@@ -123,8 +133,15 @@ def write_member(
     extra: dict[str, Any] | None = None,
     test_fingerprint: str | None = None,
     fingerprint_parts: dict[str, str] | None = None,
+    made_by: dict[str, Any] | None = None,
+    lock: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> Path:
-    """Validate and write a member's artifacts atomically (a folder renamed into place)."""
+    """Validate and write a member's artifacts atomically (a folder renamed into place).
+
+    `made_by` says which training produced the logits (the fold loop passes its run hash and a digest of each
+    fold's done marker); with it the member gets an `identity`, and a member folder that already holds the same
+    training with the same contents (only WRITE_TIME_KEYS may differ) is kept as it is, unwritten. `lock` is
+    taken around the write only (a kept member needs no lock, so a read-only workdir with nothing to do works)."""
     oof = np.ascontiguousarray(oof, dtype=np.float32)
     test = np.ascontiguousarray(test, dtype=np.float32)
     problems = _check_logits(name, "OOF", oof, views, len(classes))
@@ -133,6 +150,7 @@ def write_member(
         problems.append(f"view 0 must be 'plain', got {views}")
     if problems:
         raise KitError(f"member '{name}': refusing to write broken artifacts:", problems=problems)
+    identity = None if made_by is None else training_identity(made_by, oof, test)
     meta = {
         "artifact_version": ARTIFACT_VERSION,
         "name": name,
@@ -152,9 +170,12 @@ def write_member(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": config,
         **(extra or {}),
+        **({"identity": identity} if identity is not None else {}),
     }
     final = member_dir(workdir, name)
-    with atomic_dir(final, parent=members_dir(workdir)) as tmp:
+    if identity is not None and _holds(final, meta):
+        return final
+    with (lock or nullcontext)(), atomic_dir(final, parent=members_dir(workdir)) as tmp:
         np.save(tmp / OOF_FILE, oof)
         np.save(tmp / TEST_FILE, test)
         (tmp / META_FILE).write_text(
@@ -165,6 +186,53 @@ def write_member(
             "utf-8",
         )
     return final
+
+
+def training_identity(made_by: dict[str, Any], oof: np.ndarray, test: np.ndarray) -> str:
+    """A digest of what produced the member (`made_by`) and of the logits it holds."""
+    h = hashlib.sha256(json.dumps(made_by, sort_keys=True, default=str).encode())
+    for arr in (oof, test):
+        h.update(repr((arr.dtype.str, arr.shape)).encode())
+        h.update(np.ascontiguousarray(arr).data)
+    return h.hexdigest()[:16]
+
+
+def _comparable(meta: dict[str, Any]) -> Any:
+    """meta.json as it reads back from disk, without the keys a rewrite of the same training changes."""
+    plain = json.loads(json.dumps(meta, ensure_ascii=False, default=str))
+    return {k: v for k, v in plain.items() if k not in (*WRITE_TIME_KEYS, "identity", "path")}
+
+
+def _holds(folder: Path, meta: dict[str, Any]) -> bool:
+    """Whether `folder` already holds this training with these contents (nothing to write).
+
+    A member an older kit wrote has no identity; it is kept when everything else matches (its blends record
+    the digest of its meta.json, which stays valid only if the file is left alone)."""
+    if not all((folder / f).is_file() for f in (OOF_FILE, TEST_FILE, META_FILE, "config.yaml")):
+        return False
+    try:
+        old = json.loads((folder / META_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(old, dict) or old.get("identity", meta["identity"]) != meta["identity"]:
+        return False
+    try:  # the logits files are still whole (their headers: shape and dtype)
+        whole = all(
+            np.load(folder / f, mmap_mode="r").shape == (meta[n], len(meta["views"]), len(meta["classes"]))
+            for f, n in ((OOF_FILE, "n_train"), (TEST_FILE, "n_test"))
+        )
+    except (OSError, ValueError):
+        return False
+    return whole and _comparable(old) == _comparable(meta)
+
+
+def member_stamp(workdir: Path, name: str) -> tuple[int, int] | None:
+    """(inode, mtime) of the member's meta.json, None when there is none: a rewrite changes it."""
+    try:
+        st = (member_dir(workdir, name) / META_FILE).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def list_members(workdir: Path) -> list[str]:
@@ -187,12 +255,20 @@ def read_meta(workdir: Path, name: str) -> dict[str, Any]:
 
 
 def artifact_id(workdir: Path, name: str) -> str:
-    """Identifies one training of a member (a digest of its meta.json); blends record it per member."""
+    """Identifies one training of a member; blends and pseudo-label sources record it per member.
+
+    meta.json's `identity` (kept when the same training is assembled again), or for a member an older kit
+    wrote, a digest of its meta.json; "" when there is none."""
     path = member_dir(workdir, name) / META_FILE
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        data = path.read_bytes()
     except OSError:
         return ""
+    try:
+        identity = json.loads(data).get("identity")
+    except (ValueError, AttributeError):
+        identity = None
+    return identity if isinstance(identity, str) and identity else hashlib.sha256(data).hexdigest()[:16]
 
 
 def _show(v: Any) -> str:

@@ -102,8 +102,11 @@ def load_blend(workdir: Path, name: str, expected: Expected | None = None) -> Bl
             )
         changes = []
         for m, made_from in members.items():
-            if artifact_id(workdir, m) != made_from:
-                problems.append(f"member '{m}' was retrained or removed after the blend was made")
+            now = artifact_id(workdir, m)  # the same training keeps its identity (kit.artifacts.member)
+            if not now:
+                problems.append(f"member '{m}' has no artifacts any more (removed after the blend was made)")
+            elif now != made_from:
+                problems.append(f"member '{m}' was retrained after the blend was made")
             else:
                 changes += config_changes(m, read_meta(workdir, m), expected)
         if data:

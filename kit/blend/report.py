@@ -7,12 +7,15 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kit.metrics.scores import confusion_matrix, f1_from_confusion
 from kit.plots.fonts import with_cjk_fallback
+
+if TYPE_CHECKING:
+    from kit.blend.contributions import Contribution
 
 
 def _csv(header: list[str], rows: list[list[Any]]) -> str:
@@ -79,7 +82,8 @@ def write_png(
     path: Path,
     *,
     title: str,
-    weights: dict[str, float],
+    contributions: list[Contribution],
+    metric: str,
     per_class: list[dict[str, Any]],
     single_name: str,
     y: np.ndarray,
@@ -93,11 +97,7 @@ def write_png(
 
     C = len(classes)
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.5), constrained_layout=True)
-    ax = axes[0]
-    names = list(weights)
-    ax.barh(names[::-1], [weights[n] for n in names][::-1], color="tab:blue")
-    ax.set_xlabel("weight")
-    ax.set_title("blend weights")
+    _contributions(axes[0], contributions, metric)
     ax = axes[1]
     x = np.arange(C)
     ax.bar(x - 0.2, [r["best_single"] for r in per_class], 0.4, label=f"best single ({single_name})")
@@ -139,6 +139,23 @@ def write_png(
     fig.suptitle(title)
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def _contributions(ax: Any, contribs: list[Contribution], metric: str) -> None:
+    """Per member: how much better the winner's in-sample score is with it (the score without it, measured;
+    kit.blend.contributions), its mixture weight beside the bar when the winner is a weighted average."""
+    names = [c.member for c in contribs][::-1]
+    gains = [0.0 if c.gain is None else c.gain for c in contribs][::-1]
+    colours = ["tab:grey" if c.gain is None else "tab:blue" if c.gain >= 0 else "tab:red" for c in contribs]
+    ax.barh(names, gains, color=colours[::-1])
+    ax.axvline(0, color="black", linewidth=0.8)
+    for i, c in enumerate(contribs[::-1]):
+        note = "the winner is this member alone" if c.gain is None else f"{c.gain:+.4f}"
+        if c.weight is not None:
+            note += f" (mixture weight {c.weight:.2f})"
+        ax.text(0, i, " " + note, va="center", fontsize=7)
+    ax.set_xlabel(f"how much better the winner's {metric} is with the member (in-sample, all OOF rows)")
+    ax.set_title("what each member adds to the winner")
 
 
 def _label_cells(ax: Any, Y: np.ndarray, blend: np.ndarray, labels: list[str]) -> None:

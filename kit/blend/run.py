@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +13,8 @@ import yaml
 from kit.artifacts.atomic import atomic_dir
 from kit.artifacts.member import artifact_id
 from kit.blend.candidates import build_candidates, load_members, resolve_members
+from kit.blend.contributions import MEANING as CONTRIBUTIONS_MEANING
+from kit.blend.contributions import Contribution, contributions
 from kit.blend.io import OOF_FILE, TEST_FILE, WINNER_FILE, blend_dir
 from kit.blend.nested import Candidate, describe, evaluate_blender, judge
 from kit.blend.postprocess import variants
@@ -40,7 +42,11 @@ class BlendResult:
     n_candidates: int
     table: list[dict[str, Any]]  # one row per blender x post-processing (kit.blend.report.TABLE_KEYS)
     winner: str  # the picked row's label
-    weights: dict[str, float]  # candidate -> weight, non-zero only
+    # candidate -> weight as winner.json `weights` records it (non-zero only): mixture weights summing to one
+    # for a weighted average; for a stack, each candidate's share of |coefficients|, which is not a mixture
+    # weight (a member with no skill can hold a large share); for an average of rows, the mean of the rows'
+    # weights. What each member adds to the winner is `contributions`.
+    weights: dict[str, float]
     nested_score: float
     nested_interval: tuple[float, float]
     selection_aware_score: float
@@ -51,6 +57,9 @@ class BlendResult:
     best_single: str  # the best single candidate and its pooled OOF score
     best_single_score: float
     path: Path
+    # per member: its own score, its mixture weight (None with a stack) and the winner's in-sample score
+    # without it (kit.blend.contributions)
+    contributions: list[Contribution] = field(default_factory=list)
 
 
 def load_spec(path: Path, overrides: list[str] | None = None) -> EnsembleSpec:
@@ -146,12 +155,18 @@ def blend(
             "blender_kind": "average",
             "row": average_label(picked),
             "weights": mean_weights(records),
-            "weights_meaning": "mean of the averaged rows' weights (each row's own are under `rows`)",
+            "weights_meaning": "mean of the averaged rows' weights (each row's own are under `rows`)"
+            + (
+                "; a stack row's weights are its shares of |coefficients|, not mixture weights: see contributions"
+                if any(r.kind == "stack" for r in picked)
+                else ""
+            ),
             "postprocess": {},
             "fold_weights": [],
             "rows": records,
         }
     weights = pick["weights"]
+    contribs = contributions(picked, P, y, [c.member for c in cands.specs], single_scores, metric, insample)
     used = [c for c in cands.specs if c.name in weights]
     members = list(dict.fromkeys(c.member for c in used))
     views = {m: sorted({v for c in used if c.member == m for v in c.views}) for m in members}
@@ -183,6 +198,8 @@ def blend(
         "members": members,
         "views": views,
         **{k: pick[k] for k in ("weights", "weights_meaning")},
+        "contributions": [asdict(c) for c in contribs],
+        "contributions_meaning": CONTRIBUTIONS_MEANING,
         "candidates": {
             c.name: {"member": c.member, "views": list(c.views), "temperature": c.temperature}
             for c in cands.specs
@@ -230,8 +247,10 @@ def blend(
         write_png(
             tmp / "report.png",
             title=f"{name}: {pick['row']} ({sel.rule}), nested {metric} {judged.pick_score:.4f} "
-            f"[{lo:.4f}, {hi:.4f}] (in-sample {insample:.4f}; best single {single_scores[best]:.4f})",
-            weights=weights,
+            f"[{lo:.4f}, {hi:.4f}] (selection-aware {judged.aware.score:.4f}; in-sample {insample:.4f}; "
+            f"best single {single_scores[best]:.4f})",
+            contributions=contribs,
+            metric=metric,
             per_class=per_class,
             single_name=cands.specs[best].name,
             y=y,
@@ -255,6 +274,7 @@ def blend(
         best_single=cands.specs[best].name,
         best_single_score=single_scores[best],
         path=out,
+        contributions=contribs,
     )
 
 
@@ -310,7 +330,7 @@ def row_record(row: Candidate, specs: list[Any]) -> dict[str, Any]:
         "blender_kind": row.kind,
         "row": row.label,
         "weights": {c.name: float(w) for c, w in zip(specs, row.blender.weights_, strict=True) if w > 0},
-        "weights_meaning": "share of |coefficients| (see stack)"
+        "weights_meaning": "share of |coefficients| (see stack), not mixture weights: see contributions"
         if row.kind == "stack"
         else "mixture weights summing to one",
         "postprocess": row.chain.fitted_params(),

@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from kit.errors import KitError
+from kit.errors import MAX_PROBLEMS_SHOWN, KitError, clip, describe_os_error
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
@@ -53,7 +53,8 @@ AllowStaleOpt = Annotated[
 def _show_warning(
     message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
 ) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+    err_console.print("[yellow]warning:[/] ", end="")
+    err_console.print(clip(str(message)), highlight=False, markup=False)
 
 
 def kit_command(fn: F) -> F:
@@ -67,6 +68,10 @@ def kit_command(fn: F) -> F:
         except KitError as e:
             err_console.print("[bold red]error:[/] ", end="")
             err_console.print(str(e), highlight=False, markup=False)
+            raise typer.Exit(1) from None
+        except OSError as e:  # full or read-only disks, permissions, long names: the path and the fix
+            err_console.print("[bold red]error:[/] ", end="")
+            err_console.print(describe_os_error(e), highlight=False, markup=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print(
@@ -99,10 +104,12 @@ def init(
 
     g = write_kit_yaml(data_dir, out, force=force)
     console.print(f"[green]wrote[/] {out}")
-    for n in g.notes:
-        console.print(f"  [cyan]found[/] {n}", highlight=False)
+    for n in g.notes:  # notes quote file and class names, which may hold [brackets]: never markup
+        console.print("  [cyan]found[/] ", end="")
+        console.print(n, highlight=False, markup=False)
     for m in g.missing:
-        console.print(f"  [yellow]not found[/] {m}", highlight=False)
+        console.print("  [yellow]not found[/] ", end="")
+        console.print(m, highlight=False, markup=False)
     for w in g.wrote:
         console.print(f"[green]wrote[/] {w} (blend every trained member, the winner picked by nested CV)")
     cfg = "" if out == Path("kit.yaml") else f" -c {out}"
@@ -137,12 +144,15 @@ def validate(
         if r.problems:
             failed += 1
             err_console.print(f"[red]✗[/] {r.path} ({r.kind}): {len(r.problems)} problem(s)", highlight=False)
-            for p in r.problems:
-                err_console.print(f"    {p}", highlight=False, markup=False)
+            for p in r.problems[:MAX_PROBLEMS_SHOWN]:
+                err_console.print(f"    {clip(p)}", highlight=False, markup=False)
+            if len(r.problems) > MAX_PROBLEMS_SHOWN:
+                err_console.print(f"    ... and {len(r.problems) - MAX_PROBLEMS_SHOWN} more", highlight=False)
         else:
             console.print(f"[green]✓[/] {r.path} ({r.kind})", highlight=False)
-        for w in r.warnings:
-            console.print(f"    [yellow]warning:[/] {w}", highlight=False)
+        for w in r.warnings[:MAX_PROBLEMS_SHOWN]:
+            console.print("    [yellow]warning:[/] ", end="")
+            console.print(clip(w), highlight=False, markup=False)
     if failed:
         raise typer.Exit(1)
 

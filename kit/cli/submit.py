@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kit.cli.app import AllowStaleOpt, ConfigOpt, SetOpt, app, console, err_console, kit_command, load
 from kit.errors import KitError
+
+if TYPE_CHECKING:
+    from kit.submit.source import Source
 
 
 @app.command()
@@ -49,14 +52,31 @@ def submit(
         force=force,
         allow_stale=allow_stale,
     )
-    src = res.source
-    score = f"{src.cv_score:.4f}" if src.cv_score is not None else "n/a"
     console.print(f"[green]wrote[/] {res.path} ({res.n_rows} rows, {res.layout.kind})", highlight=False)
     if res.layout.note:
         console.print(f"  {res.layout.note}", highlight=False)
-    console.print(f"  {src.kind} '{src.name}': {src.metric} {score} ({src.score_kind})", highlight=False)
+    console.print(f"  {score_line(res.source)}", highlight=False, markup=False)
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def score_line(src: Source) -> str:
+    """The CV a submission is picked by, labelled by what it estimates (kit.submit.write's score kinds)."""
+    from kit.submit.write import SELECTION_AWARE, WINNER_NESTED
+
+    score = f"{src.cv_score:.4f}" if src.cv_score is not None else "n/a"
+    ci = f" [{src.cv_interval[0]:.4f}, {src.cv_interval[1]:.4f}]" if src.cv_interval else ""
+    line = f"{src.kind} '{src.name}': {src.metric} {score}{ci} ({src.score_kind}"
+    nested = src.details.get("nested_score")
+    if src.score_kind == SELECTION_AWARE:
+        line += ": the blender choice repeated inside each outer fold)"
+        if isinstance(nested, (int, float)):
+            line += f"; the winner's own nested CV {nested:.4f} is optimistic (the winner was picked by it)"
+    elif src.score_kind == WINNER_NESTED:
+        line += "; this blend predates the selection-aware estimate: run `kit blend` again for it)"
+    else:
+        line += ")"
+    return line
 
 
 @app.command("check-submission")
@@ -87,30 +107,16 @@ def submissions(
 ) -> None:
     """List written submissions with their CV scores, best first: pick your final two by CV.
 
+    A blend's CV is its selection-aware estimate (the blender choice repeated inside each outer fold), a
+    member's its pooled OOF score; blend sidecars from a kit that recorded only the winner's own (optimistic)
+    nested score come after them, labelled so.
+
     Example: `kit submissions --dir submissions`
     """
-    from rich.table import Table
-
+    from kit.cli.render import print_submissions
     from kit.submit.write import list_submissions
 
     records = list_submissions(folder)
     if not records:
         raise KitError(f"no submissions in {folder}; write one with `kit submit ensembles/NAME.yaml`")
-    t = Table(title=f"submissions in {folder}")
-    t.add_column("file", no_wrap=True)
-    t.add_column("source")
-    t.add_column("CV", justify="right")
-    t.add_column("metric")
-    t.add_column("kind")
-    t.add_column("created")
-    for r in records:
-        cv = f"{r.score:.4f}" if r.score is not None else "-"
-        t.add_row(
-            r.path.name,
-            r.source,
-            cv,
-            f"{r.metric or ''} ({r.score_kind or '?'})",
-            r.kind or "",
-            (r.created or "")[:16].replace("T", " "),
-        )
-    console.print(t)
+    print_submissions(records, folder, console)

@@ -99,8 +99,11 @@ def train(
     )
     if _rank() > 0:
         return  # a DDP rank other than 0: rank 0 reports
-    for path in result.members.values():
-        console.print(f"[green]wrote[/] {path}", highlight=False)
+    for name, path in result.members.items():
+        if name in result.kept:
+            console.print(f"[green]kept[/] {path} (nothing retrained)", highlight=False)
+        else:
+            console.print(f"[green]wrote[/] {path}", highlight=False)
     console.print("next: `kit runs` to compare members, then `kit blend ensembles/NAME.yaml`")
 
 

@@ -18,17 +18,79 @@ from kit.errors import KitError
 M = TypeVar("M", bound=BaseModel)
 
 
+MAX_YAML_VALUES = 100_000  # a kit config holds hundreds of values; aliases must not expand past this
+
+
+class AliasBomb(yaml.YAMLError):
+    """A YAML document whose aliases expand past MAX_YAML_VALUES."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses documents whose aliases expand to more than MAX_YAML_VALUES values
+    (a 500-byte "billion laughs" file would otherwise become gigabytes once validated or printed)."""
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node) > MAX_YAML_VALUES:
+            mark = node.start_mark
+            raise AliasBomb(
+                f"its aliases (*name, from line {mark.line + 1}) expand to more than {MAX_YAML_VALUES:,} values"
+            )
+        return node
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values the document holds once every alias is written out (shared nodes counted per use)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = MAX_YAML_VALUES + 1  # a recursive alias expands forever
+        if isinstance(node, yaml.SequenceNode):
+            n = 1 + sum(size(c) for c in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n = 1 + sum(size(k) + size(v) for k, v in node.value)
+        else:
+            n = 1
+        sizes[id(node)] = n = min(n, MAX_YAML_VALUES + 1)
+        return n
+
+    return size(root)
+
+
+def load_yaml_text(text: str) -> Any:
+    """yaml.safe_load with alias expansion bounded (MAX_YAML_VALUES)."""
+    return yaml.load(text, Loader=_BoundedLoader)
+
+
+def bounded(value: Any, limit: int = 80) -> str:
+    """repr(value) cut to about `limit` characters, for messages that quote a user's input."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxtuple, r.maxset = 2, 4, 4, 4, 4
+    r.maxstring = r.maxother = limit
+    text = r.repr(value)
+    return text if len(text) <= limit + 10 else text[: limit - 3] + "..."
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         hint = "run `kit init DATA_DIR` to write one" if path.name == "kit.yaml" else "check the path"
         raise KitError(f"{path}: file not found; {hint}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise KitError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    except AliasBomb as e:
+        raise KitError(f"{path}: {e}; write the values out instead of repeating aliases") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise KitError(
-            f"{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax there"
+            f"{where}: not valid YAML ({bounded(getattr(e, 'problem', None) or e, 200)}); fix the syntax there"
         ) from None
     if data is None:
         data = {}
@@ -90,7 +152,7 @@ def apply_overrides(
             problems.append(f"{source} {item!r}: expected dotted.key=value, e.g. members.convnext.epochs=1")
             continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml_text(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         parts = key.strip().split(".")
@@ -167,8 +229,8 @@ def format_errors(err: ValidationError, model: type[BaseModel]) -> list[str]:
             msg = "required key is missing"
         elif e["type"] == "union_tag_invalid" or e["type"] == "union_tag_not_found":
             msg = f"member needs `kind:` one of {list(MEMBER_KINDS)}"
-        elif "input" in e and e["type"] not in ("model_type",):
-            msg = f"{msg} (got {e['input']!r})"
+        elif "input" in e and e["type"] not in ("model_type",) and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {bounded(e['input'])})"
         lines.append(f"{key}: {msg}")
     return lines
 

@@ -6,7 +6,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Metric = Literal[
     "weighted_f1",
@@ -30,6 +38,10 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
 COCO_SUFFIXES = (".json",)  # COCO-style annotations: images, annotations, categories
 MEMBER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TTA_VIEWS = ("plain", "hflip", "vflip", "rot90", "rot180", "rot270", "hvflip")
+
+
+# a path a user writes in kit.yaml: `~` and `~user` are expanded as a shell would (never a folder named '~')
+UserPath = Annotated[Path, AfterValidator(lambda p: p.expanduser())]
 
 
 class StrictModel(BaseModel):
@@ -83,12 +95,14 @@ class Competition(StrictModel):
     task: Literal["multiclass", "multilabel"] = Field(
         "multiclass", description="multilabel: each image has any number of labels (sigmoid outputs)"
     )
-    root: Path = Field(description="competition folder; relative to the kit.yaml that names it")
-    train: Path = Field(description="train table (.csv) or a folder with one sub-folder per class")
-    train_images: Path | None = Field(None, description="folder the train table's image paths/ids live in")
-    test: Path | None = Field(None, description="test table (.csv) or a folder of test images")
-    test_images: Path | None = Field(None, description="folder the test table's image paths/ids live in")
-    sample_submission: Path | None = None
+    root: UserPath = Field(description="competition folder; relative to the kit.yaml that names it")
+    train: UserPath = Field(description="train table (.csv) or a folder with one sub-folder per class")
+    train_images: UserPath | None = Field(
+        None, description="folder the train table's image paths/ids live in"
+    )
+    test: UserPath | None = Field(None, description="test table (.csv) or a folder of test images")
+    test_images: UserPath | None = Field(None, description="folder the test table's image paths/ids live in")
+    sample_submission: UserPath | None = None
     submission: SubmissionConfig | None = Field(None, description="overrides for `kit submit`")
     id_column: str | None = None
     image_column: str | None = None
@@ -231,10 +245,10 @@ class ExtraTrain(StrictModel):
     """External labelled images (competition.extra_train[i]): used on the training side of every fold only,
     never validated on or scored (docs/train.md, "Pseudo-labels and external data")."""
 
-    train: Path = Field(
+    train: UserPath = Field(
         description="a table (.csv) or a folder with one sub-folder per class; relative to root"
     )
-    images: Path | None = Field(None, description="folder the table's image paths/ids live in")
+    images: UserPath | None = Field(None, description="folder the table's image paths/ids live in")
     id_column: str | None = Field(None, description="default: competition.id_column")
     image_column: str | None = Field(None, description="default: competition.image_column")
     label_column: str | None = Field(None, description="tables: the label column (default competition's)")
@@ -356,7 +370,8 @@ class MemberBase(StrictModel):
     early_stopping: int | None = Field(None, ge=1, description="patience in epochs on the fold's metric")
     loss: LossConfig = Field(default_factory=LossConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
-    tta: list[str] = Field(default_factory=lambda: ["plain", "hflip"])
+    # plain only: a mirrored or rotated view changes the label where orientation carries it (b/d, p/q)
+    tta: list[str] = Field(default_factory=lambda: ["plain"])
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0)
@@ -413,7 +428,9 @@ class TimmMember(MemberBase):
     kind: Literal["timm"]
     model: str = Field(description="any timm model name, e.g. convnext_tiny, swin_tiny_patch4_window7_224")
     pretrained: bool = False
-    weights: Path | None = Field(None, description="local .pth/.bin/.safetensors loaded with a fresh head")
+    weights: UserPath | None = Field(
+        None, description="local .pth/.bin/.safetensors loaded with a fresh head"
+    )
     model_kwargs: dict[str, object] = Field(default_factory=dict, description="passed to timm.create_model")
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
@@ -453,7 +470,7 @@ class ClipProbeMember(MemberBase):
     kind: Literal["clip_probe"]
     model: str = Field(description="open_clip architecture, e.g. ViT-B-32, or local-dir:PATH")
     pretrained: str | None = Field(None, description="open_clip pretrained tag, e.g. laion2b_s34b_b79k")
-    cache_dir: Path | None = Field(None, description="hub cache folder for pretrained tags offline")
+    cache_dir: UserPath | None = Field(None, description="hub cache folder for pretrained tags offline")
     prompt: str | None = Field(None, description="zero-shot head init template, e.g. 'a photo of a {}.'")
     class_names: dict[str, str] | None = Field(None, description="label -> English words for the prompt")
     epochs: int = Field(100, ge=0, description="head epochs; 0 = pure zero-shot (needs prompt)")
@@ -492,8 +509,7 @@ class ClipProbeMember(MemberBase):
         prefix = "local-dir:"
         if self.model.startswith(prefix):
             p = Path(self.model[len(prefix) :]).expanduser()
-            if not p.is_absolute():
-                updates["model"] = prefix + str((base / p).resolve())
+            updates["model"] = prefix + str(p if p.is_absolute() else (base / p).resolve())
         if self.cache_dir is not None and not self.cache_dir.is_absolute():
             updates["cache_dir"] = (base / self.cache_dir).resolve()
         return self.model_copy(update=updates) if updates else self
@@ -514,7 +530,7 @@ class TrackingConfig(StrictModel):
     wandb in offline mode)."""
 
     kind: Literal["none", "tensorboard", "mlflow", "wandb"] = "none"
-    dir: Path | None = Field(None, description="where the files go; default WORKDIR/tracking/KIND")
+    dir: UserPath | None = Field(None, description="where the files go; default WORKDIR/tracking/KIND")
     project: str = Field("kit", min_length=1, description="MLflow experiment / wandb project")
 
 
@@ -522,7 +538,7 @@ class KitConfig(StrictModel):
     competition: Competition
     folds: Folds = Field(default_factory=Folds)
     members: dict[str, Member] = Field(default_factory=dict)
-    workdir: Path = Path("work")
+    workdir: UserPath = Path("work")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("members", mode="before")

@@ -14,7 +14,8 @@ from typing import get_args
 import yaml
 
 from kit.config.schema import Metric
-from kit.data.table import IMAGE_EXTS, is_float, is_image, is_int, read_csv
+from kit.data.table import IMAGE_EXTS, ImageIndex, is_float, is_image, is_int, read_csv
+from kit.errors import KitError
 
 ID_NAMES = (
     "id",
@@ -79,6 +80,13 @@ GROUP_HINTS = (
     "group",
 )
 ONE_HOT_VALUES = frozenset({"0", "1", "0.0", "1.0"})
+# the test-time views `kit init` proposes (the schema's default is [plain]), and what it prints about them
+INIT_TTA = ["plain", "hflip"]
+INIT_TTA_NOTE = (  # no [..] in it: `kit init` prints notes as rich markup
+    "members.convnext.tta lists plain and hflip in kit.yaml: the hflip view mirrors each test image, which "
+    "assumes orientation does not carry the label (it does for letters b/d, p/q, digits, arrows, left/right "
+    "body parts); where it does, set members.convnext.tta: ['plain'] (the default when tta is left out)"
+)
 
 
 @dataclass
@@ -107,8 +115,12 @@ def _rel(p: Path, root: Path) -> str:
     return p.relative_to(root).as_posix()
 
 
+TABLE_GLOBS = ("*.csv", "*.tsv")
+
+
 def _csvs(root: Path) -> list[Path]:
-    found = [p for p in root.glob("*.csv")] + [p for p in root.glob("*/*.csv")]
+    """Tables (.csv, .tsv) in the folder and one level down, shallow first."""
+    found = [p for g in TABLE_GLOBS for p in [*root.glob(g), *root.glob(f"*/{g}")]]
     return sorted(found, key=lambda p: (len(p.parts), p.name))
 
 
@@ -150,8 +162,9 @@ def _class_root(root: Path) -> Path | None:
     return None
 
 
-def _coco_files(root: Path) -> list[tuple[Path, bool]]:
-    """COCO-style annotation files (up to two levels down): (path, has annotations and categories)."""
+def _coco_files(root: Path) -> list[tuple[Path, bool, list[str]]]:
+    """COCO-style annotation files (up to two levels down): (path, has annotations and categories, the first
+    image file names)."""
     import json
 
     out = []
@@ -163,10 +176,53 @@ def _coco_files(root: Path) -> list[tuple[Path, bool]]:
         except (OSError, UnicodeDecodeError, ValueError):
             continue
         if isinstance(data, dict) and isinstance(data.get("images"), list):
-            out.append(
-                (p, isinstance(data.get("annotations"), list) and isinstance(data.get("categories"), list))
-            )
+            labelled = isinstance(data.get("annotations"), list) and isinstance(data.get("categories"), list)
+            names = [str(i.get("file_name", "")) for i in data["images"][:20] if isinstance(i, dict)]
+            out.append((p, labelled, names))
     return out
+
+
+def _coco_images(g: Guess, coco: Path, names: list[str], folders: dict[Path, int], split: str) -> str | None:
+    """competition.{split}_images for a COCO file whose file names are not relative to its own folder
+    (iWildCam 2020: annotations at the top, images in train/ and test/)."""
+    probe = [n for n in names if n]
+    if not probe or _resolve_share(coco.parent, probe) >= 0.8:
+        return None
+    img_dir = _find_image_folder(g.root, probe, folders, split)
+    if img_dir is None:
+        g.missing.append(
+            f"could not find the folder holding the images {_rel(coco, g.root)} names; set "
+            f"competition.{split}_images"
+        )
+        return None
+    return _rel(img_dir, g.root)
+
+
+def _image_list(csvs: list[Path], avoid: tuple[str, ...]) -> Path | None:
+    """A table that lists image files and is neither the sample nor the test table (State Farm's
+    driver_imgs_list.csv: subject, classname, img)."""
+    for p in csvs:
+        if any(a in p.stem.lower() for a in avoid):
+            continue
+        try:
+            header, rows = read_csv(p)
+        except KitError:
+            continue
+        if rows and any(_looks_like_images([r.get(h, "") for r in rows]) for h in header):
+            return p
+    return None
+
+
+def _labels_in_file_names(root: Path, folders: dict[Path, int]) -> str | None:
+    """'cat.0.jpg', 'dog.1.jpg' in a train folder: the label is only in the file name (dogs vs cats)."""
+    for d in folders:
+        if not d.name.lower().startswith("train"):
+            continue
+        names = [f for f in sorted(os.listdir(d))[:200] if is_image(Path(f))]
+        words = {f.split(".")[0] for f in names if re.fullmatch(r"[^.]+\.\d+\.[A-Za-z]+", f)}
+        if names and 2 <= len(words) <= len(names) // 2:
+            return f"{_rel(d, root)} ({', '.join(sorted(words)[:5])})"
+    return None
 
 
 def _looks_like_images(values: list[str]) -> bool:
@@ -192,25 +248,38 @@ def _group_hint(name: str) -> str | None:
 
 
 def _find_image_folder(root: Path, keys: list[str], folders: dict[Path, int], prefer: str) -> Path | None:
-    """The folder where the first table keys resolve, by file name or by stem."""
+    """The folder where the first table keys resolve: directly, by file name or by stem; failing that, the
+    folder below which they resolve by file name (images in sub-folders: train_images/<chain>/<image>.jpg)."""
     probe = [k.strip().removeprefix("./") for k in keys[:20] if k.strip()]
+    if not probe:
+        return None
     ranked = sorted(folders, key=lambda d: (prefer not in d.name.lower(), len(d.parts)))
     for d in [root, *ranked]:
-        names = None
-        hits = 0
-        for k in probe:
-            if (d / k).is_file():
-                hits += 1
-                continue
-            if names is None:
-                names = {n for f in os.listdir(d) for n in (f, Path(f).stem)}
-                # zero-padded file names (00001.png) for integer ids (1)
-                names |= {str(int(n)) for n in list(names) if is_int(n)}
-            if k in names or Path(k).name in names:
-                hits += 1
-        if probe and hits >= max(1, len(probe) * 0.8):
+        if _resolve_share(d, probe) >= 0.8:
+            return d
+    parents = {a for d in folders for a in d.parents if root in a.parents}  # folders above image folders
+    for d in sorted(parents, key=lambda d: (prefer not in d.name.lower(), len(d.parts))):
+        index = ImageIndex(d)
+        if sum(index.find(k) is not None for k in probe) >= 0.8 * len(probe):
             return d
     return None
+
+
+def _resolve_share(d: Path, probe: list[str]) -> float:
+    """The share of `probe` keys naming a file in folder `d`: as a path, a file name or a stem."""
+    names = None
+    hits = 0
+    for k in probe:
+        if (d / k).is_file():
+            hits += 1
+            continue
+        if names is None:
+            names = {n for f in os.listdir(d) for n in (f, Path(f).stem)}
+            # zero-padded file names (00001.png) for integer ids (1)
+            names |= {str(int(n)) for n in list(names) if is_int(n)}
+        if k in names or Path(k).name in names:
+            hits += 1
+    return hits / len(probe)
 
 
 @dataclass
@@ -229,17 +298,35 @@ class _Columns:
 
 
 def _separated_labels(values: list[str]) -> bool:
-    """Cells of space-separated labels: some cell holds several, and the labels recur over the rows."""
+    """Cells of space-separated labels: some cell holds several, the labels recur over the rows, and in
+    different company."""
     cells = [v.split() for v in values]
     if max((len(c) for c in cells), default=0) < 2:
         return False
     labels = {t for c in cells for t in c}
     if any(is_float(t) and not is_int(t) for t in labels):
         return False
+    # a label appears beside different others ('scab', 'scab rust'); the words of a class name with spaces
+    # ('red fox') always appear in the one cell that is that name
+    cells_with: dict[str, set[str]] = {}
+    for v in values:
+        for t in v.split():
+            cells_with.setdefault(t, set()).add(" ".join(v.split()))
+    if all(len(c) == 1 for c in cells_with.values()):
+        return False
     return len(labels) < max(2, len(values) // 2) and sum(len(c) for c in cells) >= 2 * len(labels)
 
 
-def _train_columns(header: list[str], rows: list[dict[str, str]]) -> _Columns:
+def _measurements(values: list[str]) -> bool:
+    """A column of non-integer numbers (leaf margins, ages): not labels. Integers spelled as floats (1.0, 2.0:
+    how pandas writes an integer column that held a NaN) are labels."""
+    return all(is_float(v) for v in values) and not all(
+        is_int(v) or (is_float(v) and float(v).is_integer()) for v in values
+    )
+
+
+def _train_columns(header: list[str], rows: list[dict[str, str]], asked: str | None = None) -> _Columns:
+    """`asked`: the one value column of the sample submission; a train column of that name is the label."""
     n = len(rows)
     cols = {h: [r.get(h, "").strip() for r in rows] for h in header}
     distinct = {h: len(set(v)) for h, v in cols.items()}
@@ -268,12 +355,13 @@ def _train_columns(header: list[str], rows: list[dict[str, str]]) -> _Columns:
     candidates = [
         h
         for h in header
-        if h not in keys
-        and h not in groups
-        and 1 < distinct[h] < n
-        and not (all(is_float(v) for v in cols[h]) and not all(is_int(v) for v in cols[h]))
+        if h not in keys and h not in groups and 1 < distinct[h] < n and not _measurements(cols[h])
     ]
     out.label_column = _by_name(candidates, LABEL_NAMES)
+    if asked in candidates and asked != out.label_column:
+        # Dacon crop disease: `disease` (names) and `disease_code`; the sample asks for disease_code
+        out.label_column = asked
+        out.notes.append(f"label column: '{asked}', the column the sample submission asks for")
     multi = [h for h in candidates if _separated_labels(cols[h])]
     if out.label_column is None and multi:
         out.label_column = multi[0]
@@ -326,6 +414,8 @@ def detect_layout(root: Path) -> Guess:
     avoid = ("sample", "submission", "test")
     train_csv = _pick(csvs, "train", avoid=avoid) or _pick(csvs, "label", avoid=avoid)
     cocos = _coco_files(root) if train_csv is None else []
+    if train_csv is None and not any(labelled for _, labelled, _ in cocos):
+        train_csv = _image_list(csvs, avoid)
     if sample:
         g.sample_submission = _rel(sample, root)
         g.notes.append(f"sample submission: {g.sample_submission}")
@@ -334,24 +424,38 @@ def detect_layout(root: Path) -> Guess:
             "no sample_submission CSV found; `kit submit` needs one (competition.sample_submission)"
         )
     class_root = _class_root(root)
-    train_coco = next((p for p, labelled in cocos if labelled), None)
+    train_coco = next(((p, names) for p, labelled, names in cocos if labelled), None)
     if train_csv is not None:
         _guess_train_table(g, train_csv, folders, class_root)
     elif train_coco is not None:
-        g.train = _rel(train_coco, root)
+        g.train = _rel(train_coco[0], root)
+        g.train_images = _coco_images(g, train_coco[0], train_coco[1], folders, "train")
         g.notes.append(
             f"COCO-style annotations: {g.train} (labels: each image's category_id; ids: the image ids)"
+            + (f"; images in {g.train_images}" if g.train_images else "")
         )
     elif class_root is not None:
         _use_class_folders(g, class_root)
+    elif (named := _labels_in_file_names(root, folders)) is not None:
+        g.missing.append(
+            f"the train images carry their labels only in their file names: {named}; kit reads labels from a "
+            "table or from one folder per class: write a table `id,label` (or move the images into "
+            "train/<label>/) and set competition.train"
+        )
     else:
         g.missing.append("no train table (train*.csv) and no train/<class>/ folders; set competition.train")
-    test_coco = next((p for p, labelled in cocos if not labelled and "test" in _rel(p, root).lower()), None)
+    test_coco = next(
+        ((p, names) for p, labelled, names in cocos if not labelled and "test" in _rel(p, root).lower()), None
+    )
     if test_csv is not None:
         _guess_test_table(g, test_csv, folders, class_table=g.label_column is None and not g.label_columns)
     elif test_coco is not None:
-        g.test = _rel(test_coco, root)
-        g.notes.append(f"test: COCO-style image list {g.test}")
+        g.test = _rel(test_coco[0], root)
+        g.test_images = _coco_images(g, test_coco[0], test_coco[1], folders, "test")
+        g.notes.append(
+            f"test: COCO-style image list {g.test}"
+            + (f"; images in {g.test_images}" if g.test_images else "")
+        )
     else:
         test_dir = next((d for d in folders if re.search(r"test", _rel(d, root), re.I)), None)
         if test_dir is not None:
@@ -359,7 +463,12 @@ def detect_layout(root: Path) -> Guess:
             g.notes.append(f"test images folder: {g.test} ({folders[test_dir]} images)")
         else:
             g.missing.append("no test table or test image folder found; set competition.test")
-    if not g.group_column and g.train and train_csv is not None and g.train.endswith(".csv"):
+    if (
+        not g.group_column
+        and g.train
+        and train_csv is not None
+        and Path(g.train).suffix.lower() in (".csv", ".tsv")
+    ):
         g.notes.append(
             "no group column found; if one subject/patient has several images, set "
             "competition.group_column or CV will leak"
@@ -393,7 +502,9 @@ def _guess_train_table(g: Guess, train_csv: Path, folders: dict[Path, int], clas
     header, rows = read_csv(train_csv)
     g.train = _rel(train_csv, root)
     g.n_train = len(rows)
-    c = _train_columns(header, rows)
+    c = _train_columns(
+        header, rows, _asked_column(root / g.sample_submission if g.sample_submission else None)
+    )
     g.id_column, g.image_column, g.label_column = c.id_column, c.image_column, c.label_column
     g.label_columns, g.group_column = c.label_columns, c.group_column
     g.task, g.at_least_one_label = c.task, c.at_least_one_label
@@ -404,16 +515,23 @@ def _guess_train_table(g: Guess, train_csv: Path, folders: dict[Path, int], clas
     if c.task == "multilabel" and c.label_column:
         labels = {t for r in rows for t in r.get(c.label_column, "").split()}
     g.n_classes = len(labels) or None
-    if (
+    in_class_folders = (
         class_root is not None
         and c.task != "multilabel"
         and labels
         and labels <= {d.name for d in class_root.iterdir() if d.is_dir()}
-    ):
+    )
+    if in_class_folders and c.group_column is None:
         # the table's images sit in one folder per class (paddy disease): the folders are the labelled data
-        _use_class_folders(g, class_root, f"; {g.train}'s labels are its folder names")
-        g.notes += [n for n in c.notes if not n.startswith("group column")]
+        _use_class_folders(g, class_root, f"; {g.train}'s labels are its folder names")  # type: ignore[arg-type]
+        g.notes += c.notes
         return
+    if in_class_folders:
+        # State Farm: imgs/train/c0..c9 and a table with the driver of each image: the table, for its groups
+        g.notes.append(
+            f"the images of {g.train} sit in one folder per class ({_rel(class_root, root)}/<class>/); kit "  # type: ignore[arg-type]
+            f"reads the table for its group column '{c.group_column}'"
+        )
     keys = [r.get(g.image_column or g.id_column or "", "") for r in rows]
     img_dir = _find_image_folder(root, keys, folders, "train")
     if img_dir is not None and img_dir != root:
@@ -430,6 +548,18 @@ def _guess_train_table(g: Guess, train_csv: Path, folders: dict[Path, int], clas
         g.missing.append("no id or image-path column found in the train table; set competition.id_column")
     if g.label_column is None and not g.label_columns:
         g.missing.append("no label column found in the train table; set competition.label_column")
+
+
+def _asked_column(sample: Path | None) -> str | None:
+    """The sample submission's value column when it has exactly one besides the first (the id)."""
+    if sample is None:
+        return None
+    try:
+        header, _ = read_csv(sample)
+    except KitError:
+        return None
+    named = [h for h in header if h and not h.startswith("Unnamed: ")]  # a pandas index column has no name
+    return named[1] if len(named) == 2 else None
 
 
 def _guess_test_table(g: Guess, test_csv: Path, folders: dict[Path, int], *, class_table: bool) -> None:
@@ -524,7 +654,7 @@ def render_kit_yaml(g: Guess, config_dir: Path) -> str:
         "    lr: 0.0001\n",
         "    loss: {kind: focal, gamma: 2.0}\n",
         "    sampler: {kind: weighted, power: 0.5}   # WeightedRandomSampler for long tails\n",
-        "    tta: [plain, hflip]                    # flips only where orientation is not the label\n",
+        f"    tta: {_q(INIT_TTA)}".ljust(43) + "# mirrored views: only where orientation is not the label\n",
         "  # more members for the blend (uncomment; `kit train NAME` trains one):\n",
         "  # swin:\n",
         "  #   kind: timm\n",
@@ -552,8 +682,10 @@ def render_kit_yaml(g: Guess, config_dir: Path) -> str:
 
 
 def _is_kit_config(path: Path) -> bool:
+    from kit.config.load import load_yaml_text
+
     try:
-        data = yaml.safe_load(path.read_text("utf-8"))
+        data = load_yaml_text(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
     return data is None or (isinstance(data, dict) and "competition" in data)  # None: comments only
@@ -586,6 +718,7 @@ def write_kit_yaml(data_dir: Path, out: Path, *, force: bool = False) -> Guess:
         raise KitError(f"{data_dir}: not a folder; pass the competition's data folder to `kit init`")
     check_config_out(out, force=force)
     g = detect_layout(data_dir)
+    g.notes.append(INIT_TTA_NOTE)
     atomic_write_text(out, render_kit_yaml(g, out.parent))
     ensemble = out.parent / "ensembles" / "all.yaml"
     if not ensemble.exists():

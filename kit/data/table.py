@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -96,26 +97,33 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def sort_classes(labels: list[str]) -> list[str]:
-    """Integer labels sort numerically ('2' before '10'); names sort as strings."""
+    """Numeric labels sort numerically ('2' before '10', '2.0' before '10.0', as pandas writes an integer
+    column that held a NaN); names sort as strings."""
     uniq = sorted(set(labels))
-    try:
-        return sorted(uniq, key=int)
-    except ValueError:
-        return uniq
+    values = [number(c) for c in uniq]
+    if any(v is None for v in values) or len(set(values)) != len(uniq):
+        return uniq  # names, or two spellings of one number ('1', '1.0'): no numeric order to trust
+    return sorted(uniq, key=float)
 
 
-class _ImageIndex:
-    """Finds an image in a folder by relative path, file name, or stem (ids without extension)."""
+class ImageIndex:
+    """Finds an image in a folder by relative path, file name, or stem (ids without extension); failing that, a
+    bare name or stem anywhere below it (train_images/<chain>/<image>.jpg), where exactly one file has it."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._by_stem: dict[str, Path] | None = None
         self._by_number: dict[int, Path] | None = None
+        self._below: dict[str, Path] | None = None
+        self._clashes: dict[str, list[Path]] = {}  # names that more than one file below the folder has
 
     def find(self, key: str) -> Path | None:
         direct = self.folder / key
-        if direct.is_file():
-            return direct
+        try:
+            if direct.is_file():
+                return direct
+        except OSError:  # a name over 255 bytes: no such file can exist; _not_found says why
+            return None
         if self._by_stem is None:
             self._by_stem = {}
             if self.folder.is_dir():
@@ -133,7 +141,29 @@ class _ImageIndex:
                         numbers.setdefault(int(stem), []).append(p)
                 self._by_number = {k: v[0] for k, v in numbers.items() if len(v) == 1}
             found = self._by_number.get(int(key))
+        if found is None and "/" not in key:  # a bare name; a path names its folder and is not searched for
+            found = self._index_below().get(key)
         return found
+
+    def clash(self, key: str) -> list[Path]:
+        """The files below the folder that share the name or stem `key` (why `find` found none of them)."""
+        return self._clashes.get(key, []) if "/" not in key else []
+
+    def _index_below(self) -> dict[str, Path]:
+        if self._below is None:
+            seen: dict[str, list[Path]] = {}
+            for dirpath, dirnames, filenames in os.walk(self.folder):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                if Path(dirpath) == self.folder:
+                    continue
+                for f in sorted(filenames):
+                    p = Path(dirpath) / f
+                    if is_image(p):
+                        for k in dict.fromkeys((p.name, p.stem)):
+                            seen.setdefault(k, []).append(p)
+            self._below = {k: v[0] for k, v in seen.items() if len(v) == 1}
+            self._clashes = {k: v for k, v in seen.items() if len(v) > 1}
+        return self._below
 
 
 def _table_split(
@@ -161,7 +191,7 @@ def _table_split(
         raise KitError(f"{table}: columns named in kit.yaml are missing:", problems=missing)
     if not rows:
         raise KitError(f"{table}: no rows; the {split} table needs one row per image")
-    index = _ImageIndex(images or comp.root)
+    index = ImageIndex(images or comp.root)
     id_col = comp.id_column if comp.id_column in header else None
     img_col = comp.image_column if comp.image_column in header else None
     if id_col is None and img_col is None:
@@ -172,7 +202,7 @@ def _table_split(
         rid = row[id_col] if id_col else Path(key).stem
         p = index.find(key.strip().removeprefix("./")) if key.strip() else None
         if p is None:
-            problems.append(f"{table.name} row {n}: image '{key}' not found under {index.folder}")
+            problems.append(_not_found(f"{table.name} row {n}", key, index))
             continue
         ids.append(rid)
         paths.append(p)
@@ -223,6 +253,28 @@ def _table_split(
     return ids, paths, (labels if labelled else None), (groups if labelled and comp.group_column else None)
 
 
+NAME_MAX = 255  # bytes in one file name on ext4, xfs, btrfs, APFS and NTFS (UTF-16 units there)
+
+
+def _not_found(where: str, key: str, index: ImageIndex) -> str:
+    long = [part for part in Path(key.strip()).parts if len(os.fsencode(part)) > NAME_MAX]
+    if long:
+        name = long[0]
+        return (
+            f"{where}: image name '{name[:40]}...{name[-12:]}' is {len(os.fsencode(name))} bytes, more than the "
+            f"{NAME_MAX} bytes a file name can have, so no such file can exist under {index.folder}; rename the "
+            "image to a shorter name and write that name in the table"
+        )
+    clash = index.clash(key.strip().removeprefix("./"))
+    if clash:
+        shown = ", ".join(p.relative_to(index.folder).as_posix() for p in clash[:3])
+        return (
+            f"{where}: image '{key}' is not directly under {index.folder}, and {len(clash)} files below it have "
+            f"that name ({shown}); point competition.train_images / test_images at the one folder"
+        )
+    return f"{where}: image '{key}' not found under {index.folder}"
+
+
 _INT = re.compile(r"^[+-]?\d+$")
 
 
@@ -237,6 +289,15 @@ def is_float(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def number(text: str) -> float | None:
+    """The value of a finite number as written in a cell ('3', '1.0', '2e-3'), else None ('nan', 'cat')."""
+    try:
+        x = float(text)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
 
 
 def _is_binary(cell: str) -> bool:
@@ -270,7 +331,7 @@ def _coco_split(
             "for train); point competition.train/test at the annotations file or a table"
         )
     base = images or path.parent
-    index = _ImageIndex(base)
+    index = ImageIndex(base)
     category: dict[str, str] = {}
     problems: list[str] = []
     if labelled:
@@ -289,7 +350,7 @@ def _coco_split(
         iid, name = str(img.get("id", "")), str(img.get("file_name", ""))
         p = index.find(name) if name else None
         if p is None:
-            problems.append(f"{path.name} images[{i}]: image '{name}' not found under {base}")
+            problems.append(_not_found(f"{path.name} images[{i}]", name, index))
             continue
         if labelled and iid not in category:
             problems.append(f"{path.name} images[{i}]: image {iid} has no annotation (no category_id)")
@@ -350,9 +411,42 @@ def split_labels(cell: str, sep: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+# separators a multi-label cell may use, to name the one that does when competition.label_separator never splits
+SEPARATORS = (" ", ",", ";", "|", "/")
+
+
+def _refuse_single_labels(comp: Competition, cells: list[str]) -> None:
+    """competition.task: multilabel where no train row holds two labels: a separator that never splits
+    (training would learn each combination as one label) or a single-label task."""
+    if comp.label_columns:
+        raise KitError(
+            f"{comp.train}: competition.task is multilabel, but no row of competition.label_columns holds more "
+            "than one 1 (each row has exactly one label or none): these are one-hot class columns; set "
+            "competition.task: multiclass"
+        )
+    sep = comp.label_separator
+    col = comp.label_column
+    for other in SEPARATORS:
+        split = next((c for c in cells if other != sep and len(split_labels(c, other)) > 1), None)
+        if split is not None:
+            raise KitError(
+                f"{comp.train}: competition.label_separator {sep!r} never splits a cell of column '{col}', so "
+                f"each cell would be learnt as one label (a combination per image), but cells hold {other!r} "
+                f"({split[:60]!r}); set competition.label_separator: {other!r} (or, if each image has one label, "
+                "competition.task: multiclass)"
+            )
+    raise KitError(
+        f"{comp.train}: competition.task is multilabel, but every row of column '{col}' holds exactly one "
+        f"label or none (competition.label_separator {sep!r} never splits a cell): a single-label task; set "
+        "competition.task: multiclass"
+    )
+
+
 def _multilabel_matrix(comp: Competition, labels: list[str]) -> tuple[np.ndarray, list[str]]:
     """[n, L] uint8 label matrix and the label order (competition.classes, label_columns, or sorted labels)."""
     sets = [split_labels(cell, comp.label_separator) for cell in labels]
+    if max((len(s) for s in sets), default=0) <= 1:
+        _refuse_single_labels(comp, labels)
     repeated = [(n, s) for n, s in enumerate(sets) if len(set(s)) != len(s)]
     if repeated:
         n, s = repeated[0]
@@ -402,7 +496,7 @@ def load_train(comp: Competition) -> Table:
         classes = list(comp.label_columns)
     else:
         classes = sort_classes(labels)
-        if comp.metric == "qwk" and not all(is_int(c) for c in classes):
+        if comp.metric == "qwk" and not all(number(c) is not None for c in classes):
             raise KitError(
                 f"competition.metric: qwk scores ordered grades, but the labels of {comp.train} are not numbers "
                 f"({classes[:5]}); list them in grade order in competition.classes"

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kit.artifacts.atomic import clean_stale_temps
+from kit.artifacts.atomic import clean_and_report
 from kit.artifacts.member import Expected
+from kit.artifacts.workdir import claim_workdir, is_kit_workdir, workdir_problem
 from kit.config.schema import KitConfig
 from kit.cv.folds import Folds, folds_table_path, make_folds, write_folds
 from kit.data.fingerprint import HASH_CACHE_FILE, FileHashes, TableFingerprints, table_fingerprints
 from kit.data.table import Table, load_test, load_train
+from kit.errors import KitError
 
 if TYPE_CHECKING:
     from kit.data.extra import ExtraSource
@@ -40,7 +41,8 @@ class Workspace:
 
     @cached_property
     def file_hashes(self) -> FileHashes:
-        return FileHashes(self.cache_dir / HASH_CACHE_FILE)
+        # cached on disk only in a workdir kit has claimed (a read-only open never creates or litters one)
+        return FileHashes(self.cache_dir / HASH_CACHE_FILE if is_kit_workdir(self.workdir) else None)
 
     @cached_property
     def train_fingerprints(self) -> TableFingerprints:
@@ -117,18 +119,15 @@ class Workspace:
 
 
 def open_workspace(cfg: KitConfig, *, need_test: bool = True, write: bool = True) -> Workspace:
+    problem = workdir_problem(cfg.workdir)  # before anything is read or written: the workdir must be kit's
+    if problem is not None:
+        raise KitError(problem)
     train = load_train(cfg.competition)
     test = load_test(cfg.competition, train.classes) if (need_test and cfg.competition.test) else None
     folds = make_folds(cfg, train)
     if write:
-        removed = clean_stale_temps(cfg.workdir)
-        if removed:
-            size = sum(n for _, n in removed) / 1e6
-            warnings.warn(
-                f"removed {len(removed)} temporary file(s) that killed kit processes left in {cfg.workdir} "
-                f"({size:.1f} MB): {', '.join(str(p) for p, _ in removed[:5])}",
-                stacklevel=2,
-            )
+        claim_workdir(cfg.workdir)
+        clean_and_report(cfg.workdir)
         path = folds_table_path(cfg)
         fp_file = path.with_suffix(".fingerprint")
         if not (fp_file.exists() and fp_file.read_text().strip() == folds.fingerprint):

@@ -16,6 +16,7 @@ import numpy as np
 from rich.console import Console
 
 from kit.artifacts.atomic import atomic_write_json, atomic_write_text
+from kit.artifacts.workdir import claim_workdir
 from kit.config.load import load_config
 from kit.data.workspace import open_workspace
 from kit.demo.digits import DEMO_MARKER, build_demo, check_demo_target, is_demo_folder, marker_record
@@ -115,6 +116,7 @@ def run_demo(
     from kit.train.runs import collect_runs
 
     if any(m.kind == "clip_probe" for m in cfg.members.values()):
+        claim_workdir(cfg.workdir)  # the tiny CLIP is the first thing the demo writes into its workdir
         write_tiny_clip(
             cfg.workdir / "clip-tiny"
         )  # random-init CLIP for the demo's clip member (no download)
@@ -133,7 +135,7 @@ def run_demo(
     console.rule("scores")
     metric = cfg.competition.scored_by
     console.print(
-        f"blend '{ensemble.stem}': nested-CV {metric} {sub.source.cv_score:.4f}; on the held-back test "
+        f"blend '{ensemble.stem}': {sub.source.score_kind} {metric} {sub.source.cv_score:.4f}; on the held-back test "
         f"answers: weighted F1 {test_scores['weighted_f1']:.4f}, macro F1 {test_scores['macro_f1']:.4f}, "
         f"accuracy {test_scores['accuracy']:.4f}  ({time.perf_counter() - t0:.0f} s in all)",
         highlight=False,

@@ -3,11 +3,14 @@
 Decoding is training's (kit.data.cache.decode_image / decode_pil: EXIF orientation, 16-bit scaling, the model's
 resize filter), run in DataLoader workers, and written to a temporary uint8 memory map [n, S, S, 3]: every fold
 model of every member at that size reads it, so memory holds one batch of images whatever n is, and each image
-is decoded once. Every unreadable image is listed in one KitError before any model runs.
+is decoded once. Every unreadable image is listed in one KitError before any model runs. The map is allocated
+whole before decoding (posix_fallocate), so a disk without room is an error naming the folder, not a SIGBUS.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +101,23 @@ def _collate(batch: list[tuple[int, np.ndarray, str]]) -> list[tuple[int, np.nda
     return batch
 
 
+def reserve(path: Path) -> None:
+    """Allocate the whole file now: a memory map over a sparse file on a disk that fills up later dies of
+    SIGBUS at the first page it cannot write, with no message; this fails with ENOSPC first instead."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with path.open("r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (
+                errno.EOPNOTSUPP,
+                errno.EINVAL,
+                errno.ENOSYS,
+            ):  # not supported here: a sparse file
+                raise
+
+
 def spool(
     items: Sequence[ImageInput],
     size: int,
@@ -113,12 +133,19 @@ def spool(
     from torch.utils.data import DataLoader
 
     from kit.data.cache import RESAMPLE
+    from kit.predict.scratch import no_room
 
     if resample not in RESAMPLE:
         raise KitError(f"unknown resample '{resample}'; choose from {sorted(RESAMPLE)}")
-    out = np.lib.format.open_memmap(
-        folder / f"{size}px-{resample}.npy", mode="w+", dtype=np.uint8, shape=(len(items), size, size, 3)
-    )
+    path = folder / f"{size}px-{resample}.npy"
+    try:
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(items), size, size, 3))
+        reserve(path)
+    except OSError as e:
+        mb = len(items) * size * size * 3 / 1e6
+        raise no_room(
+            folder.parent, f"the decoded images ({len(items)} at {size} px: {mb:.1f} MB)", e
+        ) from None
     loader: DataLoader[Any] = DataLoader(
         DecodeSet(items, size, resample),  # type: ignore[arg-type]
         batch_size=batch_size,

@@ -38,10 +38,21 @@ class MemberPlan:
     model: dict[str, Any] = field(default_factory=dict)  # timm: model, model_kwargs, mean, std; clip: source
     amp: bool = True
     channels_last: bool = True
+    source: str = ""  # where the plan was read, for messages ("bundle B: members/NAME/member.json")
+    fix: str = ""  # what to do when its files cannot be used
+
+    @property
+    def where(self) -> str:
+        return self.source or f"member '{self.name}'"
+
+    @property
+    def remedy(self) -> str:
+        return self.fix or f"run `kit train {self.name}` again"
 
     def to_json(self, base: Path) -> dict[str, Any]:
         d = asdict(self)
         d["folds"] = [p.relative_to(base).as_posix() for p in self.folds]
+        del d["source"], d["fix"]
         return d
 
     @classmethod
@@ -51,12 +62,16 @@ class MemberPlan:
         model = dict(d.get("model") or {})
         if "encoder_dir" in model:
             model["model"] = "local-dir:" + str(base / model.pop("encoder_dir"))
+        if model.get("model_dir") is not None:  # timm: the model's config.json inside the bundle
+            model["model"] = "local-dir:" + str(base / model["model_dir"])
+        model.pop("model_dir", None)
         d["model"] = model
         return cls(**d)
 
 
 def load_fold(path: Path) -> dict[str, Any]:
-    """A fold's weights: a timm state dict (tensors) or a head {weight, bias} (float32 numpy arrays)."""
+    """A fold's weights: a timm state dict (tensors) or a head {weight, bias} (float32 numpy arrays).
+    Every file kit export writes is safetensors: a file it cannot parse is a KitError, not a traceback."""
     if path.suffix == ".pt":
         from kit.train.checkpoint import load_checkpoint
 
@@ -67,7 +82,19 @@ def load_fold(path: Path) -> dict[str, Any]:
             return {k: z[k].astype(np.float32) for k in ("weight", "bias")}
     from safetensors.torch import load_file
 
-    return dict(load_file(str(path)))
+    try:
+        return dict(load_file(str(path)))
+    except KitError:
+        raise
+    except Exception as e:  # safetensors raises its own error type for a damaged header or body
+        raise KitError(f"{path}: not a readable safetensors file ({str(e)[:200]})") from None
+
+
+def _fold_weights(plan: MemberPlan, f: int, path: Path) -> dict[str, Any]:
+    try:
+        return load_fold(path)
+    except KitError as e:
+        raise KitError(f"{plan.where}: folds.{f}: {e}; {plan.remedy}") from None
 
 
 def run_member(
@@ -108,13 +135,23 @@ def _timm_folds(
     augment = BatchAugment(AugmentConfig(), tuple(m["mean"]), tuple(m["std"]))
     outs = []
     for f, path in enumerate(plan.folds):
-        model = spec.create(with_weights=False)
-        state = load_fold(path)
+        try:
+            model = spec.create(with_weights=False)
+        except (
+            Exception
+        ) as e:  # timm: unknown names, rejected or ill-typed keywords (TypeError, ValueError...)
+            first = (str(e).splitlines() or [""])[0][:200]
+            raise KitError(
+                f"{plan.where}: model.model {m['model']!r} with model_kwargs {str(spec.kwargs)[:200]}: timm "
+                f"cannot build it ({type(e).__name__}: {first}); {plan.remedy}"
+            ) from None
+        state = _fold_weights(plan, f, path)
         try:
             model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         except RuntimeError as e:
             raise KitError(
-                f"member '{plan.name}' fold {f}: {path} does not fit '{m['model']}' ({str(e).splitlines()[0]})"
+                f"{plan.where}: fold {f}: {path} does not fit '{m['model']}' ({str(e).splitlines()[0][:300]}); "
+                f"{plan.remedy}"
             ) from None
         model.to(setup.device)
         if setup.channels_last:
@@ -154,13 +191,27 @@ def _clip_folds(
         img_size=m.get("img_size"),
     )
     dev = select_device(plan.name, device, amp=False).device.type
-    model, pp = load_clip(src, dev)
+    try:
+        model, pp = load_clip(src, dev)
+    except Exception as e:  # a bundle's encoder config can hold anything open_clip trips on
+        if not plan.source:
+            raise
+        raise KitError(
+            f"{plan.where}: model.encoder_dir: open_clip cannot load it ({str(e)[:300]}); {plan.remedy}"
+        ) from None
     with rep.task(f"{plan.name} embed x{len(views)} views", total=len(images)) as task:
         emb = encode_images(model, images, pp, views, plan.batch_size, dev, task.advance)
     del model
     outs = []
-    for path in plan.folds:
-        w = load_fold(path)
+    C, D = len(plan.classes), emb.shape[-1]
+    for f, path in enumerate(plan.folds):
+        w = _fold_weights(plan, f, path)
+        shapes = {k: tuple(np.shape(w[k])) if k in w else None for k in ("weight", "bias")}
+        if shapes != {"weight": (C, D), "bias": (C,)} or set(w) != {"weight", "bias"}:
+            raise KitError(
+                f"{plan.where}: fold {f}: {path} holds {sorted(w)[:5]} of shapes {shapes}, not a linear head "
+                f"weight [{C}, {D}] and bias [{C}] for {C} classes over {D}-d embeddings; {plan.remedy}"
+            )
         head = LinearHead(np.asarray(w["weight"], np.float32), np.asarray(w["bias"], np.float32))
         outs.append(head.logits(emb).astype(np.float32))
     return outs

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from kit.errors import KitError
 from kit.predict.images import ImageInput, spool
 from kit.predict.members import MemberPlan, run_member, workspace_plan
 from kit.predict.recipe import apply, blend_recipe, member_recipe, needed_views
+from kit.predict.scratch import scratch_dir
 from kit.train.progress import NullReporter, Reporter
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ class Predictor:
         self.device, self.workers = device, workers
         self.reporter: Reporter = reporter or NullReporter()
         self.timings = Timings()
+        self.origin = "train and blend again"  # where the recipe came from and how to remake it, for messages
 
     @property
     def classes(self) -> list[str]:
@@ -124,15 +125,23 @@ class Predictor:
             "image_column": comp.image_column,
             "metric": comp.scored_by,
         }
-        return cls(recipe, plans, competition, **kwargs)
+        p = cls(recipe, plans, competition, **kwargs)
+        p.origin = (
+            f"run `kit train {member}` again" if member is not None else f"run `kit blend {ensemble}` again"
+        )
+        return p
 
     @classmethod
     def load(cls, bundle_dir: str | Path, *, verify: bool = True, **kwargs: Any) -> Predictor:
-        """A bundle `kit export` wrote; every file is checked against manifest.json first."""
-        from kit.predict.bundle import read_bundle
+        """A bundle `kit export` wrote. It reads only files inside the folder that manifest.json lists, each
+        checked against its size and sha256 first (`verify=False` skips the sha256s, not the rest), and every key
+        of its JSON files: anything else is a KitError naming the file and key (kit.predict.bundle)."""
+        from kit.predict.bundle import EXPORT_AGAIN, RECIPE, read_bundle
 
         recipe, plans, competition = read_bundle(Path(bundle_dir), verify=verify)
-        return cls(recipe, plans, competition, **kwargs)
+        p = cls(recipe, plans, competition, **kwargs)
+        p.origin = f"bundle {bundle_dir}: {RECIPE}; {EXPORT_AGAIN}"
+        return p
 
     # ------------------------------------------------------------ prediction
 
@@ -142,7 +151,7 @@ class Predictor:
         timings = Timings(images=len(images))
         out: dict[str, tuple[list[str], np.ndarray]] = {}
         order = [self.plans[m] for m in self.views]
-        with tempfile.TemporaryDirectory(prefix="kit-predict-") as tmp:
+        with scratch_dir("kit-predict", "the decoded images") as tmp:
             caches: dict[tuple[int, str], np.ndarray] = {}
             for p in order:
                 key = (p.size, p.resample)
@@ -162,6 +171,11 @@ class Predictor:
                     device=self.device,
                     reporter=self.reporter,
                 )
+                if not np.isfinite(arr).all():
+                    raise KitError(
+                        f"{p.where}: its fold models give NaN or infinite logits on these images, so no "
+                        f"prediction of it can be trusted; {p.remedy}"
+                    )
                 out[p.name] = (self.views[p.name], arr)
                 timings.members_s[p.name] = time.perf_counter() - t
             caches.clear()
@@ -175,6 +189,11 @@ class Predictor:
         logits = self.member_logits(images)
         t = time.perf_counter()
         probs = apply(self.recipe, logits)
+        if not np.isfinite(probs).all():
+            raise KitError(
+                f"{self.recipe['kind']} '{self.name}': its recipe turns finite member logits into NaN or infinite "
+                f"probabilities ({self.origin}); nothing was written"
+            )
         self.timings.total_s += time.perf_counter() - t
         return probs
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from kit.errors import KitError
+from kit.submit.write import POOLED_OOF, SELECTION_AWARE, WINNER_NESTED
 
 Logits = dict[str, tuple[list[str], np.ndarray]]  # member -> (views, float32 logits [n, V, C])
 
@@ -54,8 +55,9 @@ def _blend_fields(winner: dict[str, Any]) -> dict[str, Any]:
         ],
         "stack": winner.get("stack"),
         "postprocess": winner.get("postprocess") or {},
-        "cv_score": winner.get("nested_score"),
-        "score_kind": "nested CV",
+        # the estimate of the whole procedure, as `kit submit` shows it (docs/blend.md); older blends: nested
+        "cv_score": winner.get("selection_aware_score", winner.get("nested_score")),
+        "score_kind": SELECTION_AWARE if "selection_aware_score" in winner else WINNER_NESTED,
     }
 
 
@@ -66,7 +68,7 @@ def member_recipe(name: str, classes: list[str], views: list[str], cv_score: flo
         "classes": list(classes),
         "views": list(views),
         "cv_score": cv_score,
-        "score_kind": "pooled OOF",
+        "score_kind": POOLED_OOF,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -72,13 +73,12 @@ def predict_files(
 ) -> PredictResult:
     """Predict a folder or table of images and write the CSV: shaped like `sample` through kit submit's
     validated writer, else `id,label` plus a .npy of probabilities beside it. Nothing is written on error."""
-    from kit.artifacts.atomic import atomic_save_npy
     from kit.config.schema import SubmissionConfig
     from kit.submit.check import check_submission_rows, raise_if_failed
     from kit.submit.format import render_csv
     from kit.submit.make import build_rows
     from kit.submit.sample import CsvFile, detect_layout, read_csv_exact
-    from kit.submit.write import default_path, is_kit_sidecar, sidecar_path, write_submission
+    from kit.submit.write import default_path, is_kit_sidecar, sidecar_path
 
     comp = predictor.competition
     now = now or datetime.now()
@@ -146,10 +146,34 @@ def predict_files(
         "classes": predictor.classes,
         "created": now.astimezone().isoformat(timespec="seconds"),
     }
-    if npy is not None:
-        atomic_save_npy(npy, np.asarray(probs, dtype=np.float32))
-    write_submission(path, text, encoding, json.loads(json.dumps(sidecar, default=str)))
+    _write_outputs(path, text, encoding, json.loads(json.dumps(sidecar, default=str)), npy, probs)
     return PredictResult(path, n, kind, npy, warnings)
+
+
+def _write_outputs(
+    path: Path, text: str, encoding: str, sidecar: dict[str, Any], npy: Path | None, probs: np.ndarray
+) -> None:
+    """The CSV with its sidecar and, without a sample, the .npy of probabilities: all or none of them. Temps
+    that killed kit runs left beside --out are removed first."""
+    from kit.artifacts.atomic import tmp_name
+    from kit.predict.scratch import clean_dead_temps, write_failed
+    from kit.submit.write import write_submission
+
+    npy_tmp = tmp_name(npy) if npy is not None else None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_dead_temps(path.parent)
+        if npy is not None and npy_tmp is not None:
+            with npy_tmp.open("wb") as f:
+                np.save(f, np.asarray(probs, dtype=np.float32))
+        write_submission(path, text, encoding, sidecar)
+        if npy is not None and npy_tmp is not None:
+            os.replace(npy_tmp, npy)
+    except OSError as e:
+        raise write_failed("--out", path, e, "the predictions") from None
+    finally:
+        if npy_tmp is not None:
+            npy_tmp.unlink(missing_ok=True)
 
 
 def export_bundle(

@@ -17,7 +17,6 @@ import importlib.metadata as md
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,13 +125,16 @@ def write_wheels(
     run: Run = _run,
 ) -> Wheels:
     """kit's wheel (and, with `deps`, the pinned dependency wheels) into `dest`. kit's source is copied to a
-    temporary folder first, so building leaves nothing in the source tree. A failing pip is a KitError with its
+    temporary folder first (kit.predict.scratch: removed by the next run if this one is killed), so building
+    leaves nothing in the source tree. A failing pip is a KitError with its
     last lines."""
     source = kit_source()
     pins = pinned_closure(kit_requirements(source)) if deps else []
     dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="kit-wheel-") as tmp:
-        src = Path(tmp) / "kit-src"
+    from kit.predict.scratch import scratch_dir
+
+    with scratch_dir("kit-wheel", "a copy of kit's source", "kit export") as tmp:
+        src = tmp / "kit-src"
         src.mkdir()
         for name in SOURCE_FILES:
             if (source / name).is_file():

@@ -13,7 +13,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from kit.data.table import IMAGE_EXTS
+from kit.data.table import IMAGE_EXTS, is_int
 from kit.errors import KitError
 from kit.submit.sample import CsvFile, Layout
 
@@ -27,18 +27,24 @@ def strip_image_ext(id_: str) -> str:
 
 
 def match_ids(sample_ids: list[str], test_ids: list[str], *, lines: list[int] | None = None) -> np.ndarray:
-    """Index into `test_ids` for each sample id: exact match, else with/without an image extension."""
+    """Index into `test_ids` for each sample id: exact match, else with/without an image extension, else as
+    the same integer (a sample that pandas wrote without the zero padding of 00100.png: id 100)."""
     exact: dict[str, int | None] = {t.strip(): n for n, t in enumerate(test_ids)}
     stems: dict[str, int | None] = {}
+    numbers: dict[int, int | None] = {}
     for n, t in enumerate(test_ids):
         key = strip_image_ext(t)
         stems[key] = None if key in stems else n  # None: two test ids share a stem, so it cannot decide
+        if is_int(key):
+            numbers[int(key)] = None if int(key) in numbers else n
     idx = np.full(len(sample_ids), -1, dtype=np.int64)
     unmatched: list[str] = []
     for r, s in enumerate(sample_ids):
         i = exact.get(s.strip())
         if i is None:
             i = stems.get(strip_image_ext(s))
+        if i is None and is_int(strip_image_ext(s)):
+            i = numbers.get(int(strip_image_ext(s)))
         if i is None:
             line = lines[r] if lines else r + 2
             unmatched.append(f"line {line}: id '{s}'")
@@ -58,7 +64,7 @@ def match_ids(sample_ids: list[str], test_ids: list[str], *, lines: list[int] | 
             shown.append(f"... and {len(unmatched) - MAX_LISTED} more")
         raise KitError(
             f"{len(unmatched)} of {len(sample_ids)} sample submission ids do not match one test id each (tried exact, then "
-            f"with/without an image extension; test ids look like {test_ids[:3]}); check competition.test "
+            f"with/without an image extension, then as integers; test ids look like {test_ids[:3]}); check competition.test "
             "and competition.id_column:",
             problems=shown,
         )

@@ -149,6 +149,7 @@ def make_submission(
         cv = result.source.cv_score
         tracker.scalars({} if cv is None else {"submission/cv_score": cv})
         tracker.text("submission/metric", result.source.metric)
+        tracker.text("submission/score_kind", result.source.score_kind)
         tracker.text("submission/file", str(result.path))
     return result
 

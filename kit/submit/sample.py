@@ -16,7 +16,7 @@ from typing import get_args
 
 from kit.config.schema import SubmissionConfig, SubmissionKind
 from kit.data.encoding import decode_bytes
-from kit.data.table import is_float, is_int
+from kit.data.table import is_float, is_int, number
 from kit.errors import KitError
 
 Kind = SubmissionKind
@@ -206,25 +206,52 @@ def detect_layout(
             k = tokens
         else:
             k = metric_k or cfg.k
-        spaced = [c for c in classes if len(c.split()) != 1]
-        if spaced:
-            raise KitError(
-                f"topk submissions separate labels by spaces, but class names {spaced[:5]} contain spaces "
-                "or are empty; rename them in competition.classes"
-            )
+        _refuse_spaced_topk(sample, cols[0], classes, cfg, metric)
         return Layout("topk", id_col, cols, classes, k=min(k, len(classes)), note=note)
     return Layout(kind, id_col, cols, classes, note=note)  # type: ignore[arg-type]
 
 
+def _refuse_spaced_topk(
+    sample: CsvFile, col: int, classes: list[str], cfg: SubmissionConfig, metric: str | None
+) -> None:
+    """A ranked list is space-separated: class names with spaces cannot be read back out of it. The message
+    names the key that asked for the list (never "rename the classes": the grader compares the names)."""
+    spaced = [c for c in classes if len(c.split()) != 1]
+    if not spaced:
+        return
+    why = f"class names {spaced[:5]} contain spaces (or are empty), so such a list cannot be read back"
+    if cfg.kind == "topk":
+        raise KitError(
+            f"competition.submission.kind: topk writes space-separated labels, but {why}; if the competition "
+            "scores one label a row, set competition.submission.kind: label"
+        )
+    if metric in RANKING_METRICS:
+        raise KitError(
+            f"competition.metric: {metric} scores a ranked list of space-separated labels, but {why}; if the "
+            "competition scores one label a row, set competition.metric to that metric (accuracy, "
+            "weighted_f1, macro_f1, ...)"
+        )
+    name = sample.header[col].strip()
+    cell = next((v for v in sample.column(col) if len(v.split()) > 1), "")
+    raise KitError(
+        f"{sample.path}: column '{name}' holds several space-separated values a row ({cell[:80]!r}), read as a "
+        f"ranked list of labels, but {why}; if the column takes one class name a row, set "
+        "competition.submission.kind: label"
+    )
+
+
 def _guess_kind(sample: CsvFile, cols: list[int], classes: list[str], metric: str | None) -> tuple[Kind, str]:
-    """The kind the sample asks for, and a note when the metric overrode what its values alone suggest."""
+    """The kind the sample asks for, and a note when the metric or the classes decided what its values alone
+    leave open."""
     if len(cols) > 1:
         return "proba", ""
     name = sample.header[cols[0]].strip()
     values = [v.strip() for v in sample.column(cols[0]) if v.strip()]
     class_set = set(classes)
+    # cells that are class names are one label a row, spaces and all ('Sugar beet')
+    are_classes = bool(values) and all(v in class_set for v in values)
     tokens = max((len(v.split()) for v in values), default=0)
-    if tokens > 1:
+    if tokens > 1 and not are_classes:
         # k space-separated labels a row: a ranked list, even where the sample's placeholder labels are not
         # classes (humpback's new_whale); never read as one label
         foreign = sorted({t for v in values for t in v.split()} - class_set)
@@ -255,9 +282,17 @@ def _guess_kind(sample: CsvFile, cols: list[int], classes: list[str], metric: st
     label_metric = metric is not None
     if len(classes) == 2 and name in class_set and not label_metric:
         return "binary_proba", ""
+    if are_classes or not values:
+        return "label", ""
+    numbers = _numbers(classes)
+    if floats and numbers is not None and all(number(v) in numbers for v in values):
+        return "label", (
+            f"label: column '{name}' spells its placeholder {values[0]!r}, the classes are spelled like "
+            f"{classes[0]!r}; kit writes each image's class as the train labels spell it"
+        )
     if floats:
         if label_metric:
-            return _label_kind(values, classes), (
+            return "label", (
                 f"label: column '{name}' holds probabilities in the sample ({values[0]!r}), but the metric "
                 f"{metric} scores labels, so kit writes labels; set competition.submission.kind to override"
             )
@@ -267,13 +302,52 @@ def _guess_kind(sample: CsvFile, cols: list[int], classes: list[str], metric: st
             f"{sample.path}: column '{name}' holds probabilities ({values[0]!r}) but the task has "
             f"{len(classes)} classes; set competition.submission.kind (label, proba, ...) in kit.yaml"
         )
-    return _label_kind(values, classes), ""
+    return _label_kind(sample, name, values, classes)
 
 
-def _label_kind(values: list[str], classes: list[str]) -> Kind:
-    """label_code when the sample holds integers and the classes are not integers, else label."""
-    ints = bool(values) and all(is_int(v) for v in values)
-    return "label_code" if ints and not all(is_int(c) for c in classes) else "label"
+def _numbers(classes: list[str]) -> set[float] | None:
+    """The classes' numeric values when every class is a finite number ('3', '1.0', '0.5'), else None."""
+    out = {number(c) for c in classes}
+    return None if None in out else out  # type: ignore[return-value]
+
+
+def _label_kind(sample: CsvFile, name: str, values: list[str], classes: list[str]) -> tuple[Kind, str]:
+    """One label a row whose placeholders are not class names: the class as train spells it, or its index.
+
+    Integers are class indices only where nothing else can explain them: the classes are names and the sample
+    holds several different integers, all in 0..K-1. Numeric classes get their own values (a `0` placeholder
+    for classes `1.0`..`10.0` asks for a label, not an index). A constant integer beside named classes could be
+    either, so kit refuses rather than guess."""
+    if not all(is_int(v) for v in values):
+        return "label", ""
+    if _numbers(classes) is not None:
+        if all(is_int(c) for c in classes):
+            return "label", ""
+        return "label", (
+            f"label: column '{name}' holds integers ({values[0]!r}) and the classes are numbers, so kit writes "
+            f"each image's class as the train labels spell it ({classes[0]!r}, {classes[-1]!r}); set "
+            "competition.submission.kind: label_code to write class indices 0.."
+            f"{len(classes) - 1} instead"
+        )
+    codes = sorted({int(v) for v in values})
+    k = len(classes)
+    order = ", ".join(f"{c!r} = {i}" for i, c in enumerate(classes[:3])) + (", ..." if k > 3 else "")
+    if len(codes) >= 2 and codes[0] >= 0 and codes[-1] < k:
+        return "label_code", (
+            f"label_code: column '{name}' holds different integers in 0..{k - 1} ({codes[:5]}) and the classes "
+            f"are names, so kit writes class indices in competition.classes order ({order}); set "
+            "competition.submission.kind: label to write the names"
+        )
+    if len(codes) == 1:
+        seen = f"only the placeholder {values[0]!r}"
+    else:
+        seen = f"integers {codes[0]}..{codes[-1]}, not all in 0..{k - 1}"
+    raise KitError(
+        f"{sample.path}: column '{name}' holds {seen} and the classes are names ({classes[:3]}), so kit cannot "
+        "tell whether the leaderboard wants the class names or their indices; set "
+        f"competition.submission.kind: label (names) or label_code (indices 0..{k - 1} in competition.classes "
+        f"order: {order})"
+    )
 
 
 def _positive(sample: CsvFile, col: int, classes: list[str], cfg: SubmissionConfig) -> int:
@@ -338,8 +412,10 @@ def _multilabel_layout(
         spaced = [c for c in labels if len(c.split()) != 1]
         if spaced:
             raise KitError(
-                f"multilabel_labels separates labels by spaces, but labels {spaced[:5]} contain spaces or are "
-                "empty; rename them in competition.classes"
+                f"{sample.path}: multilabel_labels writes the labels of a row separated by spaces, but labels "
+                f"{spaced[:5]} contain spaces (or are empty), so such a cell cannot be read back; kit writes "
+                "these labels only into a sample with one column per label (multilabel_binary or "
+                "multilabel_proba): check the competition's submission format"
             )
         return Layout("multilabel_labels", id_col, cols, labels, note=note, at_least_one=at_least_one)
     col_class = _proba_columns(sample, cols, labels)

@@ -1,7 +1,9 @@
 """Where a submission's test probabilities come from: a blend (`kit blend`) or one member (`kit train`).
 
 Both give probabilities [n_test, C] in the workspace's test-table order and class order, plus the
-cross-validated score a competitor should pick final submissions by (never the public leaderboard).
+cross-validated score a competitor should pick final submissions by (never the public leaderboard): a blend's
+selection-aware estimate (the winner's own nested score is optimistic: it was picked by it), a member's pooled
+OOF score.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from kit.artifacts.names import plain_name
 from kit.data.workspace import Workspace
 from kit.metrics.multilabel import sigmoid
 from kit.metrics.scores import mean_view_probs, score, softmax
+from kit.submit.write import POOLED_OOF, SELECTION_AWARE, WINNER_NESTED
 
 
 @dataclass
@@ -26,7 +29,7 @@ class Source:
     test_probs: np.ndarray  # [n_test, C], rows sum to 1
     metric: str
     cv_score: float | None
-    score_kind: str
+    score_kind: str  # what cv_score estimates: kit.submit.write.SELECTION_AWARE, POOLED_OOF or WINNER_NESTED
     details: dict[str, Any] = field(default_factory=dict)
     cv_interval: list[float] | None = None  # group-bootstrap interval of cv_score
 
@@ -86,7 +89,7 @@ def member_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Sou
         metric=metric,
         cv_score=cv,
         cv_interval=[lo, hi],
-        score_kind="pooled OOF",
+        score_kind=POOLED_OOF,
         details={
             "path": str(art.path),
             "score_from": f"meta.json {key}" if recorded is not None else "computed from oof_logits.npy",
@@ -109,23 +112,37 @@ def blend_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Sour
 
     res = load_blend(ws.workdir, name, ws.expected(allow_stale=allow_stale))
     test, winner, path = np.asarray(res.test_probs), dict(res.winner), blend_dir(ws.workdir, name)
-    nested = winner.get("nested_score")
+    nested, aware = _number(winner.get("nested_score")), _number(winner.get("selection_aware_score"))
+    cv: float | None
+    if aware is not None:
+        cv, interval, kind, frm = (
+            aware,
+            winner.get("selection_aware_interval"),
+            SELECTION_AWARE,
+            "selection_aware",
+        )
+    else:  # a blend from a kit without the selection-aware estimate
+        cv, interval, kind, frm = nested, winner.get("nested_interval"), WINNER_NESTED, "nested"
     return Source(
         kind="blend",
         name=name,
         test_probs=np.asarray(test, dtype=np.float64),
         metric=str(winner.get("metric", ws.cfg.competition.scored_by)),
-        cv_score=float(nested) if isinstance(nested, (int, float)) else None,
-        cv_interval=winner.get("nested_interval"),
-        score_kind="nested CV",
+        cv_score=cv,
+        cv_interval=interval,
+        score_kind=kind,
         details={
-            "score_from": "winner.json nested_score",
+            "score_from": f"winner.json {frm}_score"
+            + ("" if aware is not None else " (run `kit blend` again for the selection-aware estimate)"),
             "path": str(path),
             "blender": winner.get("blender"),
             "members": winner.get("members"),
+            "nested_score": nested,
+            "nested_interval": winner.get("nested_interval"),
+            "nested_score_is": "the winner's own nested CV estimate: optimistic, the winner was picked by it",
             "insample_score": winner.get("insample_score"),
             "selection_rule": (winner.get("selection") or {}).get("rule"),
-            "selection_aware_score": winner.get("selection_aware_score"),
+            "selection_aware_score": aware,
             "selection_aware_interval": winner.get("selection_aware_interval"),
             **({"postprocess": winner.get("postprocess")} if ws.train.multilabel else {}),
         },

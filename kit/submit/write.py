@@ -1,24 +1,32 @@
 """Submission files on disk: the default name, the atomic write with its JSON sidecar, and the listing.
 
 submissions/NAME-YYYYmmdd-HHMMSS.csv        the file to upload
-submissions/NAME-YYYYmmdd-HHMMSS.csv.json   source (blend or member), its CV score, fingerprints, time
+submissions/NAME-YYYYmmdd-HHMMSS.csv.json   source (blend or member), its CV score and what that score
+                                            estimates (`score_kind`), fingerprints, time
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kit.artifacts.atomic import atomic_write_json, atomic_write_text
+from kit.artifacts.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from kit.artifacts.names import plain_name
 from kit.config.schema import KitConfig
 from kit.errors import KitError
 from kit.metrics.scores import greater_is_better
 
 SUBMISSIONS_DIR = Path("submissions")
+
+# what a submission's `cv_score` estimates (its sidecar's `score_kind`)
+SELECTION_AWARE = "selection-aware nested CV"  # a blend: the whole procedure, blender choice included
+POOLED_OOF = "pooled OOF"  # one member: its out-of-fold predictions pooled over the folds
+WINNER_NESTED = "winner's nested CV (optimistic)"  # a blend made before kit recorded the selection-aware one
+COMPARABLE = (SELECTION_AWARE, POOLED_OOF)
 
 
 def sidecar_path(csv_path: Path) -> Path:
@@ -114,11 +122,16 @@ def write_submission(path: Path, text: str, encoding: str, sidecar: dict[str, An
             "save sample_submission.csv as UTF-8"
         ) from None
     side = sidecar_path(path)
+    old_record = side.read_bytes() if side.is_file() else None  # --force: the CSV being replaced keeps it
     atomic_write_json(side, sidecar)
     try:
         atomic_write_text(path, text, encoding=encoding)
     except BaseException:
-        side.unlink(missing_ok=True)
+        if old_record is None:
+            side.unlink(missing_ok=True)
+        else:
+            with contextlib.suppress(OSError):  # the old CSV and its old record, as they were
+                atomic_write_bytes(side, old_record)
         raise
 
 
@@ -132,11 +145,30 @@ class SubmissionRecord:
     kind: str | None
     created: str | None
 
-    def sort_key(self) -> tuple[str, float, str]:
+    def sort_key(self) -> tuple[str, int, float, str]:
+        """Per metric, best first: selection-aware and pooled OOF scores, then optimistic ones (the winner's
+        own nested score of an old blend), then files without a score."""
         if self.score is None or self.metric is None:
-            return ("~", 0.0, self.created or "")
+            return ("~", 2, 0.0, self.created or "")
         sign = -1.0 if greater_is_better(self.metric) else 1.0
-        return (self.metric, sign * self.score, self.created or "")
+        return (self.metric, 0 if self.score_kind in COMPARABLE else 1, sign * self.score, self.created or "")
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def sidecar_score(meta: dict[str, Any]) -> tuple[float | None, str | None]:
+    """The CV score a sidecar records and what it estimates. A blend sidecar an earlier kit wrote holds the
+    winner's nested score as `cv_score` (score_kind 'nested CV') and the selection-aware estimate, when its
+    kit had one, under `source`: that estimate is the score; without it the nested score, labelled
+    optimistic."""
+    score, kind = _number(meta.get("cv_score")), meta.get("score_kind")
+    if kind == "nested CV":
+        src = meta.get("source")
+        aware = _number(src.get("selection_aware_score")) if isinstance(src, dict) else None
+        return (aware, SELECTION_AWARE) if aware is not None else (score, WINNER_NESTED)
+    return score, kind if isinstance(kind, str) else None
 
 
 def read_record(csv_path: Path) -> SubmissionRecord:
@@ -145,24 +177,27 @@ def read_record(csv_path: Path) -> SubmissionRecord:
     if side.is_file():
         try:
             meta = json.loads(side.read_text("utf-8"))
-        except json.JSONDecodeError:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             meta = {}
-    src = meta.get("source") or {}
+    if not isinstance(meta, dict):
+        meta = {}
+    src = meta.get("source") if isinstance(meta.get("source"), dict) else {}
     source = f"{src.get('kind', '?')} {src.get('name', '?')}" if src else "(no sidecar)"
-    score = meta.get("cv_score")
+    score, score_kind = sidecar_score(meta)
     return SubmissionRecord(
         path=csv_path,
         source=source,
-        metric=meta.get("metric"),
-        score=float(score) if isinstance(score, (int, float)) else None,
-        score_kind=meta.get("score_kind"),
-        kind=meta.get("kind"),
-        created=meta.get("created"),
+        metric=meta.get("metric") if isinstance(meta.get("metric"), str) else None,
+        score=score,
+        score_kind=score_kind,
+        kind=meta.get("kind") if isinstance(meta.get("kind"), str) else None,
+        created=meta.get("created") if isinstance(meta.get("created"), str) else None,
     )
 
 
 def list_submissions(folder: Path = SUBMISSIONS_DIR) -> list[SubmissionRecord]:
-    """Every CSV in `folder`, best CV score first (per metric); files without a sidecar last."""
+    """Every CSV in `folder`, best CV score first per metric (`SubmissionRecord.sort_key`); files without a
+    sidecar last."""
     if not folder.is_dir():
         return []
     records = [read_record(p) for p in folder.glob("*.csv") if not p.name.startswith(".")]

@@ -11,8 +11,10 @@ from kit.artifacts.atomic import atomic_file
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     import torch
 
-    with atomic_file(path) as tmp:
-        torch.save(state, tmp)
+    # through a Python file: a full disk is then an OSError (ENOSPC) naming the checkpoint, where torch's own
+    # file writer raises a RuntimeError ("file write failed") that says neither
+    with atomic_file(path) as tmp, tmp.open("wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

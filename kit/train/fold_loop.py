@@ -20,6 +20,7 @@ from the fold that held it out; test logits are the mean over the k folds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kit.artifacts.atomic import atomic_save_npy, atomic_write_json
-from kit.artifacts.member import write_member
+from kit.artifacts.member import member_stamp, write_member
 from kit.train.kinds import Clock, MemberKind, get_kind
 from kit.train.losses import warn_stacked_rebalancers
 from kit.train.progress import NullReporter, Reporter
@@ -90,12 +91,23 @@ def run_dir(ws: Workspace, name: str, member: BaseModel, extra: dict[str, Any] |
 def open_run(ws: Workspace, name: str, member: BaseModel, extra: dict[str, Any] | None = None) -> Path:
     """workdir/runs/NAME/HASH, created with its run.json."""
     root = run_dir(ws, name, member, extra)
+    new = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     if "identity" not in (read_run(root) or {}):  # runs made before the identity was kept get it now
-        atomic_write_json(
-            root / "run.json",
-            {"member": name, "config": member.model_dump(mode="json"), "identity": run_identity(ws, root)},
-        )
+        try:
+            atomic_write_json(
+                root / "run.json",
+                {
+                    "member": name,
+                    "config": member.model_dump(mode="json"),
+                    "identity": run_identity(ws, root),
+                },
+            )
+        except OSError:
+            if new:  # a full disk: no run folder without its run.json is left behind
+                with contextlib.suppress(OSError):
+                    root.rmdir()
+            raise
     return root
 
 
@@ -321,10 +333,17 @@ def done_folds(run: PreparedRun) -> tuple[list[dict[str, Any]], list[int]]:
 
 
 def assemble_run(run: PreparedRun, infos: list[dict[str, Any]], folds_s: float, reporter: Reporter) -> Path:
-    """The member artifacts from its k finished folds, written under the member lock."""
-    with member_lock(run.ws, run.name):
-        clock = Clock(prepare_s=run.prepare_s, folds_s=folds_s)
-        return assemble(run.ws, run.name, run.member, run.kind, run.root, infos, clock, reporter)
+    """The member artifacts from its k finished folds, written under the member lock (kept unwritten when
+    the member folder already holds exactly this training)."""
+    clock = Clock(prepare_s=run.prepare_s, folds_s=folds_s)
+    return assemble(run.ws, run.name, run.member, run.kind, run.root, infos, clock, reporter)
+
+
+def made_by(root: Path, k: int) -> dict[str, Any]:
+    """Which training the assembled logits come from: the run and each fold's done marker (written once, when
+    the fold finished training; a retrained fold writes a new one)."""
+    done = [hashlib.sha256((root / f"fold{f}" / DONE_FILE).read_bytes()).hexdigest()[:16] for f in range(k)]
+    return {"run": root.name, "folds": done}
 
 
 def assemble(
@@ -351,6 +370,7 @@ def assemble(
     metric = ws.cfg.competition.scored_by
     metrics = member_metrics(y, oof, ws.folds.fold, views, ws.classes, metric)
     summary = kind.describe(root, infos, clock)
+    stamp = member_stamp(ws.workdir, name)
     out = write_member(
         ws.workdir,
         name,
@@ -371,8 +391,12 @@ def assemble(
             **({"task": "multilabel"} if ws.train.multilabel else {}),
             **summary.extra,
         },
+        made_by=made_by(root, ws.folds.k),
+        lock=lambda: member_lock(ws, name),
     )
-    if summary.note is not None:
+    if stamp is not None and member_stamp(ws.workdir, name) == stamp:
+        reporter.line(f"{name}: nothing retrained; {out} kept as it was")
+    elif summary.note is not None:
         reporter.line(f"{name}: OOF {metric} {metrics['pooled'][metric]:.4f} ({summary.note}) -> {out}")
     return out
 

@@ -136,8 +136,8 @@ def resolve_model(name: str, member: TimmMember, n_classes: int) -> ModelSpec:
     return spec
 
 
-def _weights_message(key: str, member: TimmMember, err: BaseException) -> str:
-    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+def _weights_message(key: str, member: TimmMember, err: BaseException | str) -> str:
+    first = err if isinstance(err, str) else str(err).splitlines()[0] if str(err) else type(err).__name__
     if member.weights is not None:
         return (
             f"{key}.weights: could not load {member.weights} into '{member.model}' ({first}); "
@@ -149,6 +149,59 @@ def _weights_message(key: str, member: TimmMember, err: BaseException) -> str:
         "Either run once with a network so timm caches them, or download the model's .safetensors file "
         f"(https://huggingface.co/timm) and set {key}.weights: PATH, or set {key}.pretrained: false"
     )
+
+
+def pretrained_problem(name: str, member: TimmMember) -> str | None:
+    """What `resolve_model` would say about `pretrained: true` when the hub is out of reach and the weights
+    are in no local cache (the message `kit train` gives), or None. For `kit validate`: nothing is built, and
+    timm (with torch) is imported only when some hub cache exists to be searched."""
+    if not member.pretrained or member.weights is not None or member.model.startswith("local-dir:"):
+        return None
+    if not ensure_hub_mode():  # the hub is reachable: timm downloads what is missing
+        return None
+    if _cached_weights(member.model):
+        return None
+    return _weights_message(f"members.{name}", member, f"no cached weights for '{member.model}'")
+
+
+def _torch_hub_checkpoints() -> Path:
+    """torch.hub.get_dir()/checkpoints without importing torch: where timm's URL weights are cached."""
+    import os
+
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch"
+    )
+    return Path(home) / "hub" / "checkpoints"
+
+
+def _cached_weights(model: str) -> bool:
+    """Whether pretrained weights of `model` lie in the Hugging Face hub cache or torch's hub cache, as timm
+    looks them up (its pretrained config: hf_hub_id, else url). True where that cannot be told."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    hub_cache = Path(constants.HF_HUB_CACHE)
+    repos = [p.name for p in hub_cache.iterdir()] if hub_cache.is_dir() else []
+    checkpoints = _torch_hub_checkpoints()
+    urls = [p.name for p in checkpoints.iterdir()] if checkpoints.is_dir() else []
+    if not any(r.startswith("models--") for r in repos) and not urls:
+        return False  # both caches are empty: nothing to load, whatever the model's config says
+    given: str | None = None  # the weights file the pretrained config names, if any
+    if model.startswith(("hf-hub:", "hf_hub:")):
+        repo = model.split(":", 1)[1].split("@")[0]
+    else:
+        from timm.models import get_pretrained_cfg
+
+        try:
+            cfg = get_pretrained_cfg(model)
+        except Exception:  # a name timm does not know: `kit train` names it (check_model_name)
+            return True
+        if cfg is None:
+            return True
+        if not cfg.hf_hub_id:
+            return bool(cfg.url) and Path(str(cfg.url)).name in urls
+        repo, given = cfg.hf_hub_id.split("@")[0], cfg.hf_hub_filename
+    names = [given] if given else ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
+    return any(isinstance(try_to_load_from_cache(repo, f), str) for f in names)
 
 
 def _check_file_matched(key: str, spec: ModelSpec, loaded: nn.Module) -> None:

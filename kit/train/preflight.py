@@ -2,8 +2,9 @@
 
 `img_size: 2048` on 32 px images used to start quietly, grow a cache of gigabytes and end under the OOM killer
 with no message. `estimate` is pure arithmetic over sizes; `assess` turns an estimate and the free resources
-into refusals (it cannot fit) and warnings (it fits but looks wrong); `preflight` gathers the numbers for the
-members about to train and raises or warns before any image is decoded.
+into refusals (it cannot fit) and warnings (it fits but looks wrong); `findings` gathers the numbers for the
+members about to train before any image is decoded: `preflight` (kit train) raises or warns with them, and
+`kit validate` reports the same problems and warnings (kit.validate.check_training).
 
 The batch figure is rough on purpose: a backbone keeps activations for the backward pass worth a multiple of
 its input. Refusals use a low multiple (LEAN_FACTOR: even a small network needs that much), warnings a typical
@@ -15,12 +16,14 @@ from __future__ import annotations
 import resource
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kit.config.schema import MemberConfig
+    from kit.data.table import Table
     from kit.data.workspace import Workspace
 
 from kit.errors import KitError
@@ -77,7 +80,9 @@ def estimate(
 
 
 def _gb(n: float) -> str:
-    return f"{n / GB:.1f} GB" if n >= GB / 10 else f"{n / 1024**2:.0f} MB"
+    if n >= GB / 10:
+        return f"{n / GB:.1f} GB"
+    return f"{n / 1024**2:.0f} MB" if n >= 1024**2 else f"{n / 1024:.0f} KB"  # never "needs 0 MB"
 
 
 def assess(estimates: list[Estimate], res: Resources, image_side: int | None) -> tuple[list[str], list[str]]:
@@ -161,9 +166,15 @@ def free_memory() -> int:
     return min(avail) if avail else 1 << 62
 
 
+def gpu_driver_loaded() -> bool:
+    """Whether an NVIDIA or AMD (ROCm) GPU driver is loaded, without importing torch: torch.cuda can find a
+    device only then, so `device: auto` trains on the CPU otherwise."""
+    return any(Path(p).exists() for p in ("/proc/driver/nvidia/gpus", "/dev/nvidia0", "/dev/kfd"))
+
+
 def device_memory(device: str) -> tuple[str, int]:
     """("cpu", free RAM) or ("cuda", free memory of the current GPU) for a member's `device` setting."""
-    if device == "cpu":
+    if device == "cpu" or (device == "auto" and not gpu_driver_loaded()):
         return "cpu", free_memory()
     import torch
 
@@ -196,13 +207,51 @@ def images_side(paths: list[Path], k: int = SAMPLED_IMAGES) -> int | None:
     return max(sides) if sides else None
 
 
-def _cached(ws: Workspace, split: str, fingerprint: str, size: int) -> bool:
-    return any((ws.cache_dir / "images").glob(f"{split}-{fingerprint}-{size}px-*.npy"))
+@dataclass(frozen=True)
+class Inputs:
+    """What the preflight reads: the tables, where the caches go, the largest fold's train rows, and the images'
+    fingerprint per split (what the caches key on; asked only when a cache of that split and size exists).
+    `kit train` takes them from its workspace, `kit validate` without opening one (nothing written)."""
+
+    train: Table
+    test: Table | None
+    cache_dir: Path
+    n_train_rows: int
+    images_fingerprint: Callable[[str], str]
+
+    @classmethod
+    def of(cls, ws: Workspace) -> Inputs:
+        return cls(
+            train=ws.train,
+            test=ws.test,
+            cache_dir=ws.cache_dir,
+            n_train_rows=max(len(ws.folds.train_idx(f)) for f in range(ws.folds.k)),
+            images_fingerprint=lambda split: (
+                ws.train_images_fingerprint if split == "train" else ws.test_images_fingerprint
+            ),
+        )
+
+
+def _cached(inp: Inputs, split: str, size: int) -> bool:
+    """Whether the split's image cache at `size` exists (kit.data.cache keys it on the images' bytes)."""
+    folder = inp.cache_dir / "images"
+    if not any(folder.glob(f"{split}-*-{size}px-*.npy")):
+        return False  # no cache at this size at all: no need to fingerprint the images
+    return any(folder.glob(f"{split}-{inp.images_fingerprint(split)}-{size}px-*.npy"))
 
 
 def preflight(ws: Workspace, members: dict[str, MemberConfig]) -> None:
     """Refuse (KitError) or warn (PreflightWarning) before the members train; see the module docstring."""
-    n_train_rows = max(len(ws.folds.train_idx(f)) for f in range(ws.folds.k))
+    problems, warns = findings(Inputs.of(ws), members)
+    for w in warns:
+        warnings.warn(w, PreflightWarning, stacklevel=2)
+    if problems:
+        raise KitError("not starting: this run cannot fit on this machine:", problems=problems)
+
+
+def findings(inp: Inputs, members: dict[str, MemberConfig]) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of `preflight`, for `kit train` and `kit validate` alike. Reads the headers of a
+    sample of images and the free disk and memory; decodes no image and writes nothing."""
     estimates, sizes_seen = [], set()
     for name, m in members.items():
         if m.img_size is None:  # clip_probe at the model's own size: small, known only once it loads
@@ -210,14 +259,14 @@ def preflight(ws: Workspace, members: dict[str, MemberConfig]) -> None:
         n_new = 0
         if m.img_size not in sizes_seen:  # members at one size share the caches
             sizes_seen.add(m.img_size)
-            n_new += 0 if _cached(ws, "train", ws.data_fingerprint, m.img_size) else len(ws.train)
-            if ws.test is not None and not _cached(ws, "test", ws.test_fingerprint, m.img_size):
-                n_new += len(ws.test)
+            n_new += 0 if _cached(inp, "train", m.img_size) else len(inp.train)
+            if inp.test is not None and not _cached(inp, "test", m.img_size):
+                n_new += len(inp.test)
         trains = get_kind(m.kind).trains_images  # clip_probe trains a head on embeddings
-        estimates.append(estimate(name, m.img_size, n_new, m.batch_size, n_train_rows, trains=trains))
+        estimates.append(estimate(name, m.img_size, n_new, m.batch_size, inp.n_train_rows, trains=trains))
     if not estimates:
-        return
-    disk, where = free_disk(ws.cache_dir)
+        return [], []
+    disk, where = free_disk(inp.cache_dir)
     on = {e.member: device_memory(members[e.member].device) for e in estimates if e.batch}
     res = Resources(
         free_disk=disk,
@@ -225,8 +274,4 @@ def preflight(ws: Workspace, members: dict[str, MemberConfig]) -> None:
         free_memory={n: free for n, (_, free) in on.items()},
         device={n: dev for n, (dev, _) in on.items()},
     )
-    problems, warns = assess(estimates, res, images_side(ws.train.paths))
-    for w in warns:
-        warnings.warn(w, PreflightWarning, stacklevel=2)
-    if problems:
-        raise KitError("not starting: this run cannot fit on this machine:", problems=problems)
+    return assess(estimates, res, images_side(inp.train.paths))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kit.errors import KitError
+from kit.errors import KitError, describe_os_error
 from kit.train.fold_loop import (
     RESUME_FILE,
     PreparedRun,
@@ -199,6 +199,11 @@ def _result(ray: Any, ref: Any, name: str, f: int) -> tuple[dict, dict[str, byte
     except ray.exceptions.RayTaskError as e:
         if isinstance(e.cause, KitError):
             raise KitError(str(e.cause)) from None
+        if isinstance(e.cause, OSError):  # the worker's disk: full, read-only, ... (the path and the fix)
+            raise KitError(
+                f"member '{name}' fold {f}, on its Ray worker: {describe_os_error(e.cause)}; finished folds are "
+                "kept: run the same command again once that is fixed"
+            ) from None
         raise
     except (
         ray.exceptions.WorkerCrashedError,

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kit.artifacts.member import member_stamp
 from kit.config.schema import KitConfig
-from kit.errors import KitError
+from kit.errors import KitError, describe_os_error
 from kit.train.added import check_added
 from kit.train.fold_loop import assemble_run, done_folds, prepare_run, report_missing, train_member
 from kit.train.preflight import preflight
@@ -96,10 +97,12 @@ def select_members(members: dict[str, Any], names: list[str] | None) -> list[str
 @dataclass(frozen=True)
 class TrainResult:
     """The members one `kit train` wrote, by name -> artifact folder (workdir/members/NAME); `pending` are the
-    members whose folds another `kit train` process still holds (it writes them when done)."""
+    members whose folds another `kit train` process still holds (it writes them when done); `kept` are those of
+    `members` whose folder already held exactly this training and was left as it was (nothing retrained)."""
 
     members: dict[str, Path] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
 
 
 def train(
@@ -136,12 +139,24 @@ def train(
         )
     if int(os.environ.get("RANK", "0")) > 0:  # a DDP rank other than 0: rank 0 logs
         return _train(cfg, chosen, reporter, folds, jobs, devices, assemble_only, import_folds, ray)
-    with tracking(cfg, f"train {' '.join(chosen)}") as tracker:
-        rep = TrackingReporter(reporter or NullReporter(), tracker)
-        result = _train(cfg, chosen, rep, folds, jobs, devices, assemble_only, import_folds, ray)
-        for name in result.members:
-            log_member(tracker, name, read_meta(cfg.workdir, name).get("metrics", {}))
-    return result
+    stamps = {n: member_stamp(cfg.workdir, n) for n in chosen}
+    try:
+        with tracking(cfg, f"train {' '.join(chosen)}") as tracker:
+            rep = TrackingReporter(reporter or NullReporter(), tracker)
+            result = _train(cfg, chosen, rep, folds, jobs, devices, assemble_only, import_folds, ray)
+            for name in result.members:
+                log_member(tracker, name, read_meta(cfg.workdir, name).get("metrics", {}))
+    except OSError as e:  # a full or read-only disk while training: what failed, and that nothing is lost
+        raise KitError(f"kit train: {describe_os_error(e)}; {KEPT_NOTE}") from None
+    kept = [n for n in result.members if stamps[n] is not None and member_stamp(cfg.workdir, n) == stamps[n]]
+    return TrainResult(members=result.members, pending=result.pending, kept=kept)
+
+
+# what survives a failed write: every artifact is renamed into place whole (kit.artifacts.atomic)
+KEPT_NOTE = (
+    "finished folds are kept and nothing half-written is left: fix that, then run the same command again to "
+    "resume"
+)
 
 
 def _train(

@@ -24,7 +24,7 @@ def member_metrics(
     plain = oof[:, 0]
     mean = oof.mean(axis=1)
     f1, support, _ = f1_from_confusion(confusion_matrix(y, plain.argmax(1), len(classes)))
-    order = np.argsort(f1[support > 0])[:worst]
+    order = np.argsort(f1[support > 0], kind="stable")[:worst]
     present = np.flatnonzero(support > 0)
     return {
         "metric": metric,

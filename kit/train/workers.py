@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from kit.errors import KitError
+from kit.errors import KitError, describe_os_error
 from kit.train.fold_loop import PreparedRun, _best, prepare_run, read_done, take_fold, train_fold
 from kit.train.progress import EpochEvent, Reporter, Task, epoch_done
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from kit.config.schema import KitConfig
 
 POLL_S = 0.2  # how often the parent checks that its workers are alive while no event arrives
+EXIT_EVENT_WAIT_S = 30.0  # the longest a worker that ended normally may leave its last event unread
 
 
 def usable_cores() -> int:
@@ -159,6 +160,8 @@ def _worker(wid: int, slot: Slot, cfg: KitConfig, tasks: Any, events: Any) -> No
             events.put(("finished", wid, name, f, info is not None))
     except KitError as e:
         events.put(("error", wid, name, f, str(e)))
+    except OSError as e:  # a full or read-only disk: the path and the fix, as the serial path says it
+        events.put(("error", wid, name, f, describe_os_error(e)))
     except BaseException as e:  # the parent raises it as a KitError
         tb = traceback.format_exc(limit=-3)
         events.put(("error", wid, name, f, f"{type(e).__name__}: {e}\n{tb}"))
@@ -209,11 +212,12 @@ def run_tasks(cfg: KitConfig, tasks: list[tuple[str, int]], slots: list[Slot], r
             label = f"worker {i} ({s.label}, pid {p.pid})"
             views.append(_WorkerView(label, stack.enter_context(reporter.task(label)), {}))
         exited: set[int] = set()
+        gone: dict[int, float] = {}  # worker -> when it was first seen ended (exit code 0)
         while len(exited) < len(procs):
             try:
                 ev = events.get(timeout=POLL_S)
             except queue.Empty:
-                _check_alive(procs, slots, views, exited)
+                _check_alive(procs, slots, views, exited, gone)
                 continue
             kind, wid = ev[0], ev[1]
             view = views[wid]
@@ -246,12 +250,18 @@ def run_tasks(cfg: KitConfig, tasks: list[tuple[str, int]], slots: list[Slot], r
             view.task.describe(view.render())
 
 
-def _check_alive(procs: list[Any], slots: list[Slot], views: list[_WorkerView], exited: set[int]) -> None:
+def _check_alive(
+    procs: list[Any], slots: list[Slot], views: list[_WorkerView], exited: set[int], gone: dict[int, float]
+) -> None:
     for i, p in enumerate(procs):
         if i in exited or p.exitcode is None:
             continue
         if p.exitcode == 0:
-            exited.add(i)
+            # a worker that ended normally sent "exit" or "error" last, and the events a process put are in the
+            # queue before it ends: wait for that event (an error two workers hit at once must not be lost)
+            gone.setdefault(i, time.monotonic())
+            if time.monotonic() - gone[i] > EXIT_EVENT_WAIT_S:
+                exited.add(i)
             continue
         time.sleep(POLL_S)  # let its last events arrive (an error it reported says more than the exit code)
         cur = views[i].current

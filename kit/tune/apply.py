@@ -16,7 +16,7 @@ from typing import Any
 
 from kit.artifacts.atomic import atomic_write_json, atomic_write_text
 from kit.artifacts.tuned import record_path
-from kit.config.load import _set_path, read_yaml, validate_data
+from kit.config.load import _set_path, load_yaml_text, read_yaml, validate_data
 from kit.config.schema import MEMBER_NAME, KitConfig
 from kit.errors import KitError
 from kit.tune.study import TuneSetup, best_row
@@ -99,9 +99,7 @@ def apply_best(config: Path, ts: TuneSetup, as_name: str | None = None) -> Appli
     yaml.dump(doc, buf)
     text = buf.getvalue()
 
-    import yaml as pyyaml
-
-    validate_data(pyyaml.safe_load(text), KitConfig, f"{config} with members.{new}")
+    validate_data(load_yaml_text(text), KitConfig, f"{config} with members.{new}")
     atomic_write_text(config, text)
     atomic_write_json(
         rec_path,

@@ -62,7 +62,9 @@ def _key_problem(model: type[BaseModel], key: str) -> str | None:
         if part not in current.model_fields:
             close = difflib.get_close_matches(part, list(current.model_fields), n=1)
             where = ".".join(parts[:i]) or "the member"
-            hint = f"did you mean '{'.'.join([*parts[:i], close[0]])}'?" if close else "see docs/config.md"
+            fields = list(current.model_fields)
+            listed = ", ".join(fields[:12]) + (", ..." if len(fields) > 12 else "")
+            hint = f"did you mean '{'.'.join([*parts[:i], close[0]])}'?" if close else f"its keys: {listed}"
             return f"not a field of {where} ({model.__name__}); {hint}"
         types_ = _unwrap(current.model_fields[part].annotation)
         sections = [t for t in types_ if isinstance(t, type) and issubclass(t, BaseModel)]

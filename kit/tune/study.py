@@ -54,6 +54,40 @@ def default_storage(workdir: Path) -> str:
     return f"sqlite:///{(workdir / 'tune' / 'tune.db').resolve()}"
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a sqlite:/// URL (relative to the current folder, as SQLAlchemy reads it), or
+    None for another database or an in-memory one."""
+    if not url.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(url).database
+    except Exception:  # a malformed URL: open_storage says so
+        return None
+    return Path(database) if database and database != ":memory:" else None
+
+
+def storage_folder(url: str, workdir: Path, *, create: bool) -> None:
+    """A SQLite --storage's folder that does not exist yet: made (`create`) when it is the workdir or inside it,
+    kit's own folders; refused elsewhere, naming URLs that work. Checked before the workspace opens, made after
+    (opening it creates and marks the workdir)."""
+    path = sqlite_file(url)
+    if path is None or path.parent.is_dir():
+        return
+    folder = Path(os.path.abspath(path.parent))
+    wd = Path(os.path.abspath(workdir))
+    if folder == wd or wd in folder.parents:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        return
+    raise KitError(
+        f"--storage {url}: the folder {path.parent} does not exist ({folder}); kit creates folders only inside "
+        f"its workdir ({workdir}). Create it (`mkdir -p {folder}`), or keep the study in the workdir: "
+        f"{default_storage(workdir)} (the default when --storage is left out)"
+    )
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """The optuna RDB storage at `url` (SQLite waits for a busy file instead of failing); a KitError naming
     --storage when it cannot be opened."""
@@ -63,11 +97,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
         kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
-        path = url.removeprefix("sqlite:///")
-        if path and path != url and not Path(path).parent.is_dir():
+        path = sqlite_file(url)
+        if path is not None and not path.parent.is_dir():
             raise KitError(
-                f"--storage {url}: the folder {Path(path).parent} does not exist; create it or point --storage "
-                "at an existing folder, e.g. sqlite:///work/tune.db"
+                f"--storage {url}: the folder {path.parent} does not exist; create it or point --storage "
+                "at an existing folder (leave --storage out for the workdir's tune/tune.db)"
             )
     last: Exception | None = None
     for _ in range(5):  # processes creating the tables of a new database at once: the losers retry
@@ -80,7 +114,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             time.sleep(1.0)
     raise KitError(
         f"--storage {url}: cannot open it ({type(last).__name__}: {str(last).splitlines()[0] if last else ''}); "
-        "use an optuna RDB URL such as sqlite:///work/tune.db or postgresql://USER@HOST/DB"
+        "use an optuna RDB URL such as sqlite:////ABSOLUTE/PATH/tune.db (a file in an existing folder) or "
+        "postgresql://USER@HOST/DB"
     ) from None
 
 
@@ -130,10 +165,10 @@ def setup_study(cfg: KitConfig, name: str, folds: list[int] | None, storage: str
     select_members(cfg.members, [name])
     params = search_space(cfg, name)
     url = storage or default_storage(cfg.workdir)
-    if storage is None:
-        tune_dir(cfg.workdir, "").mkdir(parents=True, exist_ok=True)
+    storage_folder(url, cfg.workdir, create=False)
+    ws = open_workspace(cfg)  # creates (and marks) the workdir
+    storage_folder(url, cfg.workdir, create=True)
     st = open_storage(url)
-    ws = open_workspace(cfg)
     chosen = parse_folds(folds, ws.folds.k)
     sname = study_name(ws, name, params, chosen)
     direction: Literal["maximize", "minimize"] = (
