@@ -164,7 +164,10 @@ def test_two_processes_share_one_sqlite_study(tmp_path: Path) -> None:
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{db}")
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers)) >= 4
-    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    # every trial finished; one that starts while 5 others have completed may be pruned (MedianPruner's
+    # startup count), which depends on how the two processes' trials interleave, so PRUNED is a finish too
+    states = [t.state.name for t in study.trials]
+    assert set(states) <= {"COMPLETE", "PRUNED"} and states.count("COMPLETE") >= 4, states
     assert {t.user_attrs["pid"] for t in study.trials} == {p.pid for p in procs}
     assert all("this process finished" in out for out in outs)
 
