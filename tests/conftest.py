@@ -156,13 +156,14 @@ def kit_on_limited_disk(
     read_only: list[Path] = (),  # type: ignore[assignment]
     env: dict[str, str] | None = None,
     timeout: float = 600,
+    room_kb: int = 0,
 ):
     """Run the real `kit` console script with some folders on a real full disk or read-only filesystem.
 
     In a private mount namespace (`unshare -rm`, nothing outside the command sees it), each folder in `full`
     becomes a tmpfs holding a copy of its contents with no free byte left (writes fail with ENOSPC, as on a
-    full disk); whatever the command left there is copied back afterwards, so the test sees the folder as the
-    full disk held it. Each folder in `read_only` is bind-mounted read-only (EROFS, which even root cannot
+    full disk), or with `room_kb` KiB free (a nearly full disk: room for a small file, not a large one);
+    whatever the command left there is copied back afterwards, so the test sees the folder as the disk held it. Each folder in `read_only` is bind-mounted read-only (EROFS, which even root cannot
     write). Skips where the machine cannot make user mount namespaces. Returns the CompletedProcess."""
     import shlex
     import subprocess
@@ -177,10 +178,12 @@ def kit_on_limited_disk(
         lines += [
             f"mkdir -p {q}",
             f'_t{i}=$(mktemp -d -p /tmp) && cp -a {q}/. "$_t{i}"',  # -p: not in $TMPDIR, which may be {q}
-            f"mount -t tmpfs -o size=$(( $(du -sk {q} | cut -f1) * 2 + 64 ))k kitfull {q}",
+            f"mount -t tmpfs -o size=$(( $(du -sk {q} | cut -f1) * 2 + 64 + {room_kb} ))k kitfull {q}",
             f'cp -a "$_t{i}"/. {q}',
+            f"dd if=/dev/zero of={q}/.kit-test-room bs=1024 count={room_kb} 2>/dev/null",
             f"dd if=/dev/zero of={q}/.kit-test-fill bs=4096 2>/dev/null || true",
             f"dd if=/dev/zero of={q}/.kit-test-fill2 bs=1 2>/dev/null || true",
+            f"rm {q}/.kit-test-room",
         ]
     for p in read_only:
         q = shlex.quote(str(p))

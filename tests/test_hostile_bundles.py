@@ -12,7 +12,6 @@ import copy
 import hashlib
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from conftest import _namespaces_work, invoke, kit_on_limited_disk, write_csv
+from conftest import invoke, kit_on_limited_disk, write_csv
 from train_helpers import CLASSES, make_competition, member, write_config
 from typer.testing import CliRunner
 
@@ -715,39 +714,8 @@ def test_full_out_during_export_is_a_clear_error(home: Path, tmp_path: Path) -> 
     assert not out.exists()
 
 
-def kit_on_small_disk(
-    args: list[str], cwd: Path, folder: Path, size: str, listing: Path, env: dict[str, str] | None = None
-) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    """The real `kit` with `folder` on a tiny tmpfs (`size`, e.g. '16k') that has some room but not enough, as a
-    nearly full disk has; returns the run and what the folder held after kit exited (the tmpfs is private to
-    the run, so it is listed from inside)."""
-    if not _namespaces_work():
-        pytest.skip("needs `unshare -rm` (user mount namespaces) to make a small disk")
-    q, lst = shlex.quote(str(folder)), shlex.quote(str(listing))
-    script = "\n".join(
-        [
-            "set -e",
-            f"mkdir -p {q}",
-            f'_t=$(mktemp -d -p /tmp) && cp -a {q}/. "$_t"',  # -p: $TMPDIR may be the folder itself
-            f"mount -t tmpfs -o size={size} kitsmall {q}",
-            f'cp -a "$_t"/. {q} && rm -rf "$_t"',
-            "set +e",
-            " ".join(shlex.quote(a) for a in [str(KIT), *args]),
-            "rc=$?",
-            f"(cd {q} && find . -mindepth 1 | sort) > {lst}",
-            "exit $rc",
-        ]
-    )
-    r = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script],
-        cwd=cwd,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert listing.exists(), r.stdout + r.stderr
-    return r, listing.read_text().split()
+def listing(folder: Path) -> list[str]:
+    return sorted(f"./{p.relative_to(folder)}" for p in folder.rglob("*"))
 
 
 def test_nearly_full_tmpdir_is_a_clear_error_not_a_crash(
@@ -757,11 +725,9 @@ def test_nearly_full_tmpdir_is_a_clear_error_not_a_crash(
     message, scratch left behind) at the first page it could not allocate."""
     tmpdir, out = tmp_path / "tmp", tmp_path / "o" / "sub.csv"
     args = predict_args(bundles["blend"], images_dir(home), out)  # 8 images at 32 px: a 24.7 kB scratch
-    r, left = kit_on_small_disk(
-        args, tmp_path, tmpdir, "16k", tmp_path / "listing.txt", env={"TMPDIR": str(tmpdir)}
-    )
+    r = kit_on_limited_disk(args, tmp_path, full=[tmpdir], room_kb=16, env={"TMPDIR": str(tmpdir)})
     assert_clean_failure(r, str(tmpdir), "TMPDIR", "No space left on device")
-    assert left == [] and not out.exists()
+    assert listing(tmpdir) == [] and not out.exists()
 
 
 def test_nearly_full_out_during_predict_leaves_no_npy(
@@ -772,9 +738,9 @@ def test_nearly_full_out_during_predict_leaves_no_npy(
     out = out_dir / "sub.csv"
     touch([out_dir / "mine.csv"])
     args = predict_args(bundles["blend"], images_dir(home), out)
-    r, left = kit_on_small_disk(args, tmp_path, out_dir, "8k", tmp_path / "listing.txt")  # mine.csv + a page
+    r = kit_on_limited_disk(args, tmp_path, full=[out_dir], room_kb=4)  # a page: the .npy, not the CSV
     assert_clean_failure(r, str(out), "--out", "No space left on device")
-    assert left == ["./mine.csv"]
+    assert listing(out_dir) == ["./mine.csv"]
 
 
 def test_nearly_full_out_during_export_leaves_no_partial_bundle(home: Path, tmp_path: Path) -> None:
@@ -784,6 +750,6 @@ def test_nearly_full_out_during_export_leaves_no_partial_bundle(home: Path, tmp_
     touch([out_dir / "mine.csv"])
     out = out_dir / "bundle"
     args = ["export", "ensembles/stack.yaml", "--out", str(out)]
-    r, left = kit_on_small_disk(args, home, out_dir, "1m", tmp_path / "listing.txt")
+    r = kit_on_limited_disk(args, home, full=[out_dir], room_kb=1024)
     assert_clean_failure(r, str(out), "--out", "No space left on device")
-    assert left == ["./mine.csv"]
+    assert listing(out_dir) == ["./mine.csv"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import invoke, kit_on_limited_disk
 from test_reliability_files import snapshot
-from train_helpers import make_competition, member, write_relative_config
+from train_helpers import known_member, make_competition, member, write_relative_config
 
 from kit.config.load import read_yaml
 
@@ -98,3 +98,24 @@ def test_submit_onto_a_full_disk_leaves_no_csv_without_its_record(project: Path)
     r = kit_on_limited_disk(["submit", "ensembles/all.yaml"], project)
     assert r.returncode == 0, r.stderr
     assert len(list(subs.glob("all-*.csv"))) == 1 and len(list(subs.glob("all-*.csv.json"))) == 1
+
+
+def test_submit_force_on_a_nearly_full_disk_keeps_the_old_csv_and_its_record(tmp_path: Path) -> None:
+    """--force replaces a submission: room for the new sidecar but not the new CSV leaves the old CSV with
+    its old sidecar (not a CSV without a record, which kit would then refuse to replace)."""
+    data = make_competition(tmp_path / "data", size=8, n_test=1500)  # a CSV of several pages
+    rows = [line.split(",")[0] for line in (data / "test.csv").read_text().splitlines()[1:]]
+    (data / "sample_submission.csv").write_text("id,label\n" + "".join(f"{i},cat\n" for i in rows))
+    cfg = write_relative_config(tmp_path, {"m": member()})
+    known_member(cfg)
+    subs = tmp_path / "subs"
+    r = kit_on_limited_disk(["submit", "--member", "m", "--out", "subs/a.csv"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    before = snapshot(subs)
+    assert len(before["a.csv"]) > 3 * 4096 > 4096 > len(before["a.csv.json"])
+    known_member(cfg)  # the member again: a new sidecar (its time), the same rows
+    r = kit_on_limited_disk(
+        ["submit", "--member", "m", "--out", "subs/a.csv", "--force"], tmp_path, full=[subs], room_kb=8
+    )
+    _failed_cleanly(r, "No space left on device", "subs/a.csv")
+    assert snapshot(subs) == before
