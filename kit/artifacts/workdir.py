@@ -30,6 +30,7 @@ KIT_ENTRIES = frozenset(
         "locks",
         "tune",
         "tracking",
+        "clip-tiny",  # `kit demo`'s random-init CLIP
     }
 )
 
