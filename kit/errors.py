@@ -14,6 +14,11 @@ def clip(text: str, limit: int = MAX_LINE) -> str:
     return f"{text[:keep]} ... {text[-keep:]}"
 
 
+def first_shown(items: list[str]) -> tuple[list[str], int]:
+    """The items a message prints (the first MAX_PROBLEMS_SHOWN, each clipped) and how many it leaves out."""
+    return [clip(p) for p in items[:MAX_PROBLEMS_SHOWN]], max(0, len(items) - MAX_PROBLEMS_SHOWN)
+
+
 class KitError(Exception):
     """A problem the user can fix: the message names the file, key or row and what to do instead.
 
@@ -23,31 +28,33 @@ class KitError(Exception):
     def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
         self.problems = list(problems or [])
         text = clip(message, 4 * MAX_LINE)
-        shown = [f"  - {clip(p)}" for p in self.problems[:MAX_PROBLEMS_SHOWN]]
-        if len(self.problems) > MAX_PROBLEMS_SHOWN:
-            shown.append(f"  ... and {len(self.problems) - MAX_PROBLEMS_SHOWN} more")
+        items, rest = first_shown(self.problems)
+        shown = [f"  - {p}" for p in items] + ([f"  ... and {rest} more"] if rest else [])
         if shown:
             text = text + "\n" + "\n".join(shown)
         super().__init__(text)
 
 
-def describe_os_error(e: OSError) -> str:
-    """An OSError as a user's message: the path, what the system said, and what to do about it."""
+def os_error_fix(e: OSError, target: str = "`workdir:` (or --out)") -> str:
+    """What to do about an OSError, for the setting that chose the place (`target`: workdir, --out, TMPDIR)."""
     import errno
 
-    paths = [p for p in (e.filename, e.filename2) if p is not None]
-    where = " -> ".join(str(p) for p in paths) or "(no path given)"
-    reason = e.strerror or str(e)
     fixes = {
-        errno.ENOSPC: "the disk is full: free space there, or point `workdir:` (or --out) at a disk with room",
-        errno.EDQUOT: "the disk quota is used up: free space there, or point `workdir:` (or --out) elsewhere",
-        errno.EROFS: "that filesystem is read-only: point `workdir:` (or --out) at a writable folder",
-        errno.EACCES: "you may not write or read there: fix its permissions, or point `workdir:` (or --out) at "
-        "a folder of yours",
-        errno.EPERM: "the system refused the operation: fix its permissions, or use another folder",
+        errno.ENOSPC: f"the disk is full: free space there, or point {target} at a disk with room",
+        errno.EDQUOT: f"the disk quota is used up: free space there, or point {target} elsewhere",
+        errno.EROFS: f"that filesystem is read-only: point {target} at a writable folder",
+        errno.EACCES: f"you may not write or read there: fix its permissions, or point {target} at a folder of "
+        "yours",
+        errno.EPERM: f"the system refused the operation: fix its permissions, or point {target} elsewhere",
         errno.ENAMETOOLONG: "a file name is longer than the filesystem allows (255 bytes a name): shorten it",
         errno.EMFILE: "too many open files: raise the limit (`ulimit -n 4096`) or lower `num_workers`",
         errno.EIO: "the disk reported an I/O error: check the disk, or use another folder",
     }
-    fix = fixes.get(e.errno or -1, "check that the path exists and is usable, then run the command again")
-    return f"{where}: {reason}; {fix}"
+    return fixes.get(e.errno or -1, f"check that the path exists and is usable, or point {target} elsewhere")
+
+
+def describe_os_error(e: OSError) -> str:
+    """An OSError as a user's message: the path, what the system said, and what to do about it."""
+    paths = [p for p in (e.filename, e.filename2) if p is not None]
+    where = " -> ".join(str(p) for p in paths) or "(no path given)"
+    return f"{where}: {e.strerror or str(e)}; {os_error_fix(e)}"

@@ -6,6 +6,7 @@ It sits above kit.config: besides the schemas it reads the tables, the fold plan
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,21 +141,21 @@ def check_training(cfg: KitConfig, train: Table, test: Table | None) -> tuple[li
             problems.append(str(e))
     if not cfg.members:
         return problems, []
+    folds = functools.cache(lambda: _folds(cfg, train))  # assigned at most once, only where needed
     fps: dict[str, str] = {}
 
     def images_fingerprint(split: str) -> str:  # only when a cache of that size exists: after a train
         if not fps:
             from kit.data.workspace import Workspace
 
-            ws = Workspace(cfg=cfg, train=train, test=test, folds=_folds(cfg, train))
+            ws = Workspace(cfg=cfg, train=train, test=test, folds=folds())
             fps.update(train=ws.train_images_fingerprint, test=ws.test_images_fingerprint)
         return fps[split]
 
     n, k = len(train), cfg.folds.k
     rows = n - n // k  # the largest fold's train rows are at least this many
     if any(m.batch_size > rows for m in cfg.members.values()):  # the exact number matters: split
-        folds = _folds(cfg, train)
-        rows = max(len(folds.train_idx(f)) for f in range(folds.k))
+        rows = max(len(folds().train_idx(f)) for f in range(folds().k))
     inputs = Inputs(train, test, cfg.workdir / "cache", rows, images_fingerprint)
     try:
         refused, warned = findings(inputs, dict(cfg.members))

@@ -61,7 +61,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Demo:
     rng = np.random.default_rng(0)
     n_c = len(ws.classes)
     test_logits = rng.normal(scale=3.0, size=(len(ws.test), 2, n_c)).astype(np.float32)
-    e = ws.expected()
     write_member(
         ws.workdir,
         "m",
@@ -69,11 +68,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Demo:
         test=test_logits,
         views=["plain", "hflip"],
         classes=ws.classes,
-        train_ids_fingerprint=e.train_ids_fingerprint,
-        test_ids_fingerprint=str(e.test_ids_fingerprint),
-        folds_fingerprint=e.folds_fingerprint,
-        data_fingerprint=ws.data_fingerprint,
-        test_fingerprint=ws.test_fingerprint,
+        **ws.member_fingerprints(),
         config={"kind": "timm"},
         metrics={"metric": "weighted_f1", "pooled": {"weighted_f1": 0.4321, "accuracy": 0.5}},
         timings={},

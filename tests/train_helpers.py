@@ -87,7 +87,6 @@ def known_member(config: Path, overrides: list[str] | None = None, name: str = "
     logits = np.full((len(ws.test), 1, n_c), -4.0, np.float32)
     for i in range(len(ws.test)):
         logits[i, 0, i % n_c] = 4.0
-    e = ws.expected()
     write_member(
         ws.workdir,
         name,
@@ -95,11 +94,7 @@ def known_member(config: Path, overrides: list[str] | None = None, name: str = "
         test=logits,
         views=["plain"],
         classes=ws.classes,
-        train_ids_fingerprint=e.train_ids_fingerprint,
-        test_ids_fingerprint=str(e.test_ids_fingerprint),
-        folds_fingerprint=e.folds_fingerprint,
-        data_fingerprint=ws.data_fingerprint,
-        test_fingerprint=ws.test_fingerprint,
+        **ws.member_fingerprints(),
         config={"kind": "timm"},
         metrics={"metric": "accuracy", "pooled": {"accuracy": 0.5}},
         timings={},

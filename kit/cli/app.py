@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from kit.errors import MAX_PROBLEMS_SHOWN, KitError, clip, describe_os_error
+from kit.errors import KitError, clip, describe_os_error, first_shown
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
@@ -144,15 +144,16 @@ def validate(
         if r.problems:
             failed += 1
             err_console.print(f"[red]✗[/] {r.path} ({r.kind}): {len(r.problems)} problem(s)", highlight=False)
-            for p in r.problems[:MAX_PROBLEMS_SHOWN]:
-                err_console.print(f"    {clip(p)}", highlight=False, markup=False)
-            if len(r.problems) > MAX_PROBLEMS_SHOWN:
-                err_console.print(f"    ... and {len(r.problems) - MAX_PROBLEMS_SHOWN} more", highlight=False)
+            items, rest = first_shown(r.problems)
+            for p in items:
+                err_console.print(f"    {p}", highlight=False, markup=False)
+            if rest:
+                err_console.print(f"    ... and {rest} more", highlight=False)
         else:
             console.print(f"[green]✓[/] {r.path} ({r.kind})", highlight=False)
-        for w in r.warnings[:MAX_PROBLEMS_SHOWN]:
+        for w in first_shown(r.warnings)[0]:
             console.print("    [yellow]warning:[/] ", end="")
-            console.print(clip(w), highlight=False, markup=False)
+            console.print(w, highlight=False, markup=False)
     if failed:
         raise typer.Exit(1)
 

@@ -82,7 +82,7 @@ GROUP_HINTS = (
 ONE_HOT_VALUES = frozenset({"0", "1", "0.0", "1.0"})
 # the test-time views `kit init` proposes (the schema's default is [plain]), and what it prints about them
 INIT_TTA = ["plain", "hflip"]
-INIT_TTA_NOTE = (  # no [..] in it: `kit init` prints notes as rich markup
+INIT_TTA_NOTE = (
     "members.convnext.tta lists plain and hflip in kit.yaml: the hflip view mirrors each test image, which "
     "assumes orientation does not carry the label (it does for letters b/d, p/q, digits, arrows, left/right "
     "body parts); where it does, set members.convnext.tta: ['plain'] (the default when tta is left out)"

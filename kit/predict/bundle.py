@@ -37,6 +37,7 @@ from kit.predict.bundle_schema import (
     refuse_paths,
 )
 from kit.predict.members import MemberPlan, load_fold
+from kit.predict.recipe import reads
 from kit.train.clip_model import CONFIG_FILE as CLIP_CONFIG
 from kit.train.clip_model import WEIGHTS_FILE as CLIP_WEIGHTS
 
@@ -413,12 +414,8 @@ def _fits(recipe: dict[str, Any], members: dict[str, MemberFile]) -> list[str]:
     if recipe["kind"] == "member":
         return member(recipe["name"], "name", recipe["views"])
 
-    def used(part: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:  # as kit.predict.recipe._used
-        return [
-            (i, c)
-            for i, c in enumerate(part["candidates"])
-            if part["blender_kind"] == "stack" or c["weight"] > 0
-        ]
+    def used(part: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+        return [(i, c) for i, c in enumerate(part["candidates"]) if reads(part, c)]
 
     problems: list[str] = []
     if not recipe.get("parts"):

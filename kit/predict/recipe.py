@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kit.errors import KitError
-from kit.submit.write import POOLED_OOF, SELECTION_AWARE, WINNER_NESTED
+from kit.submit.write import POOLED_OOF, blend_cv
 
 Logits = dict[str, tuple[list[str], np.ndarray]]  # member -> (views, float32 logits [n, V, C])
 
@@ -35,6 +35,7 @@ def _blend_fields(winner: dict[str, Any]) -> dict[str, Any]:
         raise KitError(
             f"blend '{winner.get('name')}': winner.json lacks the stack's coefficients; run `kit blend` again"
         )
+    cv, _, score_kind = blend_cv(winner)
     return {
         "kind": "blend",
         "name": winner["name"],
@@ -55,9 +56,8 @@ def _blend_fields(winner: dict[str, Any]) -> dict[str, Any]:
         ],
         "stack": winner.get("stack"),
         "postprocess": winner.get("postprocess") or {},
-        # the estimate of the whole procedure, as `kit submit` shows it (docs/blend.md); older blends: nested
-        "cv_score": winner.get("selection_aware_score", winner.get("nested_score")),
-        "score_kind": SELECTION_AWARE if "selection_aware_score" in winner else WINNER_NESTED,
+        "cv_score": cv,  # as `kit submit` shows it (kit.submit.write.blend_cv)
+        "score_kind": score_kind,
     }
 
 
@@ -72,12 +72,18 @@ def member_recipe(name: str, classes: list[str], views: list[str], cv_score: flo
     }
 
 
+def reads(part: dict[str, Any], candidate: dict[str, Any]) -> bool:
+    """Whether a blend row (`part`, without parts of its own) reads `candidate`: a stack reads every input, a
+    weighted average those of positive weight."""
+    return part["blender_kind"] == "stack" or candidate["weight"] > 0
+
+
 def _used(recipe: dict[str, Any]) -> list[dict[str, Any]]:
     cands = recipe["candidates"]
     if recipe.get("parts"):
         names = {c["name"] for part in recipe["parts"] for c in _used(part)}
         return [c for c in cands if c["name"] in names]
-    return list(cands) if recipe["blender_kind"] == "stack" else [c for c in cands if c["weight"] > 0]
+    return [c for c in cands if reads(recipe, c)]
 
 
 def needed_views(recipe: dict[str, Any], member_views: dict[str, list[str]]) -> dict[str, list[str]]:

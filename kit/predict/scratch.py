@@ -9,7 +9,6 @@ the next run removes what it left: only names kit makes, only of dead processes 
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import tempfile
@@ -18,7 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from kit.artifacts.atomic import clean_and_report, tmp_name
-from kit.errors import KitError
+from kit.errors import KitError, os_error_fix
 
 TMP_VARIABLES = ("TMPDIR", "TEMP", "TMP")
 
@@ -40,17 +39,9 @@ def clean_dead_temps(folder: Path) -> None:
 
 def no_room(root: Path, what: str, e: OSError, command: str = "kit predict") -> KitError:
     """A KitError for a temporary folder that cannot take `what`: the folder, the reason, the fix."""
-    reason = e.strerror or str(e)
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = (
-            f"free space there, or point TMPDIR at a disk with room (`TMPDIR=/path/with/room {command} ...`)"
-        )
-    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR):
-        fix = f"point TMPDIR at a writable folder (`TMPDIR=/path/you/own {command} ...`)"
-    else:
-        fix = "check that folder, or point TMPDIR at another one"
     return KitError(
-        f"temporary folder {root} (TMPDIR): cannot hold {what}: {reason}; {fix}. Nothing was written"
+        f"temporary folder {root} (TMPDIR): cannot hold {what}: {e.strerror or e}; {os_error_fix(e, 'TMPDIR')} "
+        f"(`TMPDIR=/path/with/room {command} ...`). Nothing was written"
     )
 
 
@@ -73,14 +64,6 @@ def scratch_dir(name: str, what: str, command: str = "kit predict") -> Iterator[
 
 def write_failed(flag: str, path: Path, e: OSError, what: str) -> KitError:
     """A KitError for an output (`--out PATH`) the disk refused: the path, the reason, the fix."""
-    reason = e.strerror or str(e)
-    fixes = {
-        errno.ENOSPC: f"the disk is full: free space there, or give {flag} on a disk with room",
-        errno.EDQUOT: f"the disk quota is used up: free space there, or give {flag} elsewhere",
-        errno.EROFS: f"that filesystem is read-only: give {flag} in a writable folder",
-        errno.EACCES: f"you may not write there: give {flag} in a folder of yours",
-        errno.EPERM: f"the system refused it: give {flag} in a folder of yours",
-        errno.ENAMETOOLONG: f"a name is longer than the filesystem allows: give a shorter {flag}",
-    }
-    fix = fixes.get(e.errno or -1, f"check that folder, or give another {flag}")
-    return KitError(f"{flag} {path}: could not write {what}: {reason}; {fix}. Nothing was written")
+    return KitError(
+        f"{flag} {path}: could not write {what}: {e.strerror or e}; {os_error_fix(e, flag)}. Nothing was written"
+    )

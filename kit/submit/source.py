@@ -19,7 +19,7 @@ from kit.artifacts.names import plain_name
 from kit.data.workspace import Workspace
 from kit.metrics.multilabel import sigmoid
 from kit.metrics.scores import mean_view_probs, score, softmax
-from kit.submit.write import POOLED_OOF, SELECTION_AWARE, WINNER_NESTED
+from kit.submit.write import POOLED_OOF, SELECTION_AWARE, blend_cv
 
 
 @dataclass
@@ -113,16 +113,8 @@ def blend_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Sour
     res = load_blend(ws.workdir, name, ws.expected(allow_stale=allow_stale))
     test, winner, path = np.asarray(res.test_probs), dict(res.winner), blend_dir(ws.workdir, name)
     nested, aware = _number(winner.get("nested_score")), _number(winner.get("selection_aware_score"))
-    cv: float | None
-    if aware is not None:
-        cv, interval, kind, frm = (
-            aware,
-            winner.get("selection_aware_interval"),
-            SELECTION_AWARE,
-            "selection_aware",
-        )
-    else:  # a blend from a kit without the selection-aware estimate
-        cv, interval, kind, frm = nested, winner.get("nested_interval"), WINNER_NESTED, "nested"
+    cv, interval, kind = blend_cv(winner)
+    frm = "selection_aware" if kind == SELECTION_AWARE else "nested"
     return Source(
         kind="blend",
         name=name,

@@ -158,6 +158,15 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def blend_cv(winner: dict[str, Any]) -> tuple[float | None, Any, str]:
+    """(score, interval, score kind) a blend is shown and ranked by, from its winner.json: the selection-aware
+    estimate; for a blend a kit without it made, the winner's own nested score, labelled optimistic."""
+    aware = _number(winner.get("selection_aware_score"))
+    if aware is not None:
+        return aware, winner.get("selection_aware_interval"), SELECTION_AWARE
+    return _number(winner.get("nested_score")), winner.get("nested_interval"), WINNER_NESTED
+
+
 def sidecar_score(meta: dict[str, Any]) -> tuple[float | None, str | None]:
     """The CV score a sidecar records and what it estimates. A blend sidecar an earlier kit wrote holds the
     winner's nested score as `cv_score` (score_kind 'nested CV') and the selection-aware estimate, when its
