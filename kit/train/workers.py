@@ -25,11 +25,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from kit.artifacts.atomic import clean_stale_temps
 from kit.errors import KitError, describe_os_error
 from kit.train.fold_loop import PreparedRun, _best, prepare_run, read_done, take_fold, train_fold
 from kit.train.progress import EpochEvent, Reporter, Task, epoch_done
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from kit.config.schema import KitConfig
 
 POLL_S = 0.2  # how often the parent checks that its workers are alive while no event arrives
@@ -203,7 +206,7 @@ def run_tasks(cfg: KitConfig, tasks: list[tuple[str, int]], slots: list[Slot], r
         for i, s in enumerate(slots)
     ]
     with ExitStack() as stack:
-        stack.callback(_stop, procs)
+        stack.callback(_stop, procs, cfg.workdir)
         overall = stack.enter_context(reporter.task(f"folds on {len(slots)} workers", total=len(tasks)))
         for p in procs:
             p.start()
@@ -273,14 +276,19 @@ def _check_alive(
         )
 
 
-def _stop(procs: list[Any]) -> None:
-    """Terminate the workers still running (their fold locks go with them) and reap every one."""
+def _stop(procs: list[Any], workdir: Path) -> None:
+    """Terminate the workers still running (their fold locks go with them) and reap every one; what a
+    terminated worker was writing (a checkpoint's temp) is removed, as the next run would."""
+    stopped = False
     for p in procs:
         if p.pid is not None and p.exitcode is None:
             p.terminate()
+            stopped = True
     for p in procs:
         if p.pid is not None:
             p.join(timeout=10)
+    if stopped:
+        clean_stale_temps(workdir)
 
 
 def pending_tasks(
