@@ -6,7 +6,6 @@ It sits above kit.config: besides the schemas it reads the tables, the fold plan
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,21 +140,25 @@ def check_training(cfg: KitConfig, train: Table, test: Table | None) -> tuple[li
             problems.append(str(e))
     if not cfg.members:
         return problems, []
-    folds = functools.cache(lambda: _folds(cfg, train))  # assigned at most once, only where needed
     fps: dict[str, str] = {}
 
     def images_fingerprint(split: str) -> str:  # only when a cache of that size exists: after a train
-        if not fps:
-            from kit.data.workspace import Workspace
+        if split not in fps:
+            from kit.data.fingerprint import HASH_CACHE_FILE, FileHashes, table_fingerprints
 
-            ws = Workspace(cfg=cfg, train=train, test=test, folds=folds())
-            fps.update(train=ws.train_images_fingerprint, test=ws.test_images_fingerprint)
+            # the digests kit train cached, read but never written (validate writes nothing)
+            hashes = FileHashes(cfg.workdir / "cache" / HASH_CACHE_FILE, save=False)
+            table = train if split == "train" else test
+            fps[split] = (
+                "" if table is None else table_fingerprints(table, cfg.competition.root, hashes).images
+            )
         return fps[split]
 
     n, k = len(train), cfg.folds.k
     rows = n - n // k  # the largest fold's train rows are at least this many
     if any(m.batch_size > rows for m in cfg.members.values()):  # the exact number matters: split
-        rows = max(len(folds().train_idx(f)) for f in range(folds().k))
+        folds = _folds(cfg, train)
+        rows = max(len(folds.train_idx(f)) for f in range(folds.k))
     inputs = Inputs(train, test, cfg.workdir / "cache", rows, images_fingerprint)
     try:
         refused, warned = findings(inputs, dict(cfg.members))

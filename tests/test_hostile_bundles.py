@@ -640,8 +640,10 @@ def test_killed_export_leaves_temps_that_the_next_export_removes(home: Path, tmp
         start_new_session=True,
     )
 
-    def writing_wheels() -> bool:  # the bundle's members are written, pip builds kit's wheel into it
-        return any((p / "wheels").is_dir() for p in out_dir.iterdir() if p not in before_out)
+    def writing_wheels() -> bool:  # the bundle's members are written and kit's source is copied for pip
+        bundle = any((p / "wheels").is_dir() for p in out_dir.iterdir() if p not in before_out)
+        source = any((p / "kit-src").is_dir() for p in tmpdir.iterdir() if p not in before_tmp)
+        return bundle and source
 
     kill_when(proc, writing_wheels)
     left = sorted(set(out_dir.iterdir()) - before_out)

@@ -365,3 +365,27 @@ def test_train_image_name_over_255_bytes(tmp_path: Path, runner: CliRunner) -> N
         assert "train.csv row 6" in text and "255 bytes" in text and "rename" in text, text
         assert long not in text  # the value is bounded
     assert not (base / "work" / "members").exists()
+
+
+def test_validate_after_training_writes_nothing_and_assigns_no_folds(
+    trained_once: Path, tmp_path: Path
+) -> None:
+    """With the image caches built, validate fingerprints the images to tell which caches exist: through the
+    digests kit train cached, never writing them (a copied project has new inodes: every image is re-hashed),
+    and without assigning folds (scikit-learn's or kit's numba splitter) or importing torch."""
+    base = copy_of(trained_once, tmp_path)
+    before = {p: p.read_bytes() for p in tree(base / "work") if p.is_file()}
+    code = (
+        "import sys\n"
+        "from kit.cli.app import main\n"
+        "sys.argv = ['kit', 'validate', 'kit.yaml']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, None), e.code\n"
+        "print('HEAVY', [m for m in ('torch', 'timm', 'sklearn', 'numba') if m in sys.modules])\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=base, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "HEAVY []" in r.stdout, r.stdout + r.stderr
+    assert {p: p.read_bytes() for p in tree(base / "work") if p.is_file()} == before

@@ -43,8 +43,11 @@ def _stat_key(st: os.stat_result) -> list[int]:
 class FileHashes:
     """Digests of files, cached on disk by their stat identity; `hashed` counts files read in this object."""
 
-    def __init__(self, cache_file: Path | None = None, workers: int | None = None) -> None:
+    def __init__(
+        self, cache_file: Path | None = None, workers: int | None = None, *, save: bool = True
+    ) -> None:
         self.cache_file = cache_file
+        self.save = save  # False: read the cache, never write it (`kit validate` writes nothing)
         self.workers = workers or min(8, (os.cpu_count() or 1) + 2)
         self.hashed = 0
         self._entries: dict[str, list] = self._read() if cache_file is not None else {}
@@ -94,7 +97,7 @@ class FileHashes:
         return out
 
     def _save(self) -> None:
-        if self.cache_file is None:
+        if self.cache_file is None or not self.save:
             return
         merged = self._read()  # keep what another process added meanwhile
         merged.update(self._entries)
