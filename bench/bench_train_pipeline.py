@@ -70,11 +70,12 @@ def main() -> None:
     import torch
 
     from kit.config.schema import AugmentConfig, LossConfig, SamplerConfig
-    from kit.data.cache import DecodeStats, build_image_cache
-    from kit.train.data import BatchAugment, derive_seed, epoch_order, split_batches
+    from kit.data.cache import DecodeStats, Geometry, build_image_store
+    from kit.train.data import Preprocess, derive_seed, epoch_order, split_batches
     from kit.train.device import select_device
     from kit.train.loop import Trainee, train_one_epoch
     from kit.train.losses import KitLoss
+    from kit.train.transforms import build_train_transform
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,7 +84,7 @@ def main() -> None:
         table = make_table(root / "img", args.images)
         n_classes = len(table.classes)
         d0 = DecodeStats.decoded
-        cache = build_image_cache(table, args.size, root / "cache", split="train")
+        cache = build_image_store(table, Geometry("shorter_side", args.size), root / "cache", split="train")
         decoded_build = DecodeStats.decoded - d0
 
         model = timm.create_model(args.model, num_classes=n_classes)
@@ -100,7 +101,14 @@ def main() -> None:
             scheduler=scheduler,
             scaler=torch.amp.GradScaler("cpu", enabled=False),
             loss_fn=KitLoss(LossConfig(kind="focal"), np.bincount(table.labels, minlength=n_classes)),
-            augment=BatchAugment(AugmentConfig(preset="light", hflip=True), mean, std),
+            augment=Preprocess(
+                mean,
+                std,
+                args.size,
+                build_train_transform(
+                    AugmentConfig(preset="light", hflip=True), args.size, mean, std, "bicubic"
+                ),
+            ),
             setup=setup,
             grad_clip=1.0,
         )
@@ -148,7 +156,7 @@ def main() -> None:
             pipe.append(pipeline_epoch(r + 1))
         decoded_later = DecodeStats.decoded - d2
         d3 = DecodeStats.decoded
-        build_image_cache(table, args.size, root / "cache", split="train")
+        build_image_store(table, Geometry("shorter_side", args.size), root / "cache", split="train")
         decoded_rebuild = DecodeStats.decoded - d3
 
     # per-batch medians: robust to other processes stealing the CPU now and then

@@ -30,6 +30,7 @@ class Checked:
         default_factory=list
     )  # invalid config, or data train/submit would refuse: exit 1
     warnings: list[str] = field(default_factory=list)  # valid, but worth a look
+    notes: list[str] = field(default_factory=list)  # what the config expands to (seed bags)
 
 
 def config_kind(path: Path, data: dict[str, Any]) -> str:
@@ -129,9 +130,9 @@ def check_training(cfg: KitConfig, train: Table, test: Table | None) -> tuple[li
     images are fingerprinted (through workdir/cache/file_hashes.json) to tell which caches exist."""
     from kit.config.schema import TimmMember
     from kit.train.models import pretrained_problem
-    from kit.train.preflight import Inputs, findings
+    from kit.train.preflight import Inputs, attribute_findings, findings
 
-    problems: list[str] = []
+    problems, attr_warns = attribute_findings(cfg.competition.attributes, train.classes, dict(cfg.members))
     for name, m in cfg.members.items():
         try:
             if isinstance(m, TimmMember) and (p := pretrained_problem(name, m)) is not None:
@@ -139,7 +140,7 @@ def check_training(cfg: KitConfig, train: Table, test: Table | None) -> tuple[li
         except KitError as e:
             problems.append(str(e))
     if not cfg.members:
-        return problems, []
+        return problems, attr_warns
     fps: dict[str, str] = {}
 
     def images_fingerprint(split: str) -> str:  # only when a cache of that size exists: after a train
@@ -159,12 +160,16 @@ def check_training(cfg: KitConfig, train: Table, test: Table | None) -> tuple[li
     if any(m.batch_size > rows for m in cfg.members.values()):  # the exact number matters: split
         folds = _folds(cfg, train)
         rows = max(len(folds.train_idx(f)) for f in range(folds.k))
-    inputs = Inputs(train, test, cfg.workdir / "cache", rows, images_fingerprint)
+    fewest = None  # gradient accumulation needs the smallest fold's rows (kit.train.preflight)
+    if any(getattr(m, "accumulate", 1) > 1 for m in cfg.members.values()):
+        folds = _folds(cfg, train)
+        fewest = min(len(folds.train_idx(f)) for f in range(folds.k))
+    inputs = Inputs(train, test, cfg.workdir / "cache", rows, images_fingerprint, fewest)
     try:
         refused, warned = findings(inputs, dict(cfg.members))
     except KitError as e:
-        return [*problems, str(e)], []
-    return problems + [f"`kit train` would not start: {p}" for p in refused], warned
+        return [*problems, str(e)], attr_warns
+    return problems + [f"`kit train` would not start: {p}" for p in refused], attr_warns + warned
 
 
 def _folds(cfg: KitConfig, train: Table) -> Folds:
@@ -206,7 +211,10 @@ def validate_file(path: Path, overrides: list[str] | None = None) -> Checked:
             )
             warns: list[str] = []
             problems = check_data(cfg, warns) + check_tune_and_tracking(cfg)
-            return Checked(path, kind, problems, warns)
+            from kit.config.seeds import seed_bags
+
+            bags = [f"seed bag {b}: members {', '.join(ns)}" for b, ns in seed_bags(cfg.members).items()]
+            return Checked(path, kind, problems, warns, bags)
         if kind == "ensemble":
             from kit.config.ensemble import EnsembleSpec
 

@@ -296,18 +296,22 @@ def test_submissions_rank_by_the_selection_aware_estimate_and_list_old_sidecars(
     scores = {
         n: json.loads((folder / f"{n}.csv.json").read_text())["cv_score"] for n in ("blend", "cnx", "eff")
     }
-    assert scores["blend"] > scores["cnx"] > scores["eff"]
-    # an old blend sidecar: nested 0.99 (optimistic), selection-aware between the two members
-    old_sidecar(folder, "old", 0.99, (scores["cnx"] + scores["eff"]) / 2)
+    # an old blend sidecar: nested 0.99 (optimistic), selection-aware below every fresh file: ranked by the
+    # nested score it would come first
+    aware = min(scores.values()) - 0.01
+    old_sidecar(folder, "old", 0.99, aware)
     old_sidecar(folder, "older", 0.98, None)  # from a kit without the selection-aware estimate
     (folder / "by-hand.csv").write_text("id,label\nt000,cat\n")  # no sidecar
     out = ok(kit(["submissions", "--dir", str(folder)], project))
     (t,) = tables(out)
     files = column(t, "file")
-    assert files == ["blend.csv", "cnx.csv", "old.csv", "eff.csv", "older.csv", "by-hand.csv"], out
+    fresh = [f"{n}.csv" for n in scores]
+    assert sorted(files[:3]) == sorted(fresh) and files[3:] == ["old.csv", "older.csv", "by-hand.csv"], out
+    ranked = [scores[f.removesuffix(".csv")] for f in files[:3]]
+    assert ranked == sorted(ranked, reverse=True), (files, scores)
     cv = dict(zip(files, column(t, "CV"), strict=True))
     kinds = dict(zip(files, column(t, "CV is"), strict=True))
-    assert cv["old.csv"] == f"{(scores['cnx'] + scores['eff']) / 2:.4f}" and cv["older.csv"] == "0.9800"
+    assert cv["old.csv"] == f"{aware:.4f}" and cv["older.csv"] == "0.9800"
     assert kinds["blend.csv"] == kinds["old.csv"] == "selection-aware nested CV"
     assert kinds["cnx.csv"] == "pooled OOF" and "optimistic" in kinds["older.csv"]
     assert cv["by-hand.csv"] == "-"

@@ -312,8 +312,9 @@ def test_full_disk_under_the_workdir_while_training(trained_once: Path, tmp_path
         assert no_temps(tree(work)) == [], tree(work)
         assert not (work / "members").exists()  # no partial member folder
         assert snapshot(work) == caches  # caches and file_hashes.json untouched
-        for npy in (work / "cache" / "images").glob("*.npy"):
-            assert np.load(npy, mmap_mode="r").ndim == 4
+        for npy in (work / "cache" / "images").glob("*-d3.npy"):  # each store's data and its index, whole
+            data, index = np.load(npy, mmap_mode="r"), np.load(npy.with_name(npy.stem + ".index.npy"))
+            assert data.ndim == 1 and len(data) == int((index[:, 1] * index[:, 2]).sum() * 3)
 
 
 def test_full_disk_for_a_new_run_leaves_no_empty_run_folder(trained_once: Path, tmp_path: Path) -> None:

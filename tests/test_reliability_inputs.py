@@ -49,12 +49,13 @@ def test_16bit_png_and_tiff_train_from_the_gradient_not_clipped(tmp_path: Path, 
         test_rows.append([f"t{j}", f"test/t{j}.png"])
     write_csv(data / "train.csv", ["id", "img_path", "label"], rows)
     write_csv(data / "test.csv", ["id", "img_path"], test_rows)
-    cfg = write_config(tmp_path / "kit.yaml", data, {"cnx": member(batch_size=4)})
+    cfg = write_config(
+        tmp_path / "kit.yaml", data, {"cnx": member(batch_size=4, resize="squash", crop_pct=1.0)}
+    )
     r = invoke(runner, ["train", "-c", str(cfg)], cwd=tmp_path)
     assert r.exit_code == 0, r.output
-    (cache,) = (tmp_path / "work" / "cache" / "images").glob("train-*.npy")
-    arr = np.load(cache)
-    assert arr.shape == (8, 32, 32, 3)
+    (cache,) = (tmp_path / "work" / "cache" / "images").glob("train-*-d3.npy")  # the data, not its index
+    arr = np.load(cache).reshape(8, 32, 32, 3)  # squashed: every image 32 x 32
     for i, want in expected.items():
         got = arr[i].astype(np.float64)
         assert np.abs(got - want[:, :, None]).max() <= 1, i  # x / 257, every channel

@@ -153,7 +153,7 @@ def test_swapped_equal_size_train_images_retrain_and_rebuild_the_cache(
     trained: Path, tmp_path: Path, runner: CliRunner
 ) -> None:
     from kit.config.load import load_config
-    from kit.data.cache import decode_image
+    from kit.data.cache import Geometry, ImageStore, decode_path
     from kit.data.workspace import open_workspace
 
     base = copy_project(trained, tmp_path)
@@ -173,12 +173,15 @@ def test_swapped_equal_size_train_images_retrain_and_rebuild_the_cache(
     assert "done earlier" not in r.output and "cnx fold 0 epoch 1/1" in r.output
     ws = open_workspace(load_config(base / "kit.yaml"), write=False)
     new = set((base / "work" / "cache" / "images").glob("train-*.npy")) - caches_before
-    assert [p.name.split("-")[1] for p in new] == [ws.train_images_fingerprint]
-    cache = np.load(next(iter(new)), mmap_mode="r")
-    resample = next(iter(new)).stem.split("-")[-2]  # train-FP-SIZEpx-RESAMPLE-dVERSION
+    assert [p.name.split("-")[1] for p in new] == [ws.train_images_fingerprint] * 2  # data and index
+    data = next(p for p in new if not p.name.endswith(".index.npy"))
+    index = np.load(data.with_name(data.stem + ".index.npy"))
+    resample = data.stem.split("-")[-2]  # train-FP-GEOMETRY-RESAMPLE-dVERSION
     for path in (a, b):
         row = ws.train.paths.index(path)
-        assert np.array_equal(cache[row], decode_image(path, 32, resample))
+        g = Geometry("shorter_side", int(index[row, 1]))  # the images are square: stored at cache_size
+        store = ImageStore(data, index, g)
+        assert np.array_equal(store.image(row), decode_path(path, g, resample))
     r = invoke(runner, ["blend", "ensembles/all.yaml"], cwd=base)
     assert r.exit_code == 0, r.output
 

@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from train_helpers import make_competition, member, write_config
 
 from kit.config.load import load_config
-from kit.config.schema import AugmentConfig, KitConfig, LossConfig, SamplerConfig, TimmMember
+from kit.config.schema import KitConfig, LossConfig, SamplerConfig, TimmMember
 from kit.data.workspace import open_workspace
 from kit.errors import KitError
 from kit.metrics.scores import weighted_f1
-from kit.train.data import BatchAugment, epoch_order
+from kit.train.data import epoch_order
 from kit.train.losses import KitLoss
 from kit.train.models import head_parameter_names, resolve_model
 from kit.train.progress import NullReporter
@@ -61,8 +61,7 @@ def test_artifacts_have_the_contract_shapes(trained: tuple) -> None:
 
 
 def test_oof_rows_come_from_the_fold_that_held_them_out(trained: tuple) -> None:
-    from kit.data.cache import build_image_cache
-    from kit.train.data import BatchAugment
+    from kit.data.cache import Geometry, build_image_store
     from kit.train.device import select_device
     from kit.train.fold_loop import run_dir
     from kit.train.kinds.timm import TimmKind
@@ -72,27 +71,27 @@ def test_oof_rows_come_from_the_fold_that_held_them_out(trained: tuple) -> None:
     ws = open_workspace(cfg)
     m = cfg.members["cnx"]
     spec = resolve_model("cnx", m, 3)
-    cache = build_image_cache(
+    cache = build_image_store(
         ws.train,
-        32,
+        Geometry(m.resize, spec.cache_size),
         ws.cache_dir,
         split="train",
-        fingerprint=ws.data_fingerprint,
+        fingerprint=ws.train_images_fingerprint,
         resample=spec.interpolation,
     )
     ctx = TimmKind(ws, "cnx", m, spec, cache, None, select_device("cnx", "cpu"), NullReporter())
     root = run_dir(ws, "cnx", m)
     oof = np.load(cfg.workdir / "members" / "cnx" / "oof_logits.npy")
-    aug = BatchAugment(m.augment, spec.mean, spec.std)
+    aug = ctx.augment
     for f in range(2):
         idx = ws.folds.valid_idx(f)
         mine = predict(ctx.load_model(root / f"fold{f}"), cache, idx, m.tta, aug, ctx.setup, 16)
         other = predict(ctx.load_model(root / f"fold{1 - f}"), cache, idx, m.tta, aug, ctx.setup, 16)
         np.testing.assert_allclose(oof[idx], mine, rtol=1e-5, atol=1e-5)
         assert not np.allclose(oof[idx], other, atol=1e-3)
-        # the plain view is a plain forward pass; rot180 is the forward pass of the turned images
+        # the plain view is a plain forward pass of the centre crops; rot180 that of the turned crops
         model = ctx.load_model(root / f"fold{f}")
-        x = aug.normalize(torch.from_numpy(np.asarray(cache[idx])))
+        x = aug.normalize(torch.from_numpy(cache.crops(idx, m.img_size)))
         with torch.no_grad():
             np.testing.assert_allclose(oof[idx, 0], model(x).numpy(), rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(oof[idx, 2], model(x.flip(-1).flip(-2)).numpy(), rtol=1e-4, atol=1e-5)
@@ -121,15 +120,16 @@ def test_swin_at_64px_with_window_4(tmp_path: Path) -> None:
 
 
 def test_freeze_leaves_only_the_head_trainable() -> None:
-    from kit.train.kinds.timm import _set_frozen
+    from kit.train.recipe import Unfreezing
 
-    spec = resolve_model("cnx", TimmMember.model_validate(member()), 3)
-    model = spec.create()
+    m = TimmMember.model_validate(member(epochs=2, freeze_epochs=1))
+    model = resolve_model("cnx", m, 3).create()
     head = head_parameter_names(model)
     assert head and all(n.startswith("head") for n in head)
-    _set_frozen(model, head, True)
+    plan = Unfreezing.of(model, head, m)
+    plan.apply(model, 0)
     assert {n for n, p in model.named_parameters() if p.requires_grad} == head
-    _set_frozen(model, head, False)
+    plan.apply(model, 1)
     assert all(p.requires_grad for p in model.parameters())
 
 
@@ -267,26 +267,6 @@ def test_stacked_rebalancers_warn(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- augmentation and TTA
-
-
-def test_augment_is_seeded_and_opt_in() -> None:
-    x = torch.randint(0, 256, (6, 32, 32, 3), dtype=torch.uint8)
-    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    none = BatchAugment(AugmentConfig(preset="none"), mean, std)
-    ref = (x.permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(
-        std
-    ).view(1, 3, 1, 1)
-    assert torch.allclose(none(x, 1), ref, atol=1e-5) and torch.allclose(none.normalize(x), ref, atol=1e-5)
-    strong = BatchAugment(AugmentConfig(preset="strong"), mean, std)
-    assert torch.equal(strong(x, 5), strong(x, 5)) and not torch.equal(strong(x, 5), strong(x, 6))
-    flips = BatchAugment(AugmentConfig(preset="none", hflip=True), mean, std)(x, 3)
-    per_image = [torch.allclose(flips[i], ref[i].flip(-1), atol=1e-4) for i in range(6)]
-    unchanged = [torch.allclose(flips[i], ref[i], atol=1e-4) for i in range(6)]
-    assert all(a != b for a, b in zip(per_image, unchanged, strict=True)) and any(per_image)
-    # turns only when rot90 is on: every output is one of the four turns of its input
-    turns = BatchAugment(AugmentConfig(preset="none", rot90=True), mean, std)(x, 9)
-    for i in range(6):
-        assert sum(torch.allclose(turns[i], torch.rot90(ref[i], k, (1, 2)), atol=1e-4) for k in range(4)) == 1
 
 
 def test_tta_views_count_and_plain_view() -> None:

@@ -39,11 +39,18 @@ class Candidates:
     space: Space
 
 
-def resolve_members(spec: EnsembleSpec, workdir: Path) -> dict[str, MemberChoice]:
-    """Expand `all` and glob patterns over the trained members; keep plain names (missing ones fail at load)."""
+def resolve_members(
+    spec: EnsembleSpec, workdir: Path, bags: dict[str, list[str]] | None = None
+) -> dict[str, MemberChoice]:
+    """Expand `all` and glob patterns over the trained members and a seed bag's name into its seed members
+    (`bags`: kit.config.seeds.seed_bags of kit.yaml); keep other plain names (missing ones fail at load)."""
     trained = list_members(workdir)
     out: dict[str, MemberChoice] = {}
     for pattern, choice in spec.member_choices().items():
+        if pattern not in trained and pattern in (bags or {}):
+            for seeded in (bags or {})[pattern]:
+                out.setdefault(seeded, choice)
+            continue
         if any(ch in pattern for ch in "*?["):
             hits = fnmatch.filter(trained, pattern)
             if not hits:

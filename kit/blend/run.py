@@ -23,6 +23,7 @@ from kit.blend.selection import group_codes
 from kit.config.ensemble import BestSingleSpec, BlenderSpec, EnsembleSpec
 from kit.config.load import apply_overrides, read_yaml, validate_data
 from kit.config.schema import K_METRICS, Competition, KitConfig
+from kit.config.seeds import seed_bags
 from kit.data.workspace import Workspace, open_workspace
 from kit.errors import KitError
 from kit.metrics.scores import greater_is_better, score
@@ -107,7 +108,7 @@ def blend(
     y = ws.train.labels
     if y is None:
         raise KitError("the train table has no labels; kit blend needs labelled train rows")
-    choices = resolve_members(spec, ws.workdir)
+    choices = resolve_members(spec, ws.workdir, seed_bags(ws.cfg.members))
     arts = load_members(list(choices), ws.workdir, ws.expected(allow_stale=allow_stale))
     cands = build_candidates(spec, choices, arts, y)
     n_test = 0 if ws.test is None else len(ws.test)

@@ -151,6 +151,8 @@ def validate(
                 err_console.print(f"    ... and {rest} more", highlight=False)
         else:
             console.print(f"[green]✓[/] {r.path} ({r.kind})", highlight=False)
+        for note in r.notes:
+            console.print(f"    {note}", highlight=False, markup=False)
         for w in first_shown(r.warnings)[0]:
             console.print("    [yellow]warning:[/] ", end="")
             console.print(w, highlight=False, markup=False)

@@ -64,6 +64,15 @@ def train(
             show_default=False,
         ),
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            help="torch threads per process (default: the cores other processes leave free, re-checked while "
+            "training; OMP_NUM_THREADS also pins it)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Train members over every fold; leaves OOF and test logits (every TTA view) in workdir/members/NAME.
 
@@ -74,6 +83,24 @@ def train(
 
     Example: `kit train convnext swin --set members.convnext.epochs=3`, `kit train convnext --folds 1`
     """
+    from kit.train.threads import threads_setting
+
+    with threads_setting(threads):
+        _train(members, config, overrides, folds, jobs, devices, assemble, import_fold, ray, ddp)
+
+
+def _train(
+    members: list[str] | None,
+    config: Path,
+    overrides: list[str] | None,
+    folds: str | None,
+    jobs: int | None,
+    devices: str | None,
+    assemble: bool,
+    import_fold: list[Path] | None,
+    ray: str | None,
+    ddp: int | None,
+) -> None:
     from kit.cli.progress import RichReporter
     from kit.train.run import parse_index_list, train
 

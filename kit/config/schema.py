@@ -11,7 +11,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -128,6 +130,11 @@ class Competition(StrictModel):
     extra_train: list[ExtraTrain] = Field(
         default_factory=list, description="external labelled data: training side of every fold only"
     )
+    attributes: dict[str, dict[str, str]] | None = Field(
+        None,
+        description="class -> its attribute values, e.g. {mask: wear, gender: male}: timm members train a "
+        "head per attribute (kit.config.attributes)",
+    )
 
     @property
     def train_is_table(self) -> bool:
@@ -171,6 +178,30 @@ class Competition(StrictModel):
             raise ValueError("a classification needs at least 2 classes")
         return v
 
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _attributes_as_text(cls, v: object) -> object:
+        # YAML reads integer class labels and values (0: {age: 1}) as ints; labels are strings in kit
+        if not isinstance(v, dict):
+            return v
+        return {
+            _label_text(c, f"competition.attributes.{c}"): (
+                {str(a): _label_text(x, f"competition.attributes.{c}.{a}") for a, x in vals.items()}
+                if isinstance(vals, dict)
+                else vals
+            )
+            for c, vals in v.items()
+        }
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes_shape(cls, v: dict[str, dict[str, str]] | None) -> dict[str, dict[str, str]] | None:
+        from kit.config.attributes import shape_problems
+
+        if v is not None and (problems := shape_problems(v)):
+            raise ValueError("; ".join(problems))
+        return v
+
     @model_validator(mode="after")
     def _metric_has_k(self) -> Competition:
         if self.metric in K_METRICS and self.metric_k is None:
@@ -200,6 +231,11 @@ class Competition(StrictModel):
             raise ValueError(
                 f"competition.metric: {self.metric} scores several labels per image; set competition.task: "
                 "multilabel, or choose a single-label metric (weighted_f1, macro_f1, accuracy, ...)"
+            )
+        if self.multilabel and self.attributes is not None:
+            raise ValueError(
+                "competition.attributes: attribute heads score one class per image, but competition.task is "
+                "multilabel; remove competition.attributes"
             )
         if self.multilabel and (self.train_is_coco or not self.train_is_table):
             raise ValueError(
@@ -310,15 +346,170 @@ class SamplerConfig(StrictModel):
     power: float = Field(0.5, ge=0, le=1, description="weight per image = (1/class count)^power")
 
 
+# preset -> (crop area range, crop aspect range, brightness/contrast jitter): the shorthand for scale, ratio and
+# color_jitter when they are not set
+AUGMENT_PRESETS: dict[str, tuple[tuple[float, float], tuple[float, float], float]] = {
+    "none": ((1.0, 1.0), (1.0, 1.0), 0.0),
+    "light": ((0.7, 1.0), (3 / 4, 4 / 3), 0.1),
+    "strong": ((0.35, 1.0), (3 / 4, 4 / 3), 0.3),
+}
+# timm's auto-augment grammar (timm.data.auto_augment): policy, then dash-separated KEYvalue sections
+AUTO_AUGMENT_KEYS: dict[str, dict[str, type[int] | type[float]]] = {
+    "rand": {"m": int, "n": int, "p": float, "mstd": float, "mmax": int, "inc": int},
+    "augmix": {"m": int, "w": int, "d": int, "a": float, "b": int, "mstd": float},
+    **{p: {"mstd": float} for p in ("original", "originalr", "v0", "v0r", "3a")},
+}
+RAND_AUGMENT_SETS = ("weights", "3aw", "3a")  # rand-...-tNAME
+AUTO_AUGMENT_FORMS = (
+    "rand-m9-mstd0.5-inc1 (RandAugment: m magnitude, n ops, p prob, mstd, mmax, inc, tweights|t3aw|t3a), "
+    "augmix-m5-w4-d2 (AugMix: m, w, d, a, b, mstd), original|originalr|v0|v0r|3a[-mstdX] (AutoAugment), "
+    "trivial (TrivialAugmentWide)"
+)
+
+
+def auto_augment_problem(text: str) -> str | None:
+    """What is wrong with a timm auto-augment string, or None; pure, so `kit validate` needs no torch."""
+    if text == "trivial":
+        return None
+    policy, *sections = text.split("-")
+    keys = AUTO_AUGMENT_KEYS.get(policy)
+    if keys is None:
+        return f"unknown policy {policy!r}"
+    for s in sections:
+        if policy == "rand" and s.startswith("t") and not s[1:2].isdigit():
+            if s[1:] not in RAND_AUGMENT_SETS:
+                return f"unknown transform set {s!r} (t{', t'.join(RAND_AUGMENT_SETS)})"
+            continue
+        key, value = (m.group(1), m.group(2)) if (m := re.fullmatch(r"([a-z]+)(\d.*)", s)) else (s, "")
+        if key not in keys or not value:
+            return f"unknown section {s!r} for {policy!r} (KEYvalue with KEY one of {', '.join(keys)})"
+        try:
+            keys[key](value)
+        except ValueError:
+            return f"section {s!r}: {value!r} is not a number of type {keys[key].__name__}"
+    return None
+
+
+def _range(v: tuple[float, float], key: str, upper: float | None) -> tuple[float, float]:
+    lo, hi = v
+    if not 0 < lo <= hi or (upper is not None and hi > upper):
+        bound = f" <= {upper:g}" if upper is not None else ""
+        raise ValueError(f"{key} must be [min, max] with 0 < min <= max{bound}")
+    return v
+
+
 class AugmentConfig(StrictModel):
-    """Augmentation preset; flips and rotations are opt-in (orientation can be the label)."""
+    """Per-image training augmentation (kit.train.transforms) and batch Mixup/CutMix; `preset` is the shorthand
+    for `scale`, `ratio` and `color_jitter`. Flips and rotations are opt-in (orientation can be the label)."""
 
     preset: Literal["none", "light", "strong"] = "light"
     hflip: bool = False
     vflip: bool = False
     rot90: bool = False
+    scale: tuple[float, float] | None = Field(
+        None, description="random resized crop: [min, max] share of the image's area; unset = the preset's"
+    )
+    ratio: tuple[float, float] | None = Field(
+        None, description="random resized crop: [min, max] aspect ratio (w/h); unset = the preset's"
+    )
+    color_jitter: float | list[float] | None = Field(
+        None,
+        description="torchvision ColorJitter: one strength for brightness/contrast/saturation, or "
+        "[brightness, contrast, saturation(, hue)]; unset = the preset's brightness/contrast, off with auto_augment",
+    )
+    auto_augment: str | None = Field(
+        None,
+        description="timm's auto-augment string, e.g. rand-m9-mstd0.5-inc1, augmix-m5-w4-d2, original; trivial",
+    )
+    blur_prob: float = Field(0.0, ge=0, le=1, description="probability of a Gaussian blur")
+    blur_sigma: tuple[float, float] = Field((0.1, 2.0), description="Gaussian blur sigma range in pixels")
+    re_prob: float = Field(0.0, ge=0, le=1, description="timm RandomErasing probability; 0 = off")
+    re_mode: Literal["const", "rand", "pixel"] = Field(
+        "const", description="erased pixels: 0, per-channel or per-pixel noise"
+    )
+    re_count: int = Field(1, ge=1, le=16, description="random erasing: at most this many boxes per image")
+    albumentations: list[dict[str, Any]] | None = Field(
+        None,
+        description="a declared albumentations pipeline, [{name: HorizontalFlip, p: 0.5}, ...], run on the crop "
+        "(needs `pip install 'kit[albumentations]'`)",
+    )
     mixup: float = Field(0.0, ge=0, description="timm Mixup alpha; 0 = off")
     cutmix: float = Field(0.0, ge=0, description="timm CutMix alpha; 0 = off")
+    mixup_prob: float = Field(1.0, ge=0, le=1, description="probability of mixing a batch (or element)")
+    switch_prob: float = Field(
+        0.5, ge=0, le=1, description="with both alphas: probability of CutMix over Mixup"
+    )
+    mixup_mode: Literal["batch", "pair", "elem"] = Field(
+        "batch", description="one mix per batch, pair or image"
+    )
+    mixup_off_epoch: int | None = Field(
+        None,
+        ge=1,
+        description="no Mixup/CutMix from this epoch on (counted from 0, as timm's --mixup-off-epoch)",
+    )
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        return None if v is None else _range(v, "scale", 1.0)
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        return None if v is None else _range(v, "ratio", None)
+
+    @field_validator("blur_sigma")
+    @classmethod
+    def _sigma(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _range(v, "blur_sigma", None)
+
+    @field_validator("color_jitter")
+    @classmethod
+    def _jitter(cls, v: float | list[float] | None) -> float | list[float] | None:
+        values = [v] if isinstance(v, (int, float)) else v or []
+        if isinstance(v, list) and len(v) not in (3, 4):
+            raise ValueError(
+                f"give one strength or [brightness, contrast, saturation(, hue)], not {len(v)} values"
+            )
+        if any(x < 0 for x in values) or (isinstance(v, list) and len(v) == 4 and v[3] > 0.5):
+            raise ValueError("strengths must be >= 0 and hue <= 0.5")
+        return v
+
+    @field_validator("auto_augment")
+    @classmethod
+    def _auto_augment(cls, v: str | None) -> str | None:
+        if v is not None and (problem := auto_augment_problem(v)):
+            raise ValueError(f"{problem}; valid forms: {AUTO_AUGMENT_FORMS}")
+        return v
+
+    @field_validator("albumentations")
+    @classmethod
+    def _albumentations(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for i, step in enumerate(v or []):
+            if not isinstance(step.get("name"), str):
+                raise ValueError(
+                    f"step {i} needs `name:` an albumentations transform, e.g. {{name: HorizontalFlip, p: 0.5}}"
+                )
+        return v
+
+    @property
+    def crop_scale(self) -> tuple[float, float]:
+        return self.scale or AUGMENT_PRESETS[self.preset][0]
+
+    @property
+    def crop_ratio(self) -> tuple[float, float]:
+        return self.ratio or AUGMENT_PRESETS[self.preset][1]
+
+    @property
+    def jitter(self) -> tuple[float, ...]:
+        """ColorJitter's (brightness, contrast, saturation, hue); all 0 = off."""
+        v = self.color_jitter
+        if v is None:
+            j = 0.0 if self.auto_augment else AUGMENT_PRESETS[self.preset][2]
+            return (j, j, 0.0, 0.0)
+        if isinstance(v, (int, float)):
+            return (float(v),) * 3 + (0.0,)
+        return (*map(float, v), 0.0)[:4]
 
 
 class TuneRange(StrictModel):
@@ -344,6 +535,23 @@ class TuneRange(StrictModel):
         return isinstance(self.low, int) and isinstance(self.high, int) and not isinstance(self.step, float)
 
 
+class HeadConfig(StrictModel):
+    """A timm member's classifier (kit.train.heads): hidden layers (Linear, activation) with dropout before each
+    Linear, in place of timm's linear classifier."""
+
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="widths of hidden layers, e.g. [512]; [] = one Linear"
+    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout before each Linear of the head")
+    activation: Literal["gelu", "relu", "silu", "tanh"] = Field(
+        "gelu", description="the nonlinearity after each hidden Linear"
+    )
+    attributes: bool = Field(
+        True,
+        description="with competition.attributes: one head per attribute; false = one head over the classes",
+    )
+
+
 class PseudoConfig(StrictModel):
     """Pseudo-labels: confident test rows of a member or blend join the training side of every fold."""
 
@@ -362,6 +570,7 @@ class PseudoConfig(StrictModel):
 
 
 class MemberBase(StrictModel):
+    _seed_bag: str | None = PrivateAttr(None)  # the bag NAME of a seed member NAME-sK (kit.config.seeds)
     img_size: int = Field(224, ge=16, le=2048)
     batch_size: int = Field(32, ge=1)
     epochs: int = Field(10, ge=1)
@@ -373,6 +582,9 @@ class MemberBase(StrictModel):
     # plain only: a mirrored or rotated view changes the label where orientation carries it (b/d, p/q)
     tta: list[str] = Field(default_factory=lambda: ["plain"])
     seed: int = 0
+    seeds: list[int] | None = Field(
+        None, description="a seed bag: members NAME-s0, NAME-s1, ... (kit.config.seeds), each with that seed"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0)
     # `kit tune`'s search space (docs/tune.md): dotted member keys -> a range or a list of choices; checked by
@@ -409,6 +621,23 @@ class MemberBase(StrictModel):
 
     pseudo: PseudoConfig | None = Field(None, description="pseudo-labels from a member or blend's test rows")
 
+    @field_validator("seeds")
+    @classmethod
+    def _seed_list(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and not v:
+            raise ValueError("an empty seed bag; list seeds, e.g. seeds: [0, 1, 2], or drop the key")
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"seeds repeat in {v}; list each once")
+        return v
+
+    @model_validator(mode="after")
+    def _seed_or_seeds(self) -> MemberBase:
+        if self.seeds is not None and "seed" in self.model_fields_set:
+            raise ValueError(
+                f"set seed ({self.seed}) or seeds ({self.seeds}), not both: seeds gives each member its seed"
+            )
+        return self
+
     @field_validator("tta")
     @classmethod
     def _known_views(cls, v: list[str]) -> list[str]:
@@ -438,14 +667,58 @@ class TimmMember(MemberBase):
         None, gt=0, lt=1, description="EMA decay, e.g. 0.999; evaluated with EMA weights"
     )
     freeze_epochs: int = Field(0, ge=0, description="train only the head for this many epochs first")
+    head: HeadConfig | None = Field(
+        None, description="an MLP head ({hidden: [512], dropout: 0.2}); default timm's linear classifier"
+    )
     drop_path: float | None = Field(None, ge=0, lt=1)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    # the image pipeline (kit.data.cache.Geometry; docs/train.md "Image pipeline")
+    resize: Literal["squash", "shorter_side", "pad"] = Field(
+        "shorter_side",
+        description="how images are stored: squashed square, shorter side at cache_size (aspect kept), or padded",
+    )
+    crop_pct: float | None = Field(
+        None, gt=0, le=1, description="eval centre crop = img_size / cache_size; default the model's (timm)"
+    )
+    cache_size: int | None = Field(
+        None, ge=16, le=4096, description="stored image size; default ceil(img_size / crop_pct)"
+    )
     amp: bool = Field(True, description="bf16/fp16 autocast on CUDA; CPU stays fp32")
     channels_last: bool = True
     sync_bn: bool = Field(
         False,
         description="under --ddp, BatchNorm statistics over the global batch (SyncBatchNorm; CUDA only)",
     )
+    # the fine-tuning recipe (kit.train.recipe; docs/train.md "Fine-tuning recipe")
+    layer_decay: float | None = Field(
+        None, gt=0, le=1, description="layer-wise LR decay (timm's param_groups_layer_decay), e.g. 0.75"
+    )
+    head_lr: float = Field(1.0, gt=0, description="the classifier's LR is lr x head_lr")
+    accumulate: int = Field(
+        1, ge=1, description="optimizer step every N batches: an effective batch of batch_size x N"
+    )
+    compile: bool = Field(False, description="torch.compile the training model (the first step is slow)")
+    average: Literal["none", "swa", "top_k"] = Field(
+        "none", description="the fold's best.pt: the best epoch, SWA over the last epochs, or the top-k mean"
+    )
+    average_k: int = Field(3, ge=2, description="average: top_k: how many of the best epochs")
+    swa_start: int | None = Field(
+        None, ge=0, description="average: swa: the first averaged epoch (0-based; default the last quarter)"
+    )
+    unfreeze: Literal["all", "gradual"] = Field(
+        "all", description="after freeze_epochs: the whole backbone, or one stage more per epoch from the top"
+    )
+
+    @field_validator("cache_size")
+    @classmethod
+    def _cache_holds_the_crop(cls, v: int | None, info: ValidationInfo) -> int | None:
+        size = info.data.get("img_size")
+        if v is not None and isinstance(size, int) and v < size:
+            raise ValueError(
+                f"{v} is below img_size ({size}): crops of img_size are taken from images stored at "
+                f"cache_size; set cache_size >= {size} or drop it"
+            )
+        return v
 
     @model_validator(mode="after")
     def _weights_xor_pretrained(self) -> TimmMember:
@@ -455,6 +728,18 @@ class TimmMember(MemberBase):
             )
         if self.freeze_epochs >= self.epochs:
             raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs})")
+        if self.average != "swa" and self.swa_start is not None:
+            raise ValueError(
+                f"swa_start is set but average is {self.average}; set average: swa or drop swa_start"
+            )
+        if self.average == "swa" and self.swa_start is not None and self.swa_start >= self.epochs:
+            raise ValueError(
+                f"swa_start ({self.swa_start}) must be below epochs ({self.epochs}): it is the first averaged epoch"
+            )
+        if self.average == "top_k" and self.average_k > self.epochs:
+            raise ValueError(
+                f"average_k ({self.average_k}) is more than epochs ({self.epochs}); lower average_k or raise epochs"
+            )
         kw_size = self.model_kwargs.get("img_size")
         if kw_size is not None and kw_size != self.img_size:
             raise ValueError(
@@ -552,7 +837,9 @@ class KitConfig(StrictModel):
         bad = [name for name in v if not MEMBER_NAME.match(name)]
         if bad:
             raise ValueError(f"member names {bad} must use letters, digits, '_', '.', '-' only")
-        return v
+        from kit.config.seeds import expand_seed_bags
+
+        return expand_seed_bags(v)  # type: ignore[type-var]
 
     @model_validator(mode="after")
     def _members_fit_task(self) -> KitConfig:

@@ -125,6 +125,30 @@ class Manifest(_Strict):
 # ---------------------------------------------------------------- members/NAME/member.json
 
 
+class TimmAttributes(_Strict):
+    """Attribute heads (kit.train.heads): names, each one's values, each class's value index per attribute."""
+
+    names: Annotated[list[Annotated[str, Field(max_length=200)]], Field(min_length=1, max_length=64)]
+    values: list[Annotated[list[Annotated[str, Field(max_length=1000)]], Field(min_length=1)]]
+    codes: list[list[Annotated[int, Field(ge=0)]]]
+
+    @model_validator(mode="after")
+    def _codes_fit(self) -> TimmAttributes:
+        if len(self.values) != len(self.names):
+            raise ValueError(f"attributes: {len(self.names)} names but {len(self.values)} value lists")
+        n = [len(v) for v in self.values]
+        if any(len(c) != len(n) or any(i >= k for i, k in zip(c, n, strict=True)) for c in self.codes):
+            raise ValueError(f"attributes.codes: each class needs one index per attribute below {n}")
+        return self
+
+
+class TimmHead(_Strict):
+    hidden: Annotated[list[Annotated[int, Field(ge=1, le=1 << 20)]], Field(max_length=16)]
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)]
+    activation: Literal["gelu", "relu", "silu", "tanh"] = "gelu"
+    attributes: TimmAttributes | None
+
+
 class TimmModel(_Strict):
     # a timm architecture name, not hf-hub:ID or local-dir:DIR (whose config.json kit export copies to model_dir)
     model: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=200)]
@@ -137,6 +161,7 @@ class TimmModel(_Strict):
         list[Annotated[float, Field(allow_inf_nan=False, ge=1e-3, le=100.0)]],
         Field(min_length=3, max_length=3),
     ]
+    head: TimmHead | None = None  # kit's own classifier (kit.train.heads); absent: timm's linear one
 
     @model_validator(mode="after")
     def _no_weight_files(self) -> TimmModel:
@@ -167,6 +192,9 @@ class MemberFile(_Strict):
     model: dict[str, Any]
     amp: bool
     channels_last: bool
+    # how training stored the images (kit.data.cache.Geometry); absent: squashed straight to `size`
+    resize: Literal["squash", "shorter_side", "pad"] = "squash"
+    cache_size: Annotated[int, Field(ge=1, le=8192)] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> MemberFile:
@@ -175,9 +203,16 @@ class MemberFile(_Strict):
         _unique(self.folds, "folds")
         if self.views[0] != "plain":
             raise ValueError(f"views must start with 'plain' (got {self.views})")
+        if self.cache_size is not None and self.cache_size < self.size:
+            raise ValueError(f"cache_size {self.cache_size} is below size {self.size}")
         bad = [f for f in self.folds if not f.endswith(".safetensors")]
         if bad:
             raise ValueError(f"folds must be .safetensors files (got {bad[0][:200]!r})")
+        head = self.model.get("head") if self.kind == "timm" else None
+        attrs = head.get("attributes") if isinstance(head, dict) else None
+        codes = attrs.get("codes") if isinstance(attrs, dict) else None
+        if isinstance(codes, list) and len(codes) != len(self.classes):
+            raise ValueError(f"model.head.attributes.codes: {len(codes)} classes, not {len(self.classes)}")
         return self
 
     def model_config_of_kind(self) -> TimmModel | ClipModel:

@@ -1,7 +1,8 @@
 """New images for `kit predict`: where they come from, and decoding them once per (size, resample).
 
-Decoding is training's (kit.data.cache.decode_image / decode_pil: EXIF orientation, 16-bit scaling, the model's
-resize filter), run in DataLoader workers, and written to a temporary uint8 memory map [n, S, S, 3]: every fold
+Decoding is training's (kit.data.cache.fit_image at the member's geometry: EXIF orientation, 16-bit scaling, the
+model's resize filter, then the img_size centre crop evaluation takes), run in DataLoader workers, and written to
+a temporary uint8 memory map [n, S, S, 3]: every fold
 model of every member at that size reads it, so memory holds one batch of images whatever n is, and each image
 is decoded once. Every unreadable image is listed in one KitError before any model runs. The map is allocated
 whole before decoding (posix_fallocate), so a disk without room is an error naming the folder, not a SIGBUS.
@@ -14,11 +15,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kit.errors import KitError
+
+if TYPE_CHECKING:
+    from kit.data.cache import Geometry
 
 ImageInput = Any  # a path (str or Path), a PIL image, or a uint8 array [H, W], [H, W, 3] or [H, W, 4]
 
@@ -51,13 +55,32 @@ def read_images(path: Path, id_column: str | None = "id", image_column: str | No
     return ImageSet(ids, list(paths))
 
 
-def decode_item(item: ImageInput, size: int, resample: str) -> np.ndarray:
+def plan_geometry(plan: Any) -> Geometry | None:
+    """How a member's training stored its images (None: squashed straight to plan.size, as before)."""
+    from kit.data.cache import Geometry
+
+    if plan.cache_size is None:
+        return None
+    return Geometry(plan.resize, int(plan.cache_size))
+
+
+def spool_key(plan: Any) -> tuple[int, str, str, int | None]:
+    """Members whose images decode to the same pixels share one spool."""
+    if plan.cache_size is None:
+        return plan.size, plan.resample, "squash", None
+    return plan.size, plan.resample, plan.resize, int(plan.cache_size)
+
+
+def decode_item(item: ImageInput, size: int, resample: str, geometry: Geometry | None = None) -> np.ndarray:
+    """uint8 [size, size, 3]: training's stored image (fit_image at `geometry`) and its centre crop, so a
+    model sees the pixels its test pass saw; without a geometry, squashed to size."""
     from PIL import Image
 
-    from kit.data.cache import decode_image, decode_pil
+    from kit.data.cache import Geometry, centre_crop, decode_path, fit_image, to_rgb
 
+    g = geometry or Geometry("squash", size)
     if isinstance(item, (str, Path)):
-        return decode_image(Path(item), size, resample)
+        return np.ascontiguousarray(centre_crop(decode_path(Path(item), g, resample), size))
     if isinstance(item, np.ndarray):
         if (
             item.dtype != np.uint8
@@ -69,7 +92,7 @@ def decode_item(item: ImageInput, size: int, resample: str) -> np.ndarray:
             )
         item = Image.fromarray(item)
     if isinstance(item, Image.Image):
-        return decode_pil(item, size, resample)
+        return np.ascontiguousarray(centre_crop(fit_image(to_rgb(item), g, resample), size))
     raise ValueError(f"a {type(item).__name__}; give a path, a PIL image or a uint8 array")
 
 
@@ -80,8 +103,10 @@ def describe_item(item: ImageInput, i: int) -> str:
 class DecodeSet:  # a torch Dataset by protocol (torch is imported lazily)
     """Item i: (i, uint8 [S, S, 3], problem text or '')."""
 
-    def __init__(self, items: Sequence[ImageInput], size: int, resample: str) -> None:
-        self.items, self.size, self.resample = items, size, resample
+    def __init__(
+        self, items: Sequence[ImageInput], size: int, resample: str, geometry: Geometry | None = None
+    ) -> None:
+        self.items, self.size, self.resample, self.geometry = items, size, resample, geometry
 
     def __len__(self) -> int:
         return len(self.items)
@@ -89,7 +114,7 @@ class DecodeSet:  # a torch Dataset by protocol (torch is imported lazily)
     def __getitem__(self, i: int) -> tuple[int, np.ndarray, str]:
         item = self.items[i]
         try:
-            return i, decode_item(item, self.size, self.resample), ""
+            return i, decode_item(item, self.size, self.resample, self.geometry), ""
         except FileNotFoundError:
             problem = "missing"
         except Exception as e:  # PIL raises several types for corrupt files
@@ -127,6 +152,7 @@ def spool(
     workers: int = 0,
     batch_size: int = 64,
     on_batch: Any = None,
+    geometry: Geometry | None = None,
 ) -> np.ndarray:
     """Decode every image into folder/SIZE-RESAMPLE.npy (uint8 [n, S, S, 3], memory-mapped); raises a KitError
     listing every missing or unreadable image."""
@@ -137,7 +163,7 @@ def spool(
 
     if resample not in RESAMPLE:
         raise KitError(f"unknown resample '{resample}'; choose from {sorted(RESAMPLE)}")
-    path = folder / f"{size}px-{resample}.npy"
+    path = folder / f"{size}px-{resample}{'' if geometry is None else '-' + geometry.key}.npy"
     try:
         out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(items), size, size, 3))
         reserve(path)
@@ -147,7 +173,7 @@ def spool(
             folder.parent, f"the decoded images ({len(items)} at {size} px: {mb:.1f} MB)", e
         ) from None
     loader: DataLoader[Any] = DataLoader(
-        DecodeSet(items, size, resample),  # type: ignore[arg-type]
+        DecodeSet(items, size, resample, geometry),  # type: ignore[arg-type]
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_collate,

@@ -38,6 +38,8 @@ class MemberPlan:
     model: dict[str, Any] = field(default_factory=dict)  # timm: model, model_kwargs, mean, std; clip: source
     amp: bool = True
     channels_last: bool = True
+    resize: str = "squash"  # stored as training stored them (kit.data.cache.Geometry) at cache_size ...
+    cache_size: int | None = None  # ... then centre-cropped to size; None: decoded straight to size
     source: str = ""  # where the plan was read, for messages ("bundle B: members/NAME/member.json")
     fix: str = ""  # what to do when its files cannot be used
 
@@ -123,16 +125,22 @@ def _timm_folds(
 ) -> list[np.ndarray]:
     import torch
 
-    from kit.config.schema import AugmentConfig
-    from kit.train.data import BatchAugment
+    from kit.data.cache import ArrayImages
+    from kit.train.data import Preprocess
     from kit.train.device import select_device
+    from kit.train.heads import HeadSpec
     from kit.train.loop import predict
     from kit.train.models import ModelSpec
 
     m = plan.model
-    spec = ModelSpec(m["model"], len(plan.classes), dict(m.get("model_kwargs") or {}))
+    spec = ModelSpec(
+        m["model"],
+        len(plan.classes),
+        dict(m.get("model_kwargs") or {}),
+        head=HeadSpec.from_json(m.get("head")),  # the member's own classifier (kit.train.heads), if any
+    )
     setup = select_device(plan.name, device, amp=plan.amp, channels_last=plan.channels_last)
-    augment = BatchAugment(AugmentConfig(), tuple(m["mean"]), tuple(m["std"]))
+    augment = Preprocess(tuple(m["mean"]), tuple(m["std"]), plan.size)
     outs = []
     for f, path in enumerate(plan.folds):
         try:
@@ -159,7 +167,7 @@ def _timm_folds(
         outs.append(
             predict(
                 model.eval(),
-                images,
+                ArrayImages(images),
                 np.arange(len(images)),
                 views,
                 augment,
@@ -274,9 +282,12 @@ def workspace_plan(ws: Workspace, name: str, meta: dict[str, Any]) -> tuple[Memb
                 "model_kwargs": pre.get("model_kwargs") or {},
                 "mean": pre["mean"],
                 "std": pre["std"],
+                **({"head": meta["head"]} if meta.get("head") is not None else {}),
             },
             amp=bool(mcfg.get("amp", True)),
             channels_last=bool(mcfg.get("channels_last", True)),
+            resize=str(pre.get("resize", "squash")),  # runs from before the pipeline: squash at img_size
+            cache_size=pre.get("cache_size"),
         )
     else:
         src = clip_source(name, ws.cfg.members[name])  # type: ignore[arg-type]

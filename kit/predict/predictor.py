@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kit.errors import KitError
-from kit.predict.images import ImageInput, spool
+from kit.predict.images import ImageInput, plan_geometry, spool, spool_key
 from kit.predict.members import MemberPlan, run_member, workspace_plan
 from kit.predict.recipe import apply, blend_recipe, member_recipe, needed_views
 from kit.predict.scratch import scratch_dir
@@ -152,21 +152,27 @@ class Predictor:
         out: dict[str, tuple[list[str], np.ndarray]] = {}
         order = [self.plans[m] for m in self.views]
         with scratch_dir("kit-predict", "the decoded images") as tmp:
-            caches: dict[tuple[int, str], np.ndarray] = {}
+            caches: dict[tuple[int, str, str, int | None], np.ndarray] = {}
             for p in order:
-                key = (p.size, p.resample)
+                key = spool_key(p)
                 if key not in caches:
                     t = time.perf_counter()
                     with self.reporter.task(f"decode {p.size}px ({p.resample})", total=len(images)) as task:
                         caches[key] = spool(
-                            images, p.size, p.resample, Path(tmp), workers=self.workers, on_batch=task.advance
+                            images,
+                            p.size,
+                            p.resample,
+                            Path(tmp),
+                            workers=self.workers,
+                            on_batch=task.advance,
+                            geometry=plan_geometry(p),
                         )
                     timings.decode_s += time.perf_counter() - t
             for p in order:
                 t = time.perf_counter()
                 arr = run_member(
                     p,
-                    caches[(p.size, p.resample)],
+                    caches[spool_key(p)],
                     self.views[p.name],
                     device=self.device,
                     reporter=self.reporter,

@@ -14,11 +14,13 @@ balances what the model actually trains on. Loss weight: labelled and extra rows
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kit.data.cache import Images
 from kit.errors import KitError
 from kit.train.data import StackedCache
 
@@ -155,7 +157,7 @@ class FitRows:
     labels, or soft targets [N, C] when pseudo rows are soft), `weights` the loss weight of each row (None:
     all 1). `added_idx` are the added rows' positions: every fold trains on them, none validates on them."""
 
-    cache: Any  # np.ndarray (no added rows) or StackedCache
+    cache: Images  # the train store (no added rows) or a StackedCache of it and the added rows' stores
     labels: np.ndarray
     targets: np.ndarray
     weights: np.ndarray | None
@@ -163,11 +165,11 @@ class FitRows:
 
 
 def fit_rows(
-    train_cache: np.ndarray,
+    train_cache: Images,
     train_labels: np.ndarray,
     added: AddedRows,
-    extra_caches: list[np.ndarray],
-    test_cache: np.ndarray | None,
+    extra_caches: Sequence[Images],
+    test_cache: Images | None,
     n_classes: int,
 ) -> FitRows:
     """The training index space of a member: the train cache, each extra source's cache, then the test
@@ -175,7 +177,7 @@ def fit_rows(
     n_train = len(train_labels)
     if not added.used:
         return FitRows(train_cache, train_labels, train_labels, None, np.zeros(0, np.int64))
-    parts: list[np.ndarray] = [train_cache, *extra_caches]
+    parts: list[Images] = [train_cache, *extra_caches]
     offset = n_train + sum(len(c) for c in extra_caches)
     idx = [np.arange(n_train, offset, dtype=np.int64)]
     labels = [np.asarray(train_labels, np.int64), added.labels()[: added.n_extra]]

@@ -1,33 +1,28 @@
-"""Batches from the uint8 image cache, and augmentation as a few tensor ops on whole batches.
+"""Batches for training and evaluation from the stored images (kit.data.cache: an `Images`).
 
-The cache (kit.data.cache) holds every image decoded once at the member's size, [N, S, S, 3] uint8. A batch
-is a slice of it; augmentation runs on the batch where the model runs: one affine resample (random resized
-crop, opt-in flips and 90-degree turns), a brightness/contrast jitter, then normalisation with the model's own
-mean and std. Every random number comes from a generator seeded by (seed, fold, epoch, batch), so a resumed
-run draws exactly what an uninterrupted one would.
+Training: item b of `TrainBatches` is batch b, each image the member's TrainTransform (kit.train.transforms:
+random resized crop from the stored image, flips, auto-augment, ...) of its stored image, seeded by
+derive_seed(seed, b, j) for its position j in the global batch, so a resumed run, a DDP rank and any DataLoader
+worker draw exactly what an uninterrupted single process would. Evaluation: item b of `EvalBatches` is the
+uint8 centre crops of batch b's rows, normalised where the model runs (`Preprocess.normalize`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kit.config.schema import AugmentConfig, SamplerConfig
+from kit.data.cache import Images
 from kit.train.sampler import build_sampler
 
 if TYPE_CHECKING:
     import torch
 
-# preset -> (min crop area, max log aspect change, brightness/contrast jitter)
-PRESETS: dict[str, tuple[float, float, float]] = {
-    "none": (1.0, 0.0, 0.0),
-    "light": (0.7, math.log(4 / 3), 0.1),
-    "strong": (0.35, math.log(4 / 3), 0.3),
-}
+    from kit.train.transforms import TrainTransform
 
 
 def derive_seed(*parts: int) -> int:
@@ -55,42 +50,83 @@ def split_batches(order: np.ndarray, batch_size: int, *, drop_last: bool) -> lis
 
 
 class StackedCache:
-    """Image caches one after another as one index space (the train cache, then extra data, then the test
-    cache for pseudo rows: kit.train.added), without copying them; `np.take(stacked, idx, axis=0)` works."""
+    """Images one after another as one index space (the train store, then extra data, then the test store for
+    pseudo rows: kit.train.added), without copying them."""
 
-    def __init__(self, parts: list[np.ndarray]) -> None:
+    def __init__(self, parts: list[Images]) -> None:
         self.parts = parts
         self.starts = np.cumsum([0, *(len(p) for p in parts)])
-        self.shape = (int(self.starts[-1]), *parts[0].shape[1:])
-        self.dtype = parts[0].dtype
 
     def __len__(self) -> int:
-        return self.shape[0]
+        return int(self.starts[-1])
 
-    def take(
-        self, indices: np.ndarray, axis: int | None = 0, out: None = None, mode: str = "raise"
-    ) -> np.ndarray:
-        idx = np.asarray(indices, dtype=np.int64)
-        res = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
+    def _locate(self, i: int) -> tuple[int, int]:
+        k = int(np.searchsorted(self.starts, i, side="right") - 1)
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} of {len(self)}")
+        return k, int(i - self.starts[k])
+
+    def image(self, i: int) -> np.ndarray:
+        k, j = self._locate(int(i))
+        return self.parts[k].image(j)
+
+    def crops(self, idx: np.ndarray, size: int) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        out = np.empty((len(idx), size, size, 3), dtype=np.uint8)
         part = np.searchsorted(self.starts, idx, side="right") - 1
         for k in np.unique(part):
             sel = part == k
-            res[sel] = np.take(self.parts[k], idx[sel] - self.starts[k], axis=0)
-        return res
+            out[sel] = self.parts[k].crops(idx[sel] - self.starts[k], size)
+        return out
 
 
-class CacheBatches:  # a torch Dataset by protocol (torch is imported lazily)
-    """A map-style dataset whose item b is batch b: (uint8 images [B, S, S, 3], labels [B] or empty), and the
-    rows' loss weights [B] when `weights` is given."""
+def _targets(labels: np.ndarray | None, weights: np.ndarray | None, idx: np.ndarray) -> tuple[Any, ...]:
+    import torch
+
+    y = torch.from_numpy(labels[idx]) if labels is not None else torch.empty(0, dtype=torch.long)
+    return (y, torch.from_numpy(weights[idx])) if weights is not None else (y,)
+
+
+class TrainBatches:  # a torch Dataset by protocol (torch is imported lazily)
+    """Item b: (float32 [B, 3, S, S] augmented and normalised, labels [B]) and the rows' loss weights [B] when
+    `weights` is given. `rows` are the global batches; `parts` (a DDP rank's slice of each, default all)
+    choose which of their positions this process takes, each seeded as in the whole batch."""
 
     def __init__(
         self,
-        cache: np.ndarray,
+        images: Images,
         rows: list[np.ndarray],
-        labels: np.ndarray | None,
+        labels: np.ndarray,
+        transform: TrainTransform,
+        seed: int,
+        *,
+        parts: list[slice] | None = None,
         weights: np.ndarray | None = None,
     ) -> None:
-        self.cache, self.rows, self.labels, self.weights = cache, rows, labels, weights
+        self.images, self.rows, self.labels, self.transform, self.seed = images, rows, labels, transform, seed
+        self.parts, self.weights = parts, weights
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, b: int) -> tuple[torch.Tensor, ...]:
+        import torch
+
+        r = self.rows[b]
+        pos = np.arange(len(r))[self.parts[b] if self.parts is not None else slice(None)]
+        x = torch.stack(
+            [self.transform(self.images.image(int(r[j])), derive_seed(self.seed, b, int(j))) for j in pos]
+        )
+        return (x, *_targets(self.labels, self.weights, r[pos]))
+
+
+class EvalBatches:  # a torch Dataset by protocol
+    """Item b: (uint8 centre crops [B, size, size, 3] of batch b's rows, labels [B] or empty)."""
+
+    def __init__(
+        self, images: Images, rows: list[np.ndarray], size: int, labels: np.ndarray | None = None
+    ) -> None:
+        self.images, self.rows, self.size, self.labels = images, rows, size, labels
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -99,30 +135,17 @@ class CacheBatches:  # a torch Dataset by protocol (torch is imported lazily)
         import torch
 
         idx = self.rows[b]
-        x = torch.from_numpy(np.ascontiguousarray(np.take(self.cache, idx, axis=0)))
-        y = (
-            torch.from_numpy(self.labels[idx])
-            if self.labels is not None
-            else torch.empty(0, dtype=torch.long)
-        )
-        if self.weights is not None:
-            return x, y, torch.from_numpy(self.weights[idx])
-        return x, y
+        return (torch.from_numpy(self.images.crops(idx, self.size)), *_targets(self.labels, None, idx))
 
 
 def iterate(
-    cache: np.ndarray,
-    rows: list[np.ndarray],
-    labels: np.ndarray | None,
-    *,
-    num_workers: int = 0,
-    pin_memory: bool = False,
-    weights: np.ndarray | None = None,
+    dataset: TrainBatches | EvalBatches, *, num_workers: int = 0, pin_memory: bool = False
 ) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The dataset's batches in order (item b is batch b), built in `num_workers` DataLoader workers."""
     from torch.utils.data import DataLoader
 
     loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(
-        CacheBatches(cache, rows, labels, weights),  # type: ignore[arg-type]
+        dataset,  # type: ignore[arg-type]
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,
@@ -133,12 +156,14 @@ def iterate(
 
 
 @dataclass
-class BatchAugment:
-    """uint8 NHWC batch -> normalised float NCHW batch, randomly augmented when `train`."""
+class Preprocess:
+    """A member's input pipeline: `transform` makes training images (None: a prediction-only pipeline);
+    evaluation takes the `size` px centre crops and normalises them with the model's mean and std."""
 
-    cfg: AugmentConfig
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    size: int
+    transform: TrainTransform | None = None
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC -> float NCHW, (x / 255 - mean) / std with the model's own mean and std."""
@@ -149,62 +174,29 @@ class BatchAugment:
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1) * 255
         return (x - mean) / std
 
-    @property
-    def geometric(self) -> bool:
-        min_area, _, _ = PRESETS[self.cfg.preset]
-        return min_area < 1 or self.cfg.hflip or self.cfg.vflip or self.cfg.rot90
-
-    def __call__(
-        self, x: torch.Tensor, seed: int, part: slice | None = None, of: int | None = None
-    ) -> torch.Tensor:
-        """Augment one uint8 batch with random numbers drawn from `seed` alone (numpy, on the CPU); `x` may be
-        `part` of a batch of `of` images (a DDP rank's shard), which gets those positions' numbers."""
-        import torch
-        import torch.nn.functional as F
-
-        min_area, log_ratio, jitter = PRESETS[self.cfg.preset]
-        n, size = x.shape[0], x.shape[1]
-        u = np.random.default_rng(seed).random((of or n, 9))[part or slice(None)]
-        x = x.permute(0, 3, 1, 2).float()
-        if self.geometric:
-            area = min_area + (1 - min_area) * u[:, 0]
-            ratio = np.exp((2 * u[:, 1] - 1) * log_ratio)
-            w, h = np.minimum(np.sqrt(area * ratio), 1), np.minimum(np.sqrt(area / ratio), 1)
-            fx = np.where((u[:, 4] < 0.5) & self.cfg.hflip, -1.0, 1.0)
-            fy = np.where((u[:, 5] < 0.5) & self.cfg.vflip, -1.0, 1.0)
-            k = np.floor(u[:, 6] * 4) if self.cfg.rot90 else np.zeros(n)
-            cos, sin = np.round(np.cos(k * np.pi / 2)), np.round(np.sin(k * np.pi / 2))
-            theta = np.empty((n, 2, 3), dtype=np.float32)
-            theta[:, 0, 0], theta[:, 0, 1] = cos * w * fx, -sin * h * fy
-            theta[:, 1, 0], theta[:, 1, 1] = sin * w * fx, cos * h * fy
-            theta[:, 0, 2], theta[:, 1, 2] = (2 * u[:, 2] - 1) * (1 - w), (2 * u[:, 3] - 1) * (1 - h)
-            grid = F.affine_grid(
-                torch.from_numpy(theta).to(x.device), [n, 3, size, size], align_corners=False
-            )
-            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        # brightness b and contrast c around the image mean m, folded into the normalisation:
-        # ((x - m) * c + m) * b, then (. / 255 - mean) / std  ==  x * scale + shift per image and channel
-        mean = np.asarray(self.mean, dtype=np.float64)[None, :] * 255
-        std = np.asarray(self.std, dtype=np.float64)[None, :] * 255
-        b = 1 + (2 * u[:, 7:8] - 1) * jitter
-        c = 1 + (2 * u[:, 8:9] - 1) * jitter
-        scale = torch.from_numpy((b * c / std).astype(np.float32)).to(x.device).view(n, 3, 1, 1)
-        shift = torch.from_numpy((-mean / std).repeat(n, 0).astype(np.float32)).to(x.device).view(n, 3, 1, 1)
-        if jitter > 0:
-            m = x.mean(dim=(1, 2, 3), keepdim=True)
-            shift = shift + m * torch.from_numpy((b * (1 - c) / std).astype(np.float32)).to(x.device).view(
-                n, 3, 1, 1
-            )
-        return torch.addcmul(shift, x, scale)
-
 
 def build_mixup(cfg: AugmentConfig, n_classes: int) -> object | None:
-    """timm's Mixup/CutMix (soft targets), or None when both alphas are 0."""
+    """timm's Mixup/CutMix (soft targets) with the member's prob, switch_prob and mode, or None when both
+    alphas are 0."""
     if cfg.mixup <= 0 and cfg.cutmix <= 0:
         return None
     from timm.data import Mixup
 
-    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=0.0, num_classes=n_classes)
+    return Mixup(
+        mixup_alpha=cfg.mixup,
+        cutmix_alpha=cfg.cutmix,
+        prob=cfg.mixup_prob,
+        switch_prob=cfg.switch_prob,
+        mode=cfg.mixup_mode,
+        label_smoothing=0.0,
+        num_classes=n_classes,
+    )
+
+
+def mixup_epoch(mixup: object | None, cfg: AugmentConfig, epoch: int) -> None:
+    """Switch mixing off from `mixup_off_epoch` on (epochs counted from 0), as timm's train.py does."""
+    if mixup is not None:
+        mixup.mixup_enabled = cfg.mixup_off_epoch is None or epoch < cfg.mixup_off_epoch  # type: ignore[attr-defined]
 
 
 def apply_mixup(
@@ -213,14 +205,19 @@ def apply_mixup(
     """timm's Mixup draws from numpy's global RNG: seed it for this batch and restore it afterwards.
 
     Soft targets [B, K] (pseudo-labels, or targets with a weight column appended: kit.train.loop) are mixed
-    with the same lambda as the images (timm's own targets take class indices only)."""
+    with the same lambda as the images (timm's own targets take class indices only); every mode pairs image
+    i with image B-1-i. Once switched off (mixup_epoch) the batch passes through as without mixup."""
+    if not mixup.mixup_enabled:  # type: ignore[attr-defined]
+        return x, y
     state = np.random.get_state()
     np.random.seed(seed % 2**32)
     try:
         if x.shape[0] % 2:  # timm's Mixup needs an even batch
             x, y = x[:-1], y[:-1]
         if y.ndim == 2:
-            lam = mixup._mix_batch(x)  # type: ignore[attr-defined]  # mode "batch": what kit builds
+            mode = mixup.mode  # type: ignore[attr-defined]
+            mix = {"elem": "_mix_elem", "pair": "_mix_pair"}.get(mode, "_mix_batch")
+            lam = getattr(mixup, mix)(x)  # a float ("batch") or [B, 1] per image
             return x, y * lam + y.flip(0) * (1 - lam)
         return mixup(x, y)  # type: ignore[operator]
     finally:

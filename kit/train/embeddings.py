@@ -164,11 +164,18 @@ class EmbeddingCache:
             model, _ = self.model()
             size = image_size_of(pp)
             resample = cache_resample(pp.get("interpolation", "bicubic"))
+            rep = reporter or NullReporter()
             imgs = build_image_cache(
-                table, size, self.cache_dir, split=split, fingerprint=data_fp, resample=resample
+                table,
+                size,
+                self.cache_dir,
+                split=split,
+                fingerprint=data_fp,
+                resample=resample,
+                report=rep.line,
             )
             desc = f"{self.src.member}: embed {split} ({', '.join(missing)})"
-            with (reporter or NullReporter()).task(desc, total=len(table)) as task:
+            with rep.task(desc, total=len(table)) as task:
                 emb = encode_images(model, imgs, pp, missing, self.batch_size, self.device, task.advance)
             for i, v in enumerate(missing):
                 have[v] = np.ascontiguousarray(emb[:, i])

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kit.data.cache import Images
 from kit.errors import KitError
-from kit.train.data import BatchAugment, apply_mixup, derive_seed, iterate
+from kit.train.data import EvalBatches, Preprocess, TrainBatches, apply_mixup, derive_seed, iterate
 from kit.train.device import DeviceSetup
 from kit.train.progress import Reporter
+from kit.train.recipe import groups_of
 from kit.train.tta import predict_views
 
 if TYPE_CHECKING:
@@ -42,16 +44,31 @@ class Trainee:
     scheduler: Any
     scaler: Any
     loss_fn: Any
-    augment: BatchAugment
+    augment: Preprocess  # the member's train transform and eval crop + normalisation (kit.train.data)
     setup: DeviceSetup
     grad_clip: float | None = None
     ema: Any = None
     mixup: Any = None
     ddp: Any = None  # the DistributedDataParallel wrapper of `model` under torchrun (kit.train.ddp)
+    compiled: Any = None  # torch.compile(model) when the member sets compile: true (same weights as model)
+    accumulate: int = 1  # micro-batches per optimizer step (kit.train.recipe.accumulation_batches)
 
     @property
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
+
+    def optimizer_step(self) -> None:
+        """Clip, step the optimizer (through the grad scaler), the schedule and EMA: once per optimizer batch."""
+        import torch
+
+        if self.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
 
 
 @dataclass
@@ -71,7 +88,7 @@ def _to_device(x: torch.Tensor, setup: DeviceSetup) -> torch.Tensor:
 
 def train_one_epoch(
     t: Trainee,
-    cache: np.ndarray,
+    images: Images,
     rows: list[np.ndarray],
     labels: np.ndarray,
     seed: int,
@@ -82,7 +99,8 @@ def train_one_epoch(
     shard: Any = None,
     weights: np.ndarray | None = None,
 ) -> EpochStats:
-    """One pass over `rows` (batches of cache row indices). Batch b is augmented with derive_seed(seed, b).
+    """One pass over `rows` (batches of row indices into `images`). Image j of batch b is augmented with
+    derive_seed(seed, b, j) (kit.train.data.TrainBatches); mixup draws from derive_seed(seed, b, 1).
 
     `labels` are class indices [N] or soft targets [N, C] (pseudo-labels); `weights` [N] the rows' loss weights
     (kit.train.added), None for all 1. With `shard` (a kit.train.ddp.Dist), `rows` are the global batches and
@@ -91,17 +109,15 @@ def train_one_epoch(
     import torch
 
     t.model.train()
-    net = t.ddp if t.ddp is not None else t.model
+    net = t.compiled if t.compiled is not None else t.ddp if t.ddp is not None else t.model
+    group_rows = groups_of(rows, t.accumulate)  # rows of each micro-batch's optimizer batch
     parts = [slice(None) if shard is None else shard.shard(len(r)) for r in rows]
-    local = [r[p] for r, p in zip(rows, parts, strict=True)]
+    assert t.augment.transform is not None, "a training Preprocess has a transform"
+    data = TrainBatches(images, rows, labels, t.augment.transform, seed, parts=parts, weights=weights)
     total, seen, start = 0.0, 0, time.perf_counter()
     with reporter.task(label, total=len(rows)) as task:
-        batches = iterate(
-            cache, local, labels, num_workers=num_workers, pin_memory=t.setup.pin_memory, weights=weights
-        )
-        for b, batch in enumerate(batches):
-            xb, yb = batch[0], batch[1]
-            x = t.augment(_to_device(xb, t.setup), derive_seed(seed, b), parts[b], len(rows[b]))
+        for b, batch in enumerate(iterate(data, num_workers=num_workers, pin_memory=t.setup.pin_memory)):
+            x, yb = _to_device(batch[0], t.setup), batch[1]
             y = _to_device(yb, t.setup)
             w = _to_device(batch[2], t.setup) if len(batch) > 2 else None
             if t.mixup is not None and w is not None:  # the weights mix like the targets: one more column
@@ -117,16 +133,14 @@ def train_one_epoch(
             loss = t.loss_fn(logits, y) if w is None else t.loss_fn(logits, y, w)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at batch {b}")
-            t.optimizer.zero_grad(set_to_none=True)
-            t.scaler.scale(loss).backward()
-            if t.grad_clip is not None:
-                t.scaler.unscale_(t.optimizer)
-                torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.grad_clip)
-            t.scaler.step(t.optimizer)
-            t.scaler.update()
-            t.scheduler.step()
-            if t.ema is not None:
-                t.ema.update(t.model)
+            if b % t.accumulate == 0:  # the first micro-batch of an optimizer step
+                t.optimizer.zero_grad(set_to_none=True)
+            # accumulated: each micro-batch's mean loss weighted by its share of the optimizer batch, so the
+            # summed gradient is that of the mean over the whole batch
+            part = loss if t.accumulate == 1 else loss * (len(rows[b]) / group_rows[b])
+            t.scaler.scale(part).backward()
+            if (b + 1) % t.accumulate == 0 or b == len(rows) - 1:
+                t.optimizer_step()
             total += float(loss.detach()) * x.shape[0]
             seen += x.shape[0]
             task.advance()
@@ -135,17 +149,17 @@ def train_one_epoch(
 
 def predict(
     model: nn.Module,
-    cache: np.ndarray,
+    images: Images,
     idx: np.ndarray,
     views: list[str],
-    augment: BatchAugment,
+    augment: Preprocess,
     setup: DeviceSetup,
     batch_size: int,
     reporter: Reporter | None = None,
     label: str = "predict",
     num_workers: int = 0,
 ) -> np.ndarray:
-    """Logits [len(idx), n_views, C] (float32) of `model` on cache rows `idx`, view 0 plain."""
+    """Logits [len(idx), n_views, C] (float32) of `model` on the centre crops of rows `idx`, view 0 plain."""
     import torch
 
     from kit.train.progress import NullReporter
@@ -162,7 +176,8 @@ def predict(
 
     rep = reporter or NullReporter()
     with torch.inference_mode(), rep.task(label, total=len(rows)) as task:
-        for xb, _ in iterate(cache, rows, None, num_workers=num_workers, pin_memory=setup.pin_memory):
+        data = EvalBatches(images, rows, augment.size)
+        for xb, _ in iterate(data, num_workers=num_workers, pin_memory=setup.pin_memory):
             x = augment.normalize(_to_device(xb, setup))
             out.append(predict_views(forward, x, views).cpu().numpy())
             task.advance()

@@ -8,6 +8,7 @@ switch: kit.train.hub.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,9 @@ from kit.train.hub import cache_resample, ensure_hub_mode, user_offline_choice
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from kit.config.attributes import AttributeCodes
+    from kit.train.heads import HeadSpec
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
@@ -48,13 +52,24 @@ class ModelSpec:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     interpolation: str = "bicubic"
+    crop_pct: float = 1.0  # eval centre crop / stored image (members.NAME.crop_pct, else the model's)
+    cache_size: int = 0  # images are stored at this size (members.NAME.cache_size, else img_size / crop_pct)
+    # the model's own eval crop mode (timm: center | squash | border = kit's resize shorter_side | squash |
+    # pad); recorded beside members.NAME.resize, which decides
+    crop_mode: str = "center"
+    head: HeadSpec | None = None  # kit's own classifier (kit.train.heads); None: timm's linear one
 
     def create(self, *, with_weights: bool = True) -> nn.Module:
         """The network: with its starting weights for training, or bare (to load a kit checkpoint into)."""
         import timm
 
         extra = self.weights if with_weights else {}
-        return timm.create_model(self.model, num_classes=self.n_classes, **self.kwargs, **extra)
+        model = timm.create_model(self.model, num_classes=self.n_classes, **self.kwargs, **extra)
+        if self.head is not None:
+            from kit.train.heads import install_head
+
+            install_head(model, self.head, self.n_classes)
+        return model
 
 
 def _fixed_input_size(model: str) -> bool:
@@ -67,10 +82,15 @@ def _fixed_input_size(model: str) -> bool:
     return bool(cfg is not None and getattr(cfg, "fixed_input_size", False))
 
 
-def resolve_model(name: str, member: TimmMember, n_classes: int) -> ModelSpec:
-    """Check name, weights and image size by building the model once; read its preprocessing config."""
+def resolve_model(
+    name: str, member: TimmMember, n_classes: int, attributes: AttributeCodes | None = None
+) -> ModelSpec:
+    """Check name, weights and image size by building the model once; read its preprocessing config.
+    `head` and `attributes` (competition.attributes' codes) replace timm's classifier (kit.train.heads)."""
     import torch
     from timm.data import resolve_model_data_config
+
+    from kit.train.heads import HeadSpec
 
     key = f"members.{name}"
     weights: dict[str, Any] = {}
@@ -95,11 +115,13 @@ def resolve_model(name: str, member: TimmMember, n_classes: int) -> ModelSpec:
         kwargs.setdefault("drop_path_rate", member.drop_path)
     if "img_size" not in kwargs and _fixed_input_size(member.model):
         kwargs["img_size"] = member.img_size
-    spec = ModelSpec(member.model, n_classes, kwargs, weights)
+    spec = ModelSpec(member.model, n_classes, kwargs, weights, head=HeadSpec.of(member.head, attributes))
 
     torch.manual_seed(0)  # the same init as _check_file_matched's bare model
     try:
         model = spec.create()
+    except KitError as e:  # the head cannot replace this model's classifier
+        raise KitError(f"{key}.head: '{member.model}': {e}") from None
     except TypeError as e:
         raise KitError(
             f"{key}.model_kwargs: timm model '{member.model}' rejects them ({e}); remove or rename the key"
@@ -133,6 +155,15 @@ def resolve_model(name: str, member: TimmMember, n_classes: int) -> ModelSpec:
     cfg = resolve_model_data_config(model)
     spec.mean, spec.std = tuple(cfg["mean"]), tuple(cfg["std"])
     spec.interpolation = cache_resample(cfg.get("interpolation", "bicubic"))
+    spec.crop_pct = float(member.crop_pct if member.crop_pct is not None else cfg.get("crop_pct", 1.0))
+    spec.crop_mode = str(cfg.get("crop_mode", "center"))
+    spec.cache_size = member.cache_size or math.ceil(round(size / spec.crop_pct, 6))
+    if spec.cache_size < size:  # a model whose crop_pct is above 1
+        raise KitError(
+            f"{key}.cache_size: images would be stored at {spec.cache_size} px, below img_size {size} "
+            f"('{member.model}' has crop_pct {spec.crop_pct}); set {key}.cache_size >= {size} or "
+            f"{key}.crop_pct <= 1"
+        )
     return spec
 
 

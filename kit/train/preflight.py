@@ -218,6 +218,7 @@ class Inputs:
     cache_dir: Path
     n_train_rows: int
     images_fingerprint: Callable[[str], str]
+    fewest_train_rows: int | None = None  # the smallest fold's train rows (gradient accumulation's check)
 
     @classmethod
     def of(cls, ws: Workspace) -> Inputs:
@@ -229,20 +230,95 @@ class Inputs:
             images_fingerprint=lambda split: (
                 ws.train_images_fingerprint if split == "train" else ws.test_images_fingerprint
             ),
+            fewest_train_rows=min(len(ws.folds.train_idx(f)) for f in range(ws.folds.k)),
         )
 
 
-def _cached(inp: Inputs, split: str, size: int) -> bool:
-    """Whether the split's image cache at `size` exists (kit.data.cache keys it on the images' bytes)."""
+def _cached(inp: Inputs, split: str, m: MemberConfig) -> bool:
+    """Whether the split's image store for member `m` exists (kit.data.cache.store_paths: keyed on the images'
+    bytes and the geometry). Without members.NAME.cache_size the size follows the model's crop_pct, unknown
+    before timm loads it: any store of the member's resize at img_size or above counts."""
+    from kit.data.cache import stored_sizes
+
     folder = inp.cache_dir / "images"
-    if not any(folder.glob(f"{split}-*-{size}px-*.npy")):
-        return False  # no cache at this size at all: no need to fingerprint the images
-    return any(folder.glob(f"{split}-{inp.images_fingerprint(split)}-{size}px-*.npy"))
+    resize, want = getattr(m, "resize", "squash"), getattr(m, "cache_size", None)  # clip_probe: squash
+
+    def fits(fingerprint: str) -> bool:
+        sizes = stored_sizes(folder, split, fingerprint, resize)
+        return any(s == want if want is not None else s >= (m.img_size or 0) for s in sizes)
+
+    if not fits("*"):
+        return False  # no store of this geometry at all: no need to fingerprint the images
+    return fits(inp.images_fingerprint(split))
+
+
+def augment_problems(members: dict[str, MemberConfig]) -> list[str]:
+    """Declared albumentations pipelines that cannot be built (package missing, unknown transform, bad
+    arguments): found here, not in a DataLoader worker mid-epoch."""
+    problems: list[str] = []
+    for name, m in members.items():
+        if (aug := getattr(m, "augment", None)) is not None and aug.albumentations:
+            from kit.train.transforms import albumentations_pipeline
+
+            try:
+                albumentations_pipeline(
+                    aug.albumentations, f"members.{name}.augment.albumentations", m.img_size
+                )
+            except KitError as e:
+                problems += e.problems or [str(e)]
+    return problems
+
+
+def accumulation_problems(members: dict[str, MemberConfig], fewest_rows: int | None) -> list[str]:
+    """Gradient accumulation steps once per batch_size x accumulate rows (the epoch's leftover rows are
+    dropped, as a short last batch is): a fold with fewer training rows than that never fills one step."""
+    problems = []
+    for name, m in members.items():
+        n = getattr(m, "accumulate", 1)
+        if n > 1 and fewest_rows is not None and m.batch_size * n > fewest_rows:
+            most = fewest_rows // m.batch_size
+            fix = f"accumulate: {most}" if most >= 2 else f"batch_size: {fewest_rows // n} or less"
+            problems.append(
+                f"members.{name}.accumulate: {n} x batch_size {m.batch_size} = {m.batch_size * n} rows per "
+                f"optimizer step, but the smallest fold trains on {fewest_rows} rows, not one step's worth; "
+                f"use {fix} (or drop accumulate)"
+            )
+    return problems
+
+
+def attribute_findings(
+    attributes: dict[str, dict[str, str]] | None, classes: list[str], members: dict[str, MemberConfig]
+) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of competition.attributes once the classes are known: every class has an entry
+    and no entry names an unknown class; clip_probe members ignore the attributes (one head over the classes)."""
+    from kit.config.attributes import coverage_problems
+
+    if attributes is None:
+        return [], []
+    warns = [
+        f"members.{name}: a clip_probe member trains one head over the classes; competition.attributes "
+        "shape timm members only and are ignored here"
+        for name, m in members.items()
+        if m.kind == "clip_probe"
+    ]
+    return coverage_problems(attributes, classes), warns
 
 
 def preflight(ws: Workspace, members: dict[str, MemberConfig]) -> None:
     """Refuse (KitError) or warn (PreflightWarning) before the members train; see the module docstring."""
-    problems, warns = findings(Inputs.of(ws), members)
+    problems, warns = attribute_findings(ws.cfg.competition.attributes, ws.classes, members)
+    if problems:
+        raise KitError("not starting: competition.attributes does not fit the classes:", problems=problems)
+    for w in warns:
+        warnings.warn(w, PreflightWarning, stacklevel=2)
+    if problems := augment_problems(members):
+        raise KitError("not starting: a declared augmentation cannot be built:", problems=problems)
+    inp = Inputs.of(ws)
+    if problems := accumulation_problems(members, inp.fewest_train_rows):
+        raise KitError(
+            "not starting: gradient accumulation cannot fill one optimizer step:", problems=problems
+        )
+    problems, warns = findings(inp, members)
     for w in warns:
         warnings.warn(w, PreflightWarning, stacklevel=2)
     if problems:
@@ -252,20 +328,23 @@ def preflight(ws: Workspace, members: dict[str, MemberConfig]) -> None:
 def findings(inp: Inputs, members: dict[str, MemberConfig]) -> tuple[list[str], list[str]]:
     """(problems, warnings) of `preflight`, for `kit train` and `kit validate` alike. Reads the headers of a
     sample of images and the free disk and memory; decodes no image and writes nothing."""
+    problems = augment_problems(members) + accumulation_problems(members, inp.fewest_train_rows)
     estimates, sizes_seen = [], set()
     for name, m in members.items():
         if m.img_size is None:  # clip_probe at the model's own size: small, known only once it loads
             continue
         n_new = 0
-        if m.img_size not in sizes_seen:  # members at one size share the caches
-            sizes_seen.add(m.img_size)
-            n_new += 0 if _cached(inp, "train", m.img_size) else len(inp.train)
-            if inp.test is not None and not _cached(inp, "test", m.img_size):
+        # members at one geometry share the stores
+        key = (getattr(m, "resize", "squash"), getattr(m, "cache_size", None), m.img_size)
+        if key not in sizes_seen:
+            sizes_seen.add(key)
+            n_new += 0 if _cached(inp, "train", m) else len(inp.train)
+            if inp.test is not None and not _cached(inp, "test", m):
                 n_new += len(inp.test)
         trains = get_kind(m.kind).trains_images  # clip_probe trains a head on embeddings
         estimates.append(estimate(name, m.img_size, n_new, m.batch_size, inp.n_train_rows, trains=trains))
     if not estimates:
-        return [], []
+        return problems, []
     disk, where = free_disk(inp.cache_dir)
     on = {e.member: device_memory(members[e.member].device) for e in estimates if e.batch}
     res = Resources(
@@ -274,4 +353,5 @@ def findings(inp: Inputs, members: dict[str, MemberConfig]) -> tuple[list[str], 
         free_memory={n: free for n, (_, free) in on.items()},
         device={n: dev for n, (dev, _) in on.items()},
     )
-    return assess(estimates, res, images_side(inp.train.paths))
+    refused, warned = assess(estimates, res, images_side(inp.train.paths))
+    return problems + refused, warned

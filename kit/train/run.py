@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,19 +53,33 @@ def train_members(
         preflight(ws, {n: cfg.members[n] for n in chosen})  # caches fit on disk, a batch in memory
         rep = (reporter or NullReporter()) if d.main else NullReporter()
         out = []
-        for name in chosen:
-            member = cfg.members[name]
-            if ray is not None:
-                from kit.train.ray_folds import train_member_ray
+        with _threads(cfg, chosen, rep, ray, d.main) as rep:
+            for name in chosen:
+                member = cfg.members[name]
+                if ray is not None:
+                    from kit.train.ray_folds import train_member_ray
 
-                path = train_member_ray(ws, name, member, rep, ray, folds)
-            elif d.active:
-                path = ddp.train_member_ddp(ws, name, member, rep, d, folds)
-            else:
-                path = train_member(ws, name, member, rep, folds)
-            if path is not None:
-                out.append(path)
+                    path = train_member_ray(ws, name, member, rep, ray, folds)
+                elif d.active:
+                    path = ddp.train_member_ddp(ws, name, member, rep, d, folds)
+                else:
+                    path = train_member(ws, name, member, rep, folds)
+                if path is not None:
+                    out.append(path)
     return out
+
+
+def _threads(
+    cfg: KitConfig, chosen: list[str], reporter: Reporter, ray: str | None, say: bool
+) -> AbstractContextManager[Reporter]:
+    """torch's threads for this process's training (kit.train.threads), chosen after the preflight (which must
+    see the memory before torch is imported); Ray's folds run on the cluster's workers, with their own."""
+    if ray is not None:
+        return nullcontext(reporter)
+    from kit.train.threads import managed
+
+    workers = max(getattr(cfg.members[n], "num_workers", 0) for n in chosen)
+    return managed(reporter, workers, say=say)
 
 
 def ddp_with_ray_message() -> str:
@@ -81,6 +96,9 @@ def select_members(members: dict[str, Any], names: list[str] | None) -> list[str
         )
     if not names:
         return list(members)
+    from kit.config.seeds import resolve_names
+
+    names = resolve_names(names, members)  # a seed bag's name means its seed members
     unknown = [n for n in names if n not in members]
     if unknown:
         import difflib

@@ -48,8 +48,12 @@ def usable_cores() -> int:
 
 
 def worker_threads(n_workers: int) -> int:
-    """torch threads per worker: the cores shared out, at least one."""
-    return max(1, usable_cores() // n_workers)
+    """torch threads per worker: the user's (`--threads N`, OMP_NUM_THREADS), else the cores shared out, at
+    least one."""
+    from kit.train.threads import user_threads
+
+    user = user_threads(os.environ)
+    return user[0] if user is not None else max(1, usable_cores() // n_workers)
 
 
 @dataclass(frozen=True)
@@ -147,8 +151,9 @@ def _worker(wid: int, slot: Slot, cfg: KitConfig, tasks: Any, events: Any) -> No
 
     torch.set_num_threads(slot.threads)
     from kit.data.workspace import open_workspace
+    from kit.train.threads import worker_reporter
 
-    rep = QueueReporter(events, wid)
+    rep = worker_reporter(QueueReporter(events, wid), slot.threads, cpu=slot.cuda is None)
     runs: dict[str, PreparedRun] = {}
     name, f = "", -1
     try:

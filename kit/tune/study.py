@@ -162,7 +162,11 @@ def setup_study(cfg: KitConfig, name: str, folds: list[int] | None, storage: str
     from kit.metrics.scores import greater_is_better
     from kit.train.run import select_members
 
-    select_members(cfg.members, [name])
+    if (bag := select_members(cfg.members, [name])) != [name]:  # a seed bag (kit.config.seeds)
+        raise KitError(
+            f"'{name}' is a seed bag of members {bag}; `kit tune` tunes one member: name one, e.g. "
+            f"`kit tune {bag[0]}`"
+        )
     params = search_space(cfg, name)
     url = storage or default_storage(cfg.workdir)
     storage_folder(url, cfg.workdir, create=False)

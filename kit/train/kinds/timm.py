@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from kit.config.schema import TimmMember
-from kit.data.cache import build_image_cache
+from kit.data.cache import Geometry, Images, ImageStore, build_image_store
 from kit.errors import KitError
 from kit.metrics.scores import greater_is_better, score
 from kit.train.added import AddedRows, FitRows, added_rows, fit_rows
 from kit.train.checkpoint import load_checkpoint, save_checkpoint
-from kit.train.data import BatchAugment, build_mixup, derive_seed, epoch_order, split_batches
+from kit.train.data import Preprocess, build_mixup, derive_seed, epoch_order, mixup_epoch, split_batches
 from kit.train.ddp import broadcast_value, joined
 from kit.train.device import DeviceSetup, select_device
 from kit.train.fold_loop import RESUME_FILE, fold_lists
@@ -37,8 +37,12 @@ from kit.train.loop import Trainee, oom_error, predict, train_one_epoch, warmup_
 from kit.train.losses import make_loss
 from kit.train.models import ModelSpec, head_parameter_names, resolve_model
 from kit.train.progress import EpochEvent, Reporter, epoch_done
+from kit.train.recipe import Averaging, Unfreezing, accumulation_batches, effective_batch, param_groups
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import torch
     from torch import nn
 
     from kit.data.table import Table
@@ -56,6 +60,7 @@ class FoldState:
     stopped: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
     elapsed: float = 0.0  # training seconds over every process that worked on the fold
+    average: dict[str, Any] | None = None  # the weight average that became best.pt (average: swa | top_k)
 
     def checkpoint(self) -> dict[str, Any]:
         """The checkpoint entries (plain types: checkpoints are read back with weights_only)."""
@@ -93,20 +98,8 @@ class FoldState:
             "stopped_early": self.stopped,
             "train_s": self.elapsed,
             "history": self.history,
+            **({"average": self.average} if self.average is not None else {}),
         }
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay: list[Any] = []
-    no_decay: list[Any] = []
-    for _, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _set_frozen(model: nn.Module, head: set[str], frozen: bool) -> None:
-    for n, p in model.named_parameters():
-        p.requires_grad_(not frozen or n in head)
 
 
 @register_kind("timm")
@@ -121,26 +114,35 @@ class TimmKind:
     name: str
     member: TimmMember
     spec: ModelSpec
-    train_cache: np.ndarray
-    test_cache: np.ndarray | None
+    train_cache: ImageStore  # the stored images (kit.data.cache; members.NAME.resize at spec.cache_size)
+    test_cache: ImageStore | None
     setup: DeviceSetup
     reporter: Reporter
     added: AddedRows = field(default_factory=AddedRows)  # extra data and pseudo rows (kit.train.added)
     fit: FitRows | None = None  # the training index space: train rows, then the added rows
+    prep: Preprocess | None = None  # built by `augment` (or prepare, before any image is decoded)
 
     @classmethod
     def prepare(cls, ws: Workspace, name: str, member: TimmMember, reporter: Reporter) -> TimmKind:
-        spec = resolve_model(name, member, len(ws.classes))
+        from kit.config.attributes import attribute_codes
 
-        def images(table: Table, split: str, fingerprint: str) -> np.ndarray:
-            """The split decoded once at the member's size with the model's interpolation."""
-            return build_image_cache(
+        attributes = attribute_codes(ws.cfg.competition.attributes, ws.classes)  # checked by preflight
+        spec = resolve_model(name, member, len(ws.classes), attributes)
+
+        prep = preprocess(name, member, spec)  # a bad augment declaration fails before decoding
+        geometry = Geometry(member.resize, spec.cache_size)
+
+        def images(table: Table, split: str, fingerprint: str) -> ImageStore:
+            """The split decoded once at the member's geometry with the model's interpolation; one line
+            (how many, what shape, the bytes on disk) is printed before decoding."""
+            return build_image_store(
                 table,
-                member.img_size,
+                geometry,
                 ws.cache_dir,
                 split=split,
                 fingerprint=fingerprint,
                 resample=spec.interpolation,
+                report=reporter.line,
             )
 
         train_cache = images(ws.train, "train", ws.train_images_fingerprint)
@@ -152,19 +154,26 @@ class TimmKind:
         fit = fit_rows(train_cache, ws.train.labels, added, extra_caches, test_cache, len(ws.classes))
         for line in added.lines(name, ws.classes):
             reporter.line(line)
-        return cls(ws, name, member, spec, train_cache, test_cache, setup, reporter, added, fit)
+        return cls(ws, name, member, spec, train_cache, test_cache, setup, reporter, added, fit, prep)
 
     @property
     def run_extra(self) -> dict[str, Any] | None:
-        return self.added.identity()
+        extra = self.added.identity()
+        head = self.spec.head
+        if head is not None and head.attributes is not None:  # competition.attributes shape the network
+            extra = {**(extra or {}), "attributes": head.attributes.to_json()}
+        return extra
 
     @property
     def n_classes(self) -> int:
         return len(self.ws.classes)
 
     @property
-    def augment(self) -> BatchAugment:
-        return BatchAugment(self.member.augment, self.spec.mean, self.spec.std)
+    def augment(self) -> Preprocess:
+        """The member's train transform (built once) and its eval centre crop at img_size."""
+        if self.prep is None:
+            self.prep = preprocess(self.name, self.member, self.spec)
+        return self.prep
 
     def fit_predict_fold(self, f: int, fold_dir: Path) -> FoldResult:
         import torch
@@ -216,11 +225,31 @@ class TimmKind:
                     "mean": list(spec.mean),
                     "std": list(spec.std),
                     "interpolation": spec.interpolation,
+                    "resize": m.resize,  # stored at cache_size (kit.data.cache.Geometry), centre crop img_size
+                    "cache_size": spec.cache_size,
+                    "crop_pct": spec.crop_pct,
+                    "model_crop_mode": spec.crop_mode,  # timm's, for comparison with resize
                     "model_kwargs": {k: v for k, v in spec.kwargs.items()},
                 },
+                **({"head": spec.head.to_json()} if spec.head is not None else {}),
                 **self.added.meta(self.ws.classes),
             },
         )
+
+
+def preprocess(name: str, member: TimmMember, spec: ModelSpec) -> Preprocess:
+    """The member's input pipeline: TrainTransform (kit.train.transforms) and eval crops at img_size."""
+    from kit.train.transforms import build_train_transform
+
+    transform = build_train_transform(
+        member.augment,
+        member.img_size,
+        spec.mean,
+        spec.std,
+        spec.interpolation,
+        key=f"members.{name}.augment",
+    )
+    return Preprocess(tuple(spec.mean), tuple(spec.std), member.img_size, transform)
 
 
 # ---------------------------------------------------------------- one fold, in phases
@@ -234,7 +263,9 @@ class FoldTraining:
     head: set[str]  # the classifier's parameter names (trained alone while frozen)
     train_idx: np.ndarray
     valid_idx: np.ndarray
-    drop_last: bool
+    drop_last: bool  # of the optimizer batches (batch_size x accumulate rows)
+    unfreezing: Unfreezing  # which parameters train at each epoch (freeze_epochs, unfreeze)
+    averaging: Averaging | None = None  # the fold's weight average (average: swa | top_k)
 
 
 def build(kind: TimmKind, f: int) -> FoldTraining:
@@ -256,9 +287,11 @@ def build(kind: TimmKind, f: int) -> FoldTraining:
     if (d := joined()) is not None and m.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     head = head_parameter_names(model)
-    optimizer = torch.optim.AdamW(_param_groups(model, m.weight_decay), lr=m.lr)
-    drop_last = len(train_idx) > m.batch_size
-    steps = len(train_idx) // m.batch_size if drop_last else 1
+    # each group carries its own lr (layer_decay, head_lr): LambdaLR scales every group's initial lr
+    optimizer = torch.optim.AdamW(param_groups(model, m, head), lr=m.lr)
+    batch = effective_batch(m)  # rows per optimizer step: the schedule counts these steps
+    drop_last = len(train_idx) > batch
+    steps = len(train_idx) // batch if drop_last else 1
     warmup = round(m.warmup_epochs * steps)
     total = steps * m.epochs
     scheduler = LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
@@ -279,13 +312,18 @@ def build(kind: TimmKind, f: int) -> FoldTraining:
         grad_clip=m.grad_clip,
         ema=ema,
         mixup=build_mixup(m.augment, kind.n_classes),
+        accumulate=m.accumulate,
     )
+    unfreezing = Unfreezing.of(model, head, m)
     if d is not None:
         from torch.nn.parallel import DistributedDataParallel
 
         # frozen epochs leave the backbone without gradients: DDP must not wait for them
-        trainee.ddp = DistributedDataParallel(model, find_unused_parameters=m.freeze_epochs > 0)
-    return FoldTraining(trainee, head, train_idx, valid_idx, drop_last)
+        trainee.ddp = DistributedDataParallel(model, find_unused_parameters=unfreezing.leaves_unused)
+    if m.compile:  # the training forward only; checkpoints and evaluation use the plain module
+        trainee.compiled = torch.compile(trainee.ddp if trainee.ddp is not None else model)
+    averaging = Averaging.of(m, model, greater_is_better(ws.cfg.competition.scored_by))
+    return FoldTraining(trainee, head, train_idx, valid_idx, drop_last, unfreezing, averaging)
 
 
 def resume(kind: TimmKind, f: int, fold_dir: Path, ft: FoldTraining) -> FoldState:
@@ -302,6 +340,8 @@ def resume(kind: TimmKind, f: int, fold_dir: Path, ft: FoldTraining) -> FoldStat
     t.scaler.load_state_dict(ck["scaler"])
     if t.ema is not None:
         t.ema.module.load_state_dict(ck["eval_model"])
+    if ft.averaging is not None:
+        ft.averaging.restore(ck["average"])
     state = FoldState.from_checkpoint(ck)
     kind.reporter.line(f"{kind.name} fold {f}: resuming after epoch {state.epoch + 1}/{kind.member.epochs}")
     return state
@@ -326,10 +366,12 @@ def run_epochs(kind: TimmKind, f: int, fold_dir: Path, ft: FoldTraining, state: 
             if state.stopped:
                 break
             t0 = time.perf_counter()
-            _set_frozen(t.model, ft.head, epoch < m.freeze_epochs)
+            ft.unfreezing.apply(t.model, epoch)
+            mixup_epoch(t.mixup, m.augment, epoch)
             torch.manual_seed(derive_seed(m.seed, f, epoch, 1))  # dropout, drop_path
             order = epoch_order(y_train, m.sampler, derive_seed(m.seed, f, epoch, 2), kind.n_classes)
-            rows = split_batches(ft.train_idx[order], m.batch_size, drop_last=ft.drop_last)
+            batches = split_batches(ft.train_idx[order], effective_batch(m), drop_last=ft.drop_last)
+            rows = accumulation_batches(batches, m.accumulate)  # micro-batches of batch_size
             stats = train_one_epoch(
                 t,
                 kind.train_cache if kind.fit is None else kind.fit.cache,
@@ -360,13 +402,15 @@ def run_epochs(kind: TimmKind, f: int, fold_dir: Path, ft: FoldTraining, state: 
             improved = state.record(epoch, s, higher, m.early_stopping)
             if improved and main:
                 save_best(fold_dir, t, epoch, s)
-            lr = t.optimizer.param_groups[0]["lr"]
+            if ft.averaging is not None:
+                ft.averaging.after_epoch(epoch, s, t.model, t.eval_model)
+            lr = max(g["lr"] / g.get("lr_scale", 1.0) for g in t.optimizer.param_groups)  # the schedule's lr
             state.elapsed += time.perf_counter() - t0
             state.history.append(
                 {"epoch": epoch, "loss": stats.loss, "score": s, "lr": lr, "images_per_s": stats.images_per_s}
             )
             if main:
-                save_last(fold_dir, t, state)
+                save_last(fold_dir, t, state, ft.averaging)
             epoch_done(
                 kind.reporter, EpochEvent(kind.name, f, epoch, stats.loss, s, metric, lr, stats.images_per_s)
             )
@@ -383,8 +427,8 @@ def save_best(fold_dir: Path, t: Trainee, epoch: int, s: float) -> None:
     save_checkpoint(fold_dir / "best.pt", {"model": t.eval_model.state_dict(), "epoch": epoch, "score": s})
 
 
-def save_last(fold_dir: Path, t: Trainee, state: FoldState) -> None:
-    """last.pt: everything an interrupted fold resumes from."""
+def save_last(fold_dir: Path, t: Trainee, state: FoldState, averaging: Averaging | None = None) -> None:
+    """last.pt: everything an interrupted fold resumes from (the weight average so far included)."""
     import torch
 
     save_checkpoint(
@@ -396,6 +440,7 @@ def save_last(fold_dir: Path, t: Trainee, state: FoldState) -> None:
             "scheduler": t.scheduler.state_dict(),
             "scaler": t.scaler.state_dict(),
             **state.checkpoint(),
+            **({"average": averaging.checkpoint()} if averaging is not None else {}),
             "torch_rng": torch.get_rng_state(),  # informational: every epoch reseeds
         },
     )
@@ -406,7 +451,59 @@ def fit_fold(kind: TimmKind, f: int, fold_dir: Path) -> dict[str, Any]:
     ft = build(kind, f)
     state = resume(kind, f, fold_dir, ft)
     run_epochs(kind, f, fold_dir, ft, state)
+    save_average(kind, f, fold_dir, ft, state)
     return {**state.info(f), "train_rows": len(ft.train_idx)}  # labelled rows of the fold + added rows
+
+
+def save_average(kind: TimmKind, f: int, fold_dir: Path, ft: FoldTraining, state: FoldState) -> None:
+    """average: swa | top_k: the averaged weights become best.pt (what OOF, test and `kit predict` use),
+    scored on the held-out rows; state.average records which epochs and the score. Recomputed from last.pt's
+    averaging state when a fold is resumed after its last epoch."""
+    import torch
+
+    a, m, t = ft.averaging, kind.member, ft.trainee
+    d = joined()
+    if a is None or (d is not None and not d.main):  # rank 0 alone writes best.pt
+        return
+    cache = kind.train_cache if kind.fit is None else kind.fit.cache
+    torch.manual_seed(derive_seed(m.seed, f, m.epochs, 4))  # dropout while update_bn runs the network
+    model = a.averaged(t.eval_model, _bn_batches(kind, cache, ft.train_idx))
+    if model is None:
+        state.average = {
+            "kind": a.kind,
+            "epochs": [],
+            "note": "no epoch reached swa_start: best.pt is the best epoch",
+        }
+        return
+    logits = predict(
+        model, kind.train_cache, ft.valid_idx, ["plain"], t.augment, kind.setup, m.batch_size * 2
+    )
+    y = kind.ws.train.labels
+    assert y is not None
+    s = score(kind.ws.cfg.competition.scored_by, y[ft.valid_idx], logits[:, 0])
+    state.average = {"kind": a.kind, "epochs": a.epochs, "score": s, "best_epoch_score": state.best}
+    save_checkpoint(
+        fold_dir / "best.pt", {"model": model.state_dict(), "epoch": state.best_epoch, "score": s}
+    )
+    kind.reporter.line(
+        f"{kind.name} fold {f}: {a.kind} of epochs {[e + 1 for e in a.epochs]}: "
+        f"{kind.ws.cfg.competition.scored_by} {s:.4f} (best epoch {state.best:.4f}) -> best.pt"
+    )
+
+
+def _bn_batches(kind: TimmKind, cache: Images, idx: np.ndarray) -> Iterator[torch.Tensor]:
+    """The training rows in order, as evaluated (centre crops, no augmentation): what SWA's BatchNorm
+    statistics see."""
+    import torch
+
+    from kit.train.data import EvalBatches, iterate
+
+    bs, setup, aug = kind.member.batch_size * 2, kind.setup, kind.augment
+    rows = np.array_split(idx, -(-len(idx) // bs))  # equal batches: BatchNorm cannot take a batch of one
+    data = EvalBatches(cache, rows, aug.size)
+    for xb, _ in iterate(data, num_workers=kind.member.num_workers, pin_memory=setup.pin_memory):
+        x = aug.normalize(xb.to(setup.device, non_blocking=setup.pin_memory))
+        yield x.contiguous(memory_format=torch.channels_last) if setup.channels_last else x
 
 
 def predict_fold(kind: TimmKind, f: int, fold_dir: Path) -> tuple[np.ndarray, np.ndarray]:
