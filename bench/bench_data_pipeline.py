@@ -4,10 +4,10 @@ workers, batched as training batches them) divided by convnext_tiny's training-s
 CPU, both measured in this run. Goal (issue 28): >= 3 with the default light preset and with rand-augment +
 random erasing.
 
-The store is synthetic (random uint8 images, shorter side 256 = 224 / crop_pct 0.875, aspect ratios from 3:4
-to 16:9, packed in one memory-mapped .npy file, as an aspect-keeping cache holds them); reading it is what a
-training Dataset does per row. The load average is printed beside every figure: on a shared machine the
-model's and the workers' rates move with it.
+The store is kit's own (kit.data.cache.build_image_store, resize shorter_side 256 = 224 / crop_pct 0.875)
+built from random JPEG files of aspect ratios 3:4 to 16:9, read by kit's training loader (TrainBatches over
+`iterate`'s DataLoader), as `kit train` reads it. The load average is printed beside every figure: on a shared
+machine the model's and the workers' rates move with it.
 
 Run: .venv/bin/python bench/bench_data_pipeline.py [--images 384] [--workers 2] [--batch 16] [--steps 3]
 """
@@ -42,60 +42,39 @@ def load() -> str:
     return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
-class PackedImages:
-    """uint8 images of any shape back to back in one .npy file, memory-mapped; `image(i)` is row i."""
+def write_store(folder: Path, n: int, short: int, seed: int = 0) -> Any:
+    """kit's own image store (kit.data.cache.build_image_store, resize shorter_side) of `n` JPEG files of
+    the ASPECTS at 1.5x the stored size, as `kit train` builds it."""
+    from PIL import Image
 
-    def __init__(self, path: Path, shapes: np.ndarray) -> None:
-        self.path, self.shapes = path, shapes
-        sizes = shapes[:, 0] * shapes[:, 1] * 3
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
-        self._data: np.ndarray | None = None
+    from kit.data.cache import Geometry, build_image_store
+    from kit.data.table import Table
 
-    @classmethod
-    def write(cls, path: Path, n: int, short: int, seed: int = 0) -> PackedImages:
-        rng = np.random.default_rng(seed)
-        shapes = []
-        for i in range(n):
-            a = ASPECTS[i % len(ASPECTS)]
-            shapes.append((short, round(short * a)) if a >= 1 else (round(short / a), short))
-        store = cls(path, np.array(shapes, dtype=np.int64))
-        data = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(int(store.offsets[-1]),))
-        for i, (h, w) in enumerate(shapes):
-            data[store.offsets[i] : store.offsets[i + 1]] = rng.integers(0, 256, h * w * 3, dtype=np.uint8)
-        data.flush()
-        return store
-
-    def __len__(self) -> int:
-        return len(self.shapes)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_data": None}  # each worker maps the file itself
-
-    def image(self, i: int) -> np.ndarray:
-        if self._data is None:
-            self._data = np.load(self.path, mmap_mode="r")
-        h, w = self.shapes[i]
-        return np.asarray(self._data[self.offsets[i] : self.offsets[i + 1]]).reshape(h, w, 3)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        a = ASPECTS[i % len(ASPECTS)]
+        s = round(short * 1.5)
+        h, w = (s, round(s * a)) if a >= 1 else (round(s / a), s)
+        p = folder / "images" / f"{i:05d}.jpg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(p, quality=90)
+        paths.append(p)
+    table = Table([p.stem for p in paths], paths)
+    return build_image_store(
+        table, Geometry("shorter_side", short), folder / "cache", split="train", report=print
+    )
 
 
-class Augmented:  # a torch Dataset by protocol
-    def __init__(self, store: PackedImages, transform: Any, seed: int) -> None:
-        self.store, self.transform, self.seed = store, transform, seed
+def pipeline_rate(store: Any, transform: Any, workers: int, batch: int) -> float:
+    """Images/s through kit's training loader (kit.train.data.TrainBatches over the store, `iterate`'s
+    DataLoader with `workers` workers): stored image -> augmented, normalised batch tensor."""
+    from kit.train.data import TrainBatches, iterate
 
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def __getitem__(self, i: int) -> Any:
-        from kit.train.data import derive_seed
-
-        return self.transform(self.store.image(i), derive_seed(self.seed, i)), i % 10
-
-
-def pipeline_rate(store: PackedImages, transform: Any, workers: int, batch: int) -> float:
-    from torch.utils.data import DataLoader
-
-    loader = DataLoader(Augmented(store, transform, 0), batch_size=batch, shuffle=True, num_workers=workers)
-    it = iter(loader)
+    order = np.random.default_rng(0).permutation(len(store))
+    rows = [order[i : i + batch] for i in range(0, len(order) - batch + 1, batch)]
+    labels = (np.arange(len(store)) % 10).astype(np.int64)
+    it = iterate(TrainBatches(store, rows, labels, transform, 0), num_workers=workers)
     next(it)  # workers started and warmed up
     t0, n = time.perf_counter(), 0
     for x, _ in it:
@@ -142,8 +121,7 @@ def main() -> None:
     short = round(args.size / 0.875)
     print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} cores; {load()}")
     with tempfile.TemporaryDirectory() as tmp:
-        store = PackedImages.write(Path(tmp) / "images.npy", args.images, short)
-        print(f"store: {args.images} images, shorter side {short}, {store.offsets[-1] / 2**20:.0f} MiB")
+        store = write_store(Path(tmp), args.images, short)
         m = model_rate(args.batch, args.steps, args.size)
         print(f"convnext_tiny train step at {args.size} px, batch {args.batch}: {m:.1f} img/s   ({load()})")
         for name, kw in CONFIGS.items():
