@@ -162,6 +162,28 @@ def test_preflight_counts_a_built_store_as_built(tmp_path: Path) -> None:
     )
 
 
+def test_preflight_sizes_a_shorter_side_store_by_its_stored_side_and_the_images_aspect(
+    tmp_path: Path,
+) -> None:
+    """kit train's disk estimate is the bytes the store then takes: 2:1 and 3:1 images (the longer side capped
+    at 2x) take twice a square's bytes, not img_size squared."""
+    from kit.train.preflight import estimate, images_aspect
+
+    sizes = [(40, 20), (30, 30), (20, 60)]  # 2:1, square, 1:3 (stored as 1:2)
+    paths = [_save(tmp_path / "img" / f"{i}.png", _stripes(w, h)) for i, (w, h) in enumerate(sizes)]
+    aspect = images_aspect(paths)
+    assert aspect == pytest.approx(5 / 3)
+    store = build_image_store(_table(paths), Geometry("shorter_side", 20), tmp_path / "cache", split="train")
+    data, _ = store_paths(tmp_path / "cache", "train", _table(paths).fingerprint(), store.geometry, "bicubic")
+    stored = int(np.load(data, mmap_mode="r").size)
+    assert stored == (20 * 40 + 20 * 20 + 40 * 20) * 3
+    e = estimate("m", 16, 3, batch_size=2, n_train_rows=3, stored_side=20, aspect=aspect)
+    assert e.cache_bytes == stored
+    assert (
+        estimate("m", 16, 3, batch_size=2, n_train_rows=3).cache_bytes == 3 * 16 * 16 * 3
+    )  # squash at img_size
+
+
 def test_train_batches_are_the_same_in_workers_in_a_shard_and_over_stacked_stores(tmp_path: Path) -> None:
     """TrainBatches seeds image j of batch b by its global position: DataLoader workers (the stores pickle as
     their paths) and a DDP rank's half of each batch draw the numbers the whole batch in one process does."""

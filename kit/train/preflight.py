@@ -63,16 +63,26 @@ class Resources:
 
 
 def estimate(
-    member: str, img_size: int, n_new_images: int, batch_size: int, n_train_rows: int, *, trains: bool = True
+    member: str,
+    img_size: int,
+    n_new_images: int,
+    batch_size: int,
+    n_train_rows: int,
+    *,
+    trains: bool = True,
+    stored_side: int | None = None,
+    aspect: float = 1.0,
 ) -> Estimate:
-    """Pure: the uint8 cache [N, S, S, 3] and one float32 batch [B, 3, S, S] times the activation factors."""
+    """Pure: the uint8 store (N images of S x S*aspect x 3, S the stored side: cache_size, at least img_size)
+    and one float32 batch [B, 3, img_size, img_size] times the activation factors."""
     batch = min(batch_size, max(1, n_train_rows)) if trains else 0
     batch_input = batch * 3 * img_size * img_size * 4
+    side = stored_side or img_size
     return Estimate(
         member=member,
         img_size=img_size,
         n_images=n_new_images,
-        cache_bytes=n_new_images * img_size * img_size * 3,
+        cache_bytes=int(n_new_images * side * side * 3 * aspect),
         batch=batch,
         batch_lean_bytes=batch_input * LEAN_FACTOR,
         batch_typical_bytes=batch_input * TYPICAL_FACTOR,
@@ -95,7 +105,7 @@ def assess(estimates: list[Estimate], res: Resources, image_side: int | None) ->
             f"{e.member}: {e.n_images} images at {e.img_size} px" for e in estimates if e.cache_bytes
         )
         problems.append(
-            f"the image caches need {_gb(cache)} ({parts}; N x S x S x 3 bytes) but {res.disk_path} has "
+            f"the image caches need {_gb(cache)} ({parts}; 3 bytes per stored pixel) but {res.disk_path} has "
             f"{_gb(res.free_disk)} free; lower members.NAME.img_size or free disk space"
         )
     elif cache > DISK_WARN * res.free_disk:
@@ -188,6 +198,24 @@ def free_disk(path: Path) -> tuple[int, Path]:
     while not p.exists() and p != p.parent:
         p = p.parent
     return shutil.disk_usage(p).free, p
+
+
+def images_aspect(paths: list[Path], k: int = SAMPLED_IMAGES, cap: float = 2.0) -> float:
+    """The mean longer-to-shorter side ratio (capped at `cap`, as `resize: shorter_side` stores them) of up to k
+    images spread over the table (headers only): how much larger than S x S such a store is per image."""
+    from PIL import Image
+
+    step = max(1, len(paths) // k)
+    ratios = []
+    for p in paths[::step][:k]:
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+        except OSError:
+            continue
+        if min(w, h) > 0:
+            ratios.append(min(cap, max(w, h) / min(w, h)))
+    return sum(ratios) / len(ratios) if ratios else 1.0
 
 
 def images_side(paths: list[Path], k: int = SAMPLED_IMAGES) -> int | None:
@@ -330,6 +358,7 @@ def findings(inp: Inputs, members: dict[str, MemberConfig]) -> tuple[list[str], 
     sample of images and the free disk and memory; decodes no image and writes nothing."""
     problems = augment_problems(members) + accumulation_problems(members, inp.fewest_train_rows)
     estimates, sizes_seen = [], set()
+    aspect: float | None = None  # the images' mean aspect, read once when a member keeps it
     for name, m in members.items():
         if m.img_size is None:  # clip_probe at the model's own size: small, known only once it loads
             continue
@@ -342,7 +371,22 @@ def findings(inp: Inputs, members: dict[str, MemberConfig]) -> tuple[list[str], 
             if inp.test is not None and not _cached(inp, "test", m):
                 n_new += len(inp.test)
         trains = get_kind(m.kind).trains_images  # clip_probe trains a head on embeddings
-        estimates.append(estimate(name, m.img_size, n_new, m.batch_size, inp.n_train_rows, trains=trains))
+        shorter = getattr(m, "resize", "squash") == "shorter_side"
+        if shorter and aspect is None:
+            aspect = images_aspect(inp.train.paths)
+        estimates.append(
+            estimate(
+                name,
+                m.img_size,
+                n_new,
+                m.batch_size,
+                inp.n_train_rows,
+                trains=trains,
+                # without cache_size the model's crop_pct (unknown before timm loads) makes it a bit larger
+                stored_side=getattr(m, "cache_size", None),
+                aspect=aspect if shorter and aspect is not None else 1.0,
+            )
+        )
     if not estimates:
         return problems, []
     disk, where = free_disk(inp.cache_dir)
