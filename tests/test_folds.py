@@ -34,55 +34,35 @@ def test_groups_never_on_both_sides() -> None:
     assert set(fold.tolist()) == {0, 1, 2, 3}
 
 
-def _sklearn_group_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
-    import warnings
-
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    ref = np.full(len(y), -1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        split = StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups)
-        for f, (_, valid) in enumerate(split):
-            ref[valid] = f
-    return ref
+def _imbalance(fold: np.ndarray, y: np.ndarray, k: int) -> float:
+    """The mean over classes of the std over folds of the class's share in each fold."""
+    shares = [np.bincount(fold[y == c], minlength=k) / np.sum(y == c) for c in np.unique(y)]
+    return float(np.mean([np.std(s) for s in shares]))
 
 
-def test_group_folds_are_scikit_learns_stratified_group_kfold_fold_for_fold() -> None:
-    """kit's own stratified group k-fold (kit.cv.group_kfold, numba) gives scikit-learn 1.8+'s folds exactly:
-    same shuffle, same order, same floats in the greedy choice (near-ties included), any k and class count."""
+def test_group_folds_are_stratified_not_random_group_folds() -> None:
+    """Groups of one label each (a person's images): each class spreads over the folds far more evenly than
+    random group folds, which scikit-learn before 1.8 gave in effect (it shuffled the groups' class counts
+    without the groups, PR #32540; kit requires 1.8)."""
+    rng = np.random.default_rng(0)
+    n_groups, k = 300, 5
+    gid = np.repeat(np.arange(n_groups), rng.integers(1, 6, n_groups))
+    y = rng.choice(6, n_groups, p=[0.4, 0.25, 0.15, 0.1, 0.06, 0.04])[gid]
+    groups = [f"p{g}" for g in gid]
+    fold = assign_folds(y, k, seed=0, groups=groups)
+    assert all(len(set(fold[gid == g].tolist())) == 1 for g in range(n_groups))
+    kit = _imbalance(fold, y, k)
+    random = [_imbalance(rng.permutation(np.arange(n_groups) % k)[gid], y, k) for _ in range(20)]
+    assert kit < 0.5 * min(random), (kit, min(random))
+
+
+def test_an_old_scikit_learn_is_refused_for_group_folds(monkeypatch: pytest.MonkeyPatch) -> None:
     import sklearn
 
-    if tuple(int(p) for p in sklearn.__version__.split(".")[:2]) < (1, 8):
-        pytest.skip("scikit-learn before 1.8 shuffles groups without re-mapping them (PR #32540)")
-    from kit.cv.group_kfold import stratified_group_folds
-
-    rng = np.random.default_rng(0)
-    cases = [
-        (300, 1, 9, 3),
-        (400, 12, 8, 1),
-        (200, 3, 2, 5),
-        (600, 140, 5, 2),
-    ]  # one class; k >= 8; many classes
-    cases += [
-        (
-            int(rng.integers(30, 900)),
-            int(rng.integers(2, 60)),
-            int(rng.integers(2, 11)),
-            int(rng.integers(1, 6)),
-        )
-        for _ in range(24)
-    ]
-    for i, (n, C, k, gmax) in enumerate(cases):
-        gid = np.repeat(np.arange(n), rng.integers(1, gmax + 1, n))[:n]
-        p = rng.dirichlet(np.full(C, rng.uniform(0.2, 3.0)))
-        y = rng.choice(C, n, p=p)[gid] if i % 2 else rng.choice(C, n, p=p)  # one label per group, or mixed
-        y = y * 3 + 1 if i % 3 == 0 else y  # labels need not be 0..C-1
-        if len(np.unique(gid)) < k or np.bincount(y).max() < k:
-            continue
-        got = stratified_group_folds(y, gid, k, seed=i)
-        assert np.array_equal(got, _sklearn_group_folds(y, gid, k, seed=i)), (n, C, k, gmax)
-        assert set(got.tolist()) == set(range(k))
+    monkeypatch.setattr(sklearn, "__version__", "1.7.2")
+    with pytest.raises(KitError, match=r"scikit-learn 1.7.2 .*pip install 'scikit-learn>=1.8'"):
+        assign_folds(np.array([0, 1] * 10), 2, seed=0, groups=[f"g{i % 6}" for i in range(20)])
+    assert len(assign_folds(np.array([0, 1] * 10), 2, seed=0)) == 20  # no groups: StratifiedKFold
 
 
 def test_tiny_class_warning_names_it() -> None:

@@ -53,8 +53,8 @@ def folds_fingerprint(ids: list[str], fold: np.ndarray) -> str:
 def assign_folds(
     labels: np.ndarray, k: int, seed: int, groups: list[str] | None = None, classes: list[str] | None = None
 ) -> np.ndarray:
-    """Fold index per row. Stratified group k-fold with groups (no group on both sides; kit.cv.group_kfold),
-    else scikit-learn's StratifiedKFold."""
+    """Fold index per row: scikit-learn's StratifiedGroupKFold with groups (no group on both sides), else its
+    StratifiedKFold; both shuffled by `seed`."""
 
     labels = np.asarray(labels)
     n = len(labels)
@@ -67,20 +67,33 @@ def assign_folds(
     counts = np.bincount(labels, minlength=len(classes) if classes else 0)
     check_fold_inputs(labels, k, groups)
     _warn_small(counts.tolist(), k, classes, "classes")
-    if groups is not None:
-        from kit.cv.group_kfold import stratified_group_folds
-
-        _, group_codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
-        return stratified_group_folds(labels, group_codes, k, seed)
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     fold = np.full(n, -1, dtype=np.int64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # sklearn's own 'least populated class' note
-        split = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), labels)
+        if groups is not None:
+            _check_group_shuffle()
+            _, group_codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
+            sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+            split = sgkf.split(np.zeros(n), labels, group_codes)
+        else:
+            split = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), labels)
         for f, (_, valid) in enumerate(split):
             fold[valid] = f
     return fold
+
+
+def _check_group_shuffle() -> None:
+    """scikit-learn before 1.8 shuffled the groups' class counts without re-mapping the groups (its PR #32540):
+    its "stratified" group folds were in effect random group folds."""
+    import sklearn
+
+    if tuple(int(p) for p in sklearn.__version__.split(".")[:2] if p.isdigit()) < (1, 8):
+        raise KitError(
+            f"scikit-learn {sklearn.__version__} assigns stratified group folds at random (fixed in 1.8); "
+            "run `pip install 'scikit-learn>=1.8'` (kit requires it)"
+        )
 
 
 def _warn_small(counts: list[int], k: int, classes: list[str] | None, what: str) -> None:
