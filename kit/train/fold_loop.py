@@ -48,20 +48,8 @@ if TYPE_CHECKING:
 RUN_FORMAT = 3  # 2: content fingerprints and the best-epoch metric are hashed; 3: the image pipeline
 NOT_HASHED = {"num_workers", "pseudo"}  # settings that cannot change results; pseudo: see below
 # fields added after runs existed, hashed only when set off their default, so existing runs keep their hash
-HASHED_WHEN_SET: dict[str, Any] = {
-    "sync_bn": False,
-    # the fine-tuning recipe (kit.train.recipe); `seeds` is expanded away before a member trains
-    "layer_decay": None,
-    "head_lr": 1.0,
-    "accumulate": 1,
-    "compile": False,
-    "average": "none",
-    "average_k": 3,
-    "swa_start": None,
-    "unfreeze": "all",
-    "seeds": None,
-    "head": None,  # kit.train.heads; competition.attributes enter through the kind's run_extra
-}
+# (fields added with run format 3 need no entry: no run of that format predates them)
+HASHED_WHEN_SET: dict[str, Any] = {"sync_bn": False}
 # `pseudo` is hashed by what it selects (the source artifact, the rows and their targets: the kind's run_extra,
 # kit.train.added), so a member without pseudo-labels keeps the run hash it had before they existed
 DONE_FILE = "done.json"
