@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from conftest import invoke, write_csv
-from train_helpers import SWIN_KW, member
+from train_helpers import SWIN_KW, member, write_relative_config
 
 BACKBONES = {
     "test_convnext": ({}, "head.fc"),
@@ -184,25 +183,8 @@ def make_attribute_competition(root: Path, n_per_class: int = 6, n_test: int = 6
 
 
 def write_attribute_config(home: Path, members: dict, attributes: dict | None) -> Path:
-    cfg = {
-        "competition": {
-            "root": "data",
-            "train": "train.csv",
-            "test": "test.csv",
-            "sample_submission": "sample_submission.csv",
-            "id_column": "id",
-            "image_column": "img_path",
-            "label_column": "label",
-            "metric": "accuracy",
-            **({"attributes": attributes} if attributes is not None else {}),
-        },
-        "folds": {"k": 2, "seed": 0},
-        "workdir": "work",
-        "members": members,
-    }
-    path = home / "kit.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    extra = {"attributes": attributes} if attributes is not None else {}
+    return write_relative_config(home, members, competition={"metric": "accuracy", **extra})
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +328,7 @@ def test_head_unset_keeps_the_run_hash_and_clip_probe_is_warned(tmp_path: Path, 
     cfg = load_config(write_attribute_config(home, members, None))
     ws = open_workspace(cfg)
     h = {n: run_hash(ws, m) for n, m in cfg.members.items()}
-    assert "head" in cfg.members["a"].model_dump() and h["a"] == h["b"]  # popped from the hash when unset
+    assert "head" in cfg.members["a"].model_dump() and h["a"] == h["b"]  # unset is the default
     assert len({h["a"], h["c"], h["d"]}) == 3
     clip = ClipProbeMember(kind="clip_probe", model="ViT-B-32")
     problems, warns = attribute_findings(ATTRIBUTES, sorted(CLASSES), {"e": cfg.members["a"], "clip": clip})

@@ -102,9 +102,15 @@ def known_member(config: Path, overrides: list[str] | None = None, name: str = "
     return {t: ws.classes[i % n_c] for i, t in enumerate(ws.test.ids)}
 
 
-def write_relative_config(base: Path, members: dict[str, Any], k: int = 2, workdir: str = "work") -> Path:
+def write_relative_config(
+    base: Path,
+    members: dict[str, Any],
+    k: int = 2,
+    workdir: str = "work",
+    competition: dict[str, Any] | None = None,
+) -> Path:
     """base/kit.yaml for the competition in base/data (with its sample_submission.csv), every path relative
-    to base, so a copied folder is a working copy of the project."""
+    to base, so a copied folder is a working copy of the project; `competition` sets or adds keys there."""
     cfg = {
         "competition": {
             "root": "data",
@@ -115,6 +121,7 @@ def write_relative_config(base: Path, members: dict[str, Any], k: int = 2, workd
             "image_column": "img_path",
             "label_column": "label",
             "metric": "weighted_f1",
+            **(competition or {}),
         },
         "folds": {"k": k, "seed": 0},
         "workdir": workdir,
