@@ -69,22 +69,11 @@ def bench_selection():
     return mod
 
 
-def multinomial_gradient(model, X: np.ndarray, y: np.ndarray, C: float) -> np.ndarray:
-    """scikit-learn's LogisticRegression objective's gradient (mean log loss + ||coef||^2 / (2 C n)) at a
-    kit.blend.logreg.Multinomial, in float64, written out here to check kit's solver against."""
-    n = len(y)
-    z = X.astype(np.float64) @ model.coef.T.astype(np.float64) + model.intercept
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    p[np.arange(n), np.searchsorted(model.classes, y)] -= 1.0
-    return np.concatenate([(X.T @ p / n + model.coef.T / (C * n)).ravel(), p.mean(axis=0)])
-
-
 def multinomial_objective(
     coef: np.ndarray, intercept: np.ndarray, X: np.ndarray, y: np.ndarray, C: float
 ) -> float:
     """scikit-learn's LogisticRegression objective (mean log loss + ||coef||^2 / (2 C n)) in float64 at
-    coefficients [K, d] and intercepts [K] over the classes 0..K-1, written out here to check kit's solver."""
+    coefficients [K, d] and intercepts [K] over the classes 0..K-1, written out here to check the stack against."""
     z = X.astype(np.float64) @ np.asarray(coef, np.float64).T + np.asarray(intercept, np.float64)
     top = z.max(axis=1, keepdims=True)
     log_norm = np.log(np.exp(z - top).sum(axis=1)) + top[:, 0]

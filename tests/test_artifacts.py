@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kit.artifacts.fingerprints import Fingerprints
 from kit.artifacts.member import Expected, list_members, load_member, member_dir, write_member
 from kit.errors import KitError
 
@@ -21,10 +22,7 @@ def write(workdir: Path, name: str = "m", **kw) -> Path:
         test=rng.normal(size=(4, 2, 3)),
         views=["plain", "hflip"],
         classes=CLASSES,
-        train_ids_fingerprint="t1",
-        test_ids_fingerprint="s1",
-        folds_fingerprint="f1",
-        data_fingerprint="d1",
+        fingerprints=Fingerprints(train_ids="t1", test_ids="s1", folds="f1", data="d1"),
         config={"kind": "timm", "model": "test_convnext", "path": Path("/x")},
         metrics={"pooled": {"weighted_f1": 0.5}},
         timings={"total_s": 1.0},
@@ -33,9 +31,13 @@ def write(workdir: Path, name: str = "m", **kw) -> Path:
     return write_member(workdir, name, **args)
 
 
-EXPECT = Expected(
-    classes=CLASSES, train_ids_fingerprint="t1", folds_fingerprint="f1", test_ids_fingerprint="s1"
-)
+def expect(
+    classes: list[str] = CLASSES, train_ids: str = "t1", folds: str = "f1", test_ids: str = "s1"
+) -> Expected:
+    return Expected(classes, Fingerprints(train_ids=train_ids, folds=folds, test_ids=test_ids))
+
+
+EXPECT = expect()
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -58,10 +60,10 @@ def test_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("expect", "message"),
     [
-        (Expected(["a", "c", "b"], "t1", "f1", "s1"), "class order"),
-        (Expected(CLASSES, "t2", "f1", "s1"), "train ids differ"),
-        (Expected(CLASSES, "t1", "f2", "s1"), "folds differ from the current folds"),
-        (Expected(CLASSES, "t1", "f1", "s2"), "test ids differ"),
+        (expect(classes=["a", "c", "b"]), "class order"),
+        (expect(train_ids="t2"), "train ids differ"),
+        (expect(folds="f2"), "folds differ from the current folds"),
+        (expect(test_ids="s2"), "test ids differ"),
     ],
 )
 def test_loader_refuses_mismatches(tmp_path: Path, expect: Expected, message: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,9 +82,9 @@ def _logits(p: np.ndarray) -> np.ndarray:
 
 
 def write_members(ws: Workspace, digits: dict, names: dict[str, str] | None = None, **overrides: str) -> None:
+    """Members from the digits models' probabilities; `overrides` change their Fingerprints (e.g. folds=...)."""
     """Write each classifier as a member with views plain and hflip (a noisier copy of the logits)."""
     rng = np.random.default_rng(0)
-    exp = ws.expected()
     for source, name in (names or {k: k for k in digits["probs"]}).items():
         oof, test = digits["probs"][source]
         noisy = lambda a: _logits(a) + rng.normal(0, 1.0, a.shape).astype(np.float32)  # noqa: E731
@@ -94,11 +95,7 @@ def write_members(ws: Workspace, digits: dict, names: dict[str, str] | None = No
             test=np.stack([_logits(test), noisy(test)], axis=1),
             views=["plain", "hflip"],
             classes=ws.classes,
-            train_ids_fingerprint=exp.train_ids_fingerprint,
-            test_ids_fingerprint=exp.test_ids_fingerprint or "",
-            folds_fingerprint=overrides.get("folds_fingerprint", exp.folds_fingerprint),
-            data_fingerprint=ws.data_fingerprint,
-            test_fingerprint=ws.test_fingerprint,
+            fingerprints=replace(ws.fingerprints(), **overrides),
             config={"kind": "sklearn", "source": source},
             metrics={},
             timings={},
@@ -346,7 +343,7 @@ def test_missing_member_names_the_fix(ws: Workspace, digits: dict, tmp_path: Pat
 
 def test_folds_mismatch_is_refused(ws: Workspace, digits: dict, tmp_path: Path) -> None:
     write_members(ws, digits, {"logreg": "logreg"})
-    write_members(ws, digits, {"knn": "knn"}, folds_fingerprint="0123456789abcdef")
+    write_members(ws, digits, {"knn": "knn"}, folds="0123456789abcdef")
     spec = _spec_file(tmp_path, "f", {"members": "all", "blenders": [{"kind": "uniform"}]})
     r = runner.invoke(app, ["blend", str(spec), "-c", str(tmp_path / "kit.yaml")])
     assert r.exit_code == 1
@@ -371,7 +368,7 @@ def test_load_blend_missing_and_mismatch(ws: Workspace, digits: dict) -> None:
     write_members(ws, digits, {"logreg": "logreg"})
     blend(EnsembleSpec.model_validate({"members": ["logreg"], "blenders": [{"kind": "uniform"}]}), ws, "u")
     exp = ws.expected()
-    wrong = type(exp)(list(reversed(exp.classes)), exp.train_ids_fingerprint, exp.folds_fingerprint)
+    wrong = replace(exp, classes=list(reversed(exp.classes)))
     with pytest.raises(KitError, match="class order"):
         load_blend(ws.workdir, "u", wrong)
 

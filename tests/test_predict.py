@@ -93,6 +93,7 @@ def test_stack_with_postprocessing_recipe_equals_the_blend_engine(home: Path) ->
     test-time computation (`chain.transform(stack.predict(candidates.test))`, as kit.blend.run does)."""
     from kit import Predictor, load_config
     from kit.blend.candidates import build_candidates, load_members, resolve_members
+    from kit.blend.io import Winner
     from kit.blend.nested import evaluate_blender
     from kit.blend.run import load_spec
     from kit.data.workspace import open_workspace
@@ -141,7 +142,7 @@ def test_stack_with_postprocessing_recipe_equals_the_blend_engine(home: Path) ->
     logits = {}
     for name in ("cnx", "clip"):
         logits.update(Predictor.from_workspace(home / "kit.yaml", member=name).member_logits(images_of(home)))
-    got = apply(blend_recipe(winner), logits)
+    got = apply(blend_recipe(Winner.from_json(winner)), logits)
     assert np.array_equal(got, want), np.abs(got - want).max()
 
 

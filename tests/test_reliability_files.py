@@ -197,7 +197,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Project
         test=rng.normal(size=(len(ws.test), 1, len(ws.classes))),
         views=["plain"],
         classes=ws.classes,
-        **ws.member_fingerprints(),
+        fingerprints=ws.fingerprints(),
         config={"kind": "timm"},
         metrics={"metric": "weighted_f1", "pooled": {"weighted_f1": 0.5}},
         timings={},

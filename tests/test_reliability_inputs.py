@@ -283,7 +283,6 @@ def cjk_workspace(tmp_path: Path) -> Path:
     ws = open_workspace(load_config(cfg))
     assert ws.classes == sorted(CJK)
     rng = np.random.default_rng(0)
-    exp = ws.expected()
     assert ws.train.labels is not None and ws.test is not None
     for name in ("a", "b"):
         oof = np.eye(3, dtype=np.float32)[ws.train.labels] * 2 + rng.normal(0, 1, (34, 3)).astype(np.float32)
@@ -294,11 +293,7 @@ def cjk_workspace(tmp_path: Path) -> Path:
             test=rng.normal(0, 1, (len(ws.test), 1, 3)).astype(np.float32),
             views=["plain"],
             classes=ws.classes,
-            train_ids_fingerprint=exp.train_ids_fingerprint,
-            test_ids_fingerprint=exp.test_ids_fingerprint or "",
-            folds_fingerprint=exp.folds_fingerprint,
-            data_fingerprint=ws.data_fingerprint,
-            test_fingerprint=ws.test_fingerprint,
+            fingerprints=ws.fingerprints(),
             config={"kind": "random"},
             metrics={},
             timings={},

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import bench_selection, multinomial_gradient, multinomial_objective
+from conftest import bench_selection
 
-from kit.blend.blenders import FIT_DECREASE, Stack
+from kit.blend.blenders import Stack
 from kit.blend.selection import (
     BootstrapScorer,
     Comparison,
@@ -252,94 +252,3 @@ def test_class_bias_top_two_searches_equal_the_plain_search(
         np.testing.assert_array_equal(got, plain, err_msg=trial.__name__)
     np.testing.assert_array_equal(ClassBias(metric, grid, passes=3).fit(Q, y).offsets_, plain)
     assert np.count_nonzero(plain) > 0  # the search moved something, so the comparison means something
-
-
-def _stack_problem(
-    seed: int, n: int, M: int, C: int, folds: int, signal: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Members' probabilities [n, M, C] (noise plus `signal` on the true class), labels and round-robin folds."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, C, n)
-    noise = rng.dirichlet(np.ones(C), (n, M))
-    P = ((1 - signal) * noise + signal * np.eye(C)[y][:, None, :]).astype(np.float32)
-    return P, y, np.arange(n) % folds
-
-
-def test_stack_final_path_starts_from_its_rows_less_their_lowest_fold() -> None:
-    """A fold's final stack model starts, at each C, from the model its inner split on the same rows less their
-    lowest fold got (no held-out row in it): fewer Newton steps than from tied_start, the same minimum."""
-    from kit.blend import logreg
-
-    P, y, fold = _stack_problem(11, 900, 4, 5, folds=5, signal=0.45)
-    M = P.shape[1]
-    grid = (0.1, 1.0)
-    cache: dict = {}
-    tr = np.flatnonzero(fold != 0)  # outer fold 0's fit rows, as the nested CV fits them
-    Stack(C_grid=grid, path_cache=cache).fit(P[tr], y[tr], fold=fold[tr], rows=tr)
-
-    def path(rows: np.ndarray) -> list:
-        (models,) = [v for k, v in cache.items() if k[4] == "path" and k[0] == np.sort(rows).tobytes()]
-        return models
-
-    parent = path(np.flatnonzero(fold >= 2))  # the inner split that leaves out fold 1, the lowest of tr's
-    seeded = path(tr)
-    X = P[tr].reshape(len(tr), -1)
-    tied = logreg.fit_path(
-        X, y[tr], list(grid), tol=None, start=logreg.tied_start(X, y[tr], grid[0], M), decrease=1e-4
-    )
-    assert len(parent) == len(seeded) == 2
-    assert sum(m.n_iter for m in seeded) < sum(m.n_iter for m in tied)
-    for a, b, c_ in zip(seeded, tied, grid, strict=True):  # the same minimum, within the inner stopping rule
-        np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=2e-2)
-        assert np.abs(multinomial_gradient(a, X, y[tr], c_)).max() < 2e-3
-
-
-def test_stack_shared_paths_give_the_same_nested_predictions_with_fewer_fits() -> None:
-    """The nested CV's stack fits share regularisation paths (same fit rows); the predictions do not change."""
-    from kit.blend.blenders import make_blender
-    from kit.blend.nested import evaluate_blender
-    from kit.blend.postprocess import variants
-    from kit.config.ensemble import EnsembleSpec, PostprocessSpec
-
-    P, y, fold = _stack_problem(5, 400, 3, 4, folds=4, signal=0.4)
-    n, _, C = P.shape
-    spec = EnsembleSpec.model_validate(
-        {"members": "all", "blenders": [{"kind": "stack", "C_grid": [0.01, 0.1, 1.0]}]}
-    )
-    pp = PostprocessSpec()
-    (row,) = evaluate_blender(spec.blenders[0], variants(pp), pp, P, y, fold, "weighted_f1", "probs")
-
-    # the same nested CV without sharing: every fit on its own
-    pooled = np.zeros((n, C))
-    for f in range(4):
-        tr, va = fold != f, fold == f
-        b = make_blender(spec.blenders[0], "weighted_f1", "probs").fit(P[tr], y[tr], fold=fold[tr])
-        pooled[va] = b.predict(P[va])
-    np.testing.assert_allclose(row.nested_oof, pooled, atol=1e-6)
-
-    # the model that predicts is refined until the objective is within about FIT_DECREASE of its minimum:
-    # scikit-learn's minimum at the chosen C (computed here), and tighter than scikit-learn's default tolerance
-    from sklearn.linear_model import LogisticRegression
-
-    final = row.blender
-    X = P.reshape(n, -1)
-    direct = LogisticRegression(C=final.C_, tol=1e-10, max_iter=10000).fit(X.astype(np.float64), y)
-    gap = multinomial_objective(final.model_.coef, final.model_.intercept, X, y, final.C_) - (
-        multinomial_objective(direct.coef_, direct.intercept_, X, y, final.C_)
-    )
-    assert -1e-7 <= gap <= FIT_DECREASE
-    assert np.abs(multinomial_gradient(final.model_, X, y, final.C_)).max() <= 1e-4
-    np.testing.assert_allclose(final.predict(P), direct.predict_proba(X), atol=3e-3)
-
-    def kinds(cache: dict) -> list[str]:
-        return sorted(key[4] for key in cache)
-
-    cache: dict = {}
-    Stack(C_grid=(0.01, 0.1, 1.0), path_cache=cache).fit(P, y, fold=fold, rows=np.arange(n))
-    # one path per inner split and one for all rows (each with its preconditioner), and the refined final model
-    assert kinds(cache) == ["final"] + ["gram"] * 5 + ["path"] * 5
-    for f in range(4):  # outer fold f's final model refines the path its row set got as an inner split above
-        tr = np.flatnonzero(fold != f)
-        Stack(C_grid=(0.01, 0.1, 1.0), path_cache=cache).fit(P[tr], y[tr], fold=fold[tr], rows=tr)
-    # plus the 6 pairs of left-out folds (each fitted once) and 4 final models
-    assert kinds(cache) == ["final"] * 5 + ["gram"] * 11 + ["path"] * 11

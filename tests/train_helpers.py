@@ -94,7 +94,7 @@ def known_member(config: Path, overrides: list[str] | None = None, name: str = "
         test=logits,
         views=["plain"],
         classes=ws.classes,
-        **ws.member_fingerprints(),
+        fingerprints=ws.fingerprints(),
         config={"kind": "timm"},
         metrics={"metric": "accuracy", "pooled": {"accuracy": 0.5}},
         timings={},

@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from kit.artifacts.atomic import atomic_dir
+from kit.artifacts.fingerprints import Fingerprints
 from kit.artifacts.names import plain_name
 from kit.errors import KitError
 
@@ -53,12 +54,7 @@ class Expected:
     """What the current config and data say the artifacts must match (None: not checked)."""
 
     classes: list[str]
-    train_ids_fingerprint: str
-    folds_fingerprint: str
-    test_ids_fingerprint: str | None = None
-    data_fingerprint: str | None = None  # train content: labels, groups, image bytes
-    test_fingerprint: str | None = None  # test content: ids, paths, image bytes
-    fingerprint_parts: dict[str, str] | None = None  # train_labels, train_images, test_images
+    fingerprints: Fingerprints  # of the current data (None fields: not checked)
     member_configs: dict[str, dict[str, Any]] | None = None  # kit.yaml's members, as JSON
     metric: str | None = None
     allow_stale: bool = False  # config changes warn instead of refusing
@@ -123,16 +119,11 @@ def write_member(
     test: np.ndarray,
     views: list[str],
     classes: list[str],
-    train_ids_fingerprint: str,
-    test_ids_fingerprint: str,
-    folds_fingerprint: str,
-    data_fingerprint: str,
+    fingerprints: Fingerprints,
     config: dict[str, Any],
     metrics: dict[str, Any],
     timings: dict[str, float],
     extra: dict[str, Any] | None = None,
-    test_fingerprint: str | None = None,
-    fingerprint_parts: dict[str, str] | None = None,
     made_by: dict[str, Any] | None = None,
     lock: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> Path:
@@ -158,12 +149,7 @@ def write_member(
         "classes": list(classes),
         "n_train": int(oof.shape[0]),
         "n_test": int(test.shape[0]),
-        "train_ids_fingerprint": train_ids_fingerprint,
-        "test_ids_fingerprint": test_ids_fingerprint,
-        "folds_fingerprint": folds_fingerprint,
-        "data_fingerprint": data_fingerprint,
-        "test_fingerprint": test_fingerprint,
-        "fingerprint_parts": fingerprint_parts or {},
+        **fingerprints.to_json(),
         "metrics": metrics,
         "timings": timings,
         "versions": library_versions(),
@@ -304,38 +290,8 @@ def config_changes(name: str, meta: dict[str, Any], expected: Expected) -> list[
 
 
 def data_changes(meta: dict[str, Any], expected: Expected, what: str = "it") -> list[str]:
-    """How the train or test data differ from what the artifact was made from (content fingerprints)."""
-    out: list[str] = []
-    old_parts = meta.get("fingerprint_parts") or {}
-    new_parts = expected.fingerprint_parts or {}
-
-    def part(key: str, message: str) -> None:
-        if key in old_parts and key in new_parts and old_parts[key] != new_parts[key]:
-            out.append(message)
-
-    ids_same = meta.get("train_ids_fingerprint") == expected.train_ids_fingerprint
-    if expected.data_fingerprint is not None and meta.get("data_fingerprint") != expected.data_fingerprint:
-        n = len(out)
-        part("train_labels", f"the train labels or groups changed since {what} was made (same ids)")
-        part("train_images", f"train image files changed since {what} was made (same names, other bytes)")
-        if len(out) == n and ids_same:
-            out.append(
-                f"the train data (labels, groups or image bytes) differ from what {what} was made from"
-            )
-    test_ids_same = meta.get("test_ids_fingerprint") == expected.test_ids_fingerprint
-    if expected.test_fingerprint is not None and meta.get("test_fingerprint") != expected.test_fingerprint:
-        n = len(out)
-        part(
-            "test_images",
-            f"test image files changed since {what} was made: its test predictions are for the old images",
-        )
-        if len(out) == n and test_ids_same:
-            out.append(
-                f"the test images differ from what {what} was made from"
-                if meta.get("test_fingerprint")
-                else f"{what} records no test-image fingerprint (an older kit made it)"
-            )
-    return out
+    """How the train or test content differ from what the artifact (its meta.json or winner.json) was made from."""
+    return Fingerprints.from_json(meta).content_changes(expected.fingerprints, what)
 
 
 def stale_use(kind: str, name: str, changes: list[str], expected: Expected) -> list[str]:
@@ -376,18 +332,7 @@ def load_member(
             problems.append(
                 f"class order {classes[:5]}... differs from the config's {list(expected.classes)[:5]}..."
             )
-        if meta["train_ids_fingerprint"] != expected.train_ids_fingerprint:
-            problems.append("its train ids differ from the current train table")
-        if meta["folds_fingerprint"] != expected.folds_fingerprint:
-            problems.append(
-                "its folds differ from the current folds (blending OOF from different splits leaks)"
-            )
-        if (
-            expected.test_ids_fingerprint is not None
-            and meta["test_ids_fingerprint"] != expected.test_ids_fingerprint
-        ):
-            problems.append("its test ids differ from the current test table")
-        problems += data_changes(meta, expected)
+        problems += Fingerprints.from_json(meta).problems(expected.fingerprints)
         changed = stale_use("member", name, config_changes(name, meta, expected), expected)
         if changed and not problems:
             fix = f"run `kit train {name}` again, or pass --allow-stale to use it as it is"

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from kit.blend import logreg
 from kit.blend.scoring import FastScorer
 from kit.blend.space import as_space
 from kit.config.ensemble import BlenderSpec, StackSpec
 from kit.errors import KitError
+from kit.metrics.scores import softmax
 
 
 def combine(P: np.ndarray, weights: np.ndarray, space: str) -> np.ndarray:
@@ -262,32 +262,22 @@ class Subsets(WeightedBlender):
 
 
 STACK_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-# Stack fits stop after a Newton step that was predicted to lower the objective by at most this (logreg.fit's
-# `decrease`, about the distance left to the minimum in log-loss units; a gradient tolerance is not: on
-# 7,000-12,000 rows max |gradient| <= 3e-3 left C = 1.0's fit 0.13-0.28 above its minimum, zero steps from
-# C = 0.1's model, and tied C values a decade apart; 1e-4 left final models whose probabilities moved by 0.1
-# with the start)
-SELECT_DECREASE = 1e-4  # the inner CV's fits, which rank C values by held-out log loss
-FIT_DECREASE = 1e-6  # the models that predict: from two starts, the same probabilities to about 3e-3
 
 
 class Stack:
-    """Multinomial logistic regression (L2; scikit-learn's objective, kit's solver: kit.blend.logreg) on the
-    stacked candidate probabilities.
+    """Multinomial L2 logistic regression (scikit-learn's LogisticRegression) on the stacked candidates'
+    probabilities (`features="probs"`) or log-probabilities (`"log_probs"`).
 
     `C="auto"` chooses the L2 strength inside the fit rows: an inner CV over `fold` (the saved folds of the fit
-    rows, so groups stay apart; 3 stratified splits when no folds are given) scores each C in `C_grid` by pooled
+    rows, so groups stay apart; 3 stratified splits when no folds are given) scores each C of `C_grid` by pooled
     held-out log loss and keeps the best (ties: the stronger regularisation). Inside kit's nested CV this makes
-    the choice of C itself nested. Every fit walks the grid from strong to weak regularisation with warm starts
-    (preconditioned Newton-CG, float32) until the objective is within about SELECT_DECREASE of its minimum,
-    which ranks the C values; the final model is the path's model at the chosen C, refined to FIT_DECREASE on
-    the same rows.
+    the choice of C itself nested. Each inner split walks the grid from strong to weak regularisation, each fit
+    warm-started from the previous one.
 
-    `path_cache` (a dict, with `rows` in `fit`: the fit rows' indices in one shared P and y) lets the fits of one
-    nested CV share regularisation paths: the inner split (outer f, inner g) and (outer g, inner f) fit the
-    same rows, and so do the inner split g of the all-rows fit and outer fold g's final model. Keys are the
-    fitted row sets, so one cache must serve one (P, y) only. Paths also seed paths on more rows (`_path`): a
-    fold's final model starts from its inner splits' models, so nested CV fits the outer folds before all rows.
+    Fitted: `C_`, `C_losses_`, `classes_` (the labels seen in the fit rows), `coef_` [K, d] and `intercept_` [K]
+    (one row for two classes: a binary model, as scikit-learn fits it), `weights_` (each candidate's share of
+    |coefficients|). `predict` reads only the coefficients, so `to_params`/`from_params` round-trip what a
+    fitted stack predicts exactly.
     """
 
     def __init__(
@@ -298,7 +288,6 @@ class Stack:
         features: str = "probs",
         max_iter: int = 1000,
         C_grid: tuple[float, ...] = STACK_C_GRID,
-        path_cache: dict[Any, list[Any]] | None = None,
     ) -> None:
         self.metric = metric
         self.space = space
@@ -306,109 +295,18 @@ class Stack:
         self.features = features
         self.max_iter = max_iter
         self.C_grid = C_grid
-        self.path_cache = path_cache
 
     def _features(self, P: np.ndarray) -> np.ndarray:
         probs = as_space(self.space).to_probs(P.astype(np.float32))
         x = np.log(np.clip(probs, 1e-7, 1.0)) if self.features == "log_probs" else probs
-        return x.reshape(len(P), -1)
+        return np.ascontiguousarray(x.reshape(len(P), -1), dtype=np.float32)
 
-    def _key(self, rows: np.ndarray | None, idx: np.ndarray, *what: Any) -> Any:
-        if rows is None:
-            return None
-        return (np.sort(rows[idx]).tobytes(), self.features, self.space, self.max_iter, *what)
+    def _model(self, C: float) -> Any:
+        from sklearn.linear_model import LogisticRegression
 
-    def _cached(self, key: Any, make: Any) -> Any:
-        if key is None:
-            return make()
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
+        return LogisticRegression(C=C, max_iter=self.max_iter, warm_start=True)
 
-    def _gram(
-        self, X1i: np.ndarray, idx: np.ndarray, rows: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The preconditioner's feature factor of the fit rows X1i = X1[idx] (logreg.gram), cached under them."""
-        return self._cached(self._key(rows, idx, "gram"), lambda: logreg.gram(X1i, ones=True))
-
-    def _path(
-        self, X1: np.ndarray, y: np.ndarray, idx: np.ndarray, rows: np.ndarray | None, upto: float
-    ) -> list[logreg.Multinomial]:
-        """The models fitted on X[idx] at each C of the grid up to `upto`, to SELECT_DECREASE (on the
-        preconditioner's estimate: logreg.fit_path's `estimate`), cached under the fitted rows. Enough to rank
-        the grid's C values by held-out log loss; `_final` refines one.
-
-        Each C starts from the model its C got on these rows less their lowest fold, when that path is cached
-        (a nested CV fits a fold's inner splits before its final model: a start 3-4 Newton steps from the
-        minimum instead of 4-7; no held-out row is in it), else from the previous C's model (the first C from
-        `tied_start`). The start moves a fit only within its stopping rule."""
-        grid = sorted({*self.C_grid, upto})
-        key = self._key(rows, idx, "path", tuple(grid))
-        path = self._cache.get(key, []) if key is not None else []
-        if len(path) <= grid.index(upto):
-            X1i, yi = X1[idx], y[idx]
-            new = grid[len(path) : grid.index(upto) + 1]
-            parent = self._parent_path(rows, idx, grid)
-            starts = [parent[i] if i < len(parent) else None for i in range(len(path), len(path) + len(new))]
-            if path:
-                start = path[-1]
-            elif starts[0] is not None and np.array_equal(starts[0].classes, np.unique(yi)):
-                start = None  # the first C starts from the parent's model: no tied start to compute
-            else:
-                start = logreg.tied_start(X1i[:, :-1], yi, grid[0], self.n_members_)
-            path += logreg.fit_path(
-                X1i,
-                yi,
-                new,
-                tol=None,
-                max_iter=self.max_iter,
-                start=start,
-                feat=self._gram(X1i, idx, rows),
-                decrease=SELECT_DECREASE,
-                starts=starts,
-                estimate=True,
-                ones=True,
-            )
-        if key is not None:
-            self._cache[key] = path
-        return path[: grid.index(upto) + 1]
-
-    def _parent_path(self, rows: np.ndarray | None, idx: np.ndarray, grid: list[float]) -> list[Any]:
-        """The cached path (same grid) of the rows idx less those of their lowest fold; [] when there is none."""
-        if rows is None or self._fold is None:
-            return []
-        f = self._fold[idx]
-        keep = idx[f != f.min()]
-        if len(keep) == 0:
-            return []
-        return list(self._cache.get(self._key(rows, keep, "path", tuple(grid)), []))
-
-    def _final(
-        self, X1: np.ndarray, y: np.ndarray, idx: np.ndarray, rows: np.ndarray | None, C: float
-    ) -> Any:
-        """The model that predicts: `_path`'s model at C refined to FIT_DECREASE (on the preconditioner's estimate)
-        on the same rows, cached under the fitted rows."""
-
-        def refine() -> logreg.Multinomial:
-            start, X1i = self._path(X1, y, idx, rows, C)[-1], X1[idx]
-            return logreg.fit(
-                X1i,
-                y[idx],
-                C,
-                tol=None,
-                max_iter=self.max_iter,
-                start=start,
-                feat=self._gram(X1i, idx, rows),
-                decrease=FIT_DECREASE,
-                estimate=True,
-                ones=True,
-            )
-
-        return self._cached(self._key(rows, idx, "final", tuple(sorted({*self.C_grid, C})), C), refine)
-
-    def _choose_C(
-        self, X1: np.ndarray, y: np.ndarray, fold: np.ndarray | None, rows: np.ndarray | None
-    ) -> tuple[float, list[float]]:
+    def _choose_C(self, X: np.ndarray, y: np.ndarray, fold: np.ndarray | None) -> tuple[float, list[float]]:
         """The C of `C_grid` with the best pooled inner-CV log loss on the fit rows, and every C's loss."""
         from sklearn.model_selection import StratifiedKFold
 
@@ -419,59 +317,82 @@ class Stack:
             k = int(min(3, np.bincount(y).max()))
             if k < 2:
                 return grid[0], []
-            splits = list(StratifiedKFold(k, shuffle=True, random_state=0).split(X1, y))
-            rows = None  # these splits are not the saved folds: nothing to share
+            splits = list(StratifiedKFold(k, shuffle=True, random_state=0).split(X, y))
         loss = np.zeros(len(grid))
         for tr, va in splits:
-            Xva = X1[va, :-1]
-            for i, model in enumerate(self._path(X1, y, tr, rows, grid[-1])):
+            if len(np.unique(y[tr])) < 2:  # one class in the split's fit rows: it predicts that class
+                loss -= np.log(np.where(y[va] == y[tr][0], 1.0, 1e-15)).sum()
+                continue
+            model = self._model(grid[0])
+            for i, C in enumerate(grid):  # strong to weak regularisation, each fit from the previous one
+                model.set_params(C=C).fit(X[tr], y[tr])
                 proba = np.full((len(va), self.n_classes_), 1e-15)
-                proba[:, model.classes] = np.clip(model.predict_proba(Xva), 1e-15, 1.0)
+                proba[:, model.classes_] = np.clip(model.predict_proba(X[va]), 1e-15, 1.0)
                 loss[i] -= np.log(proba[np.arange(len(va)), y[va]]).sum()
         loss /= sum(len(va) for _, va in splits)
         best = int(np.flatnonzero(loss <= loss.min() + 1e-12)[0])
         return grid[best], loss.tolist()
 
-    def fit(
-        self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None, rows: np.ndarray | None = None
-    ) -> Stack:
-        self.n_members_, self.n_classes_ = P.shape[1:]
-        self._fold = None if fold is None else np.asarray(fold)
-        self._cache: dict[Any, list[Any]] = {}
-        if self.path_cache is not None and rows is not None:
-            self._cache = self.path_cache
-        else:  # a fit without a shared cache keeps its own: its inner splits' paths seed its final model's
-            rows = np.arange(len(y))
-        X1 = logreg.with_ones(self._features(P))  # copied once: the fits take row subsets of [X, 1]
+    def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> Stack:
+        self.n_classes_ = P.shape[2]
+        X = self._features(P)
         if self.C == "auto":
-            self.C_, self.C_losses_ = self._choose_C(X1, y, fold, rows)
+            self.C_, self.C_losses_ = self._choose_C(X, y, None if fold is None else np.asarray(fold))
         else:
             self.C_, self.C_losses_ = float(self.C), []
-        self.model_ = self._final(X1, y, np.arange(len(y)), rows, self.C_)
-        del self._cache, self._fold  # fit-time state
-        coef = np.abs(self.model_.coef).reshape(-1, P.shape[1], P.shape[2])
-        share = coef.sum(axis=(0, 2))
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:  # one class: a constant model
+            self.coef_ = np.zeros((1, X.shape[1]), dtype=np.float32)
+            self.intercept_ = np.zeros(1, dtype=np.float32)
+        else:
+            model = self._model(self.C_).fit(X, y)
+            self.coef_, self.intercept_ = model.coef_, model.intercept_
+        share = np.abs(self.coef_).reshape(-1, P.shape[1], P.shape[2]).sum(axis=(0, 2))
         self.weights_ = share / share.sum() if share.sum() > 0 else np.full(P.shape[1], 1.0 / P.shape[1])
         return self
 
     def predict(self, P: np.ndarray) -> np.ndarray:
-        proba = self.model_.predict_proba(self._features(P))
+        """Probabilities [n, C] (float64): scikit-learn's predict_proba from the fitted coefficients; classes
+        absent from the fit rows get 0."""
+        z = self._features(P) @ self.coef_.T + self.intercept_
+        if len(self.coef_) == 1 and len(self.classes_) == 2:  # a binary model
+            p = 1.0 / (1.0 + np.exp(-z[:, 0].astype(np.float64)))
+            proba = np.stack([1.0 - p, p], axis=1)
+        else:
+            proba = softmax(z.astype(np.float64), axis=1)
         out = np.zeros((len(P), self.n_classes_))
-        out[:, self.model_.classes] = proba
+        out[:, self.classes_] = proba
         return out
 
     def fitted_params(self) -> dict[str, Any]:
+        return self.to_params()
+
+    def to_params(self) -> dict[str, Any]:
+        """The fitted stack as JSON (winner.json's `stack`); `from_params` rebuilds it bit for bit."""
         return {
             "C": self.C_,
             "C_choice": "inner CV on the fit rows (log loss)" if self.C == "auto" else "fixed",
             "C_grid": list(self.C_grid) if self.C == "auto" else None,
             "C_inner_log_loss": self.C_losses_ or None,
             "features": self.features,
-            "classes_seen": [int(c) for c in self.model_.classes],
-            "coef": self.model_.coef.tolist(),
-            "intercept": self.model_.intercept.tolist(),
-            "dtype": str(self.model_.coef.dtype),  # kit predict rebuilds the model bit for bit
+            "n_classes": self.n_classes_,
+            "classes_seen": [int(c) for c in self.classes_],
+            "coef": self.coef_.tolist(),
+            "intercept": self.intercept_.tolist(),
+            "dtype": str(self.coef_.dtype),
         }
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], metric: str, space: str, n_classes: int) -> Stack:
+        """The fitted stack `to_params` wrote (winner.json's `stack`)."""
+        dtype = np.dtype(params.get("dtype", "float32"))
+        st = cls(metric, space, C=params["C"], features=params["features"])
+        st.C_, st.C_losses_ = float(params["C"]), list(params.get("C_inner_log_loss") or [])
+        st.n_classes_ = int(params.get("n_classes", n_classes))
+        st.classes_ = np.asarray(params["classes_seen"], dtype=np.int64)
+        st.coef_ = np.asarray(params["coef"], dtype=dtype)
+        st.intercept_ = np.asarray(params["intercept"], dtype=dtype)
+        return st
 
 
 Blender = BestSingle | Uniform | Greedy | HillClimb | Subsets | Stack
@@ -485,18 +406,14 @@ BLENDERS: dict[str, type[Blender]] = {
 }
 
 
-def make_blender(
-    spec: BlenderSpec, metric: str, space: Any, path_cache: dict[Any, list[Any]] | None = None
-) -> Blender:
+def make_blender(spec: BlenderSpec, metric: str, space: Any) -> Blender:
     """The estimator a validated blender spec describes: the spec's fields (but `kind` and `name`) are the
-    blender's parameters of the same names (`path_cache`: see Stack)."""
+    blender's parameters of the same names."""
     params: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in spec if k not in ("kind", "name")
     }
-    if isinstance(spec, StackSpec):
-        params["path_cache"] = path_cache
-        if getattr(space, "multilabel", False):
-            from kit.blend.multilabel import MultilabelStack
+    if isinstance(spec, StackSpec) and getattr(space, "multilabel", False):
+        from kit.blend.multilabel import MultilabelStack
 
-            return MultilabelStack(metric, space, **params)  # type: ignore[return-value]
+        return MultilabelStack(metric, space, **params)  # type: ignore[return-value]
     return BLENDERS[spec.kind](metric, space, **params)

@@ -102,8 +102,9 @@ def _view_sets(art: MemberArtifact, choice: MemberChoice) -> list[tuple[str, tup
     return [("", tuple(views))]
 
 
-def _mean_logits(arr: np.ndarray, art: MemberArtifact, views: tuple[str, ...]) -> np.ndarray:
-    idx = [art.views.index(v) for v in views]
+def mean_logits(arr: np.ndarray, have: list[str], views: tuple[str, ...]) -> np.ndarray:
+    """The mean over `views` of a member's logits arr [n, V, C] whose views are `have` (float64 [n, C])."""
+    idx = [have.index(v) for v in views]
     return np.asarray(arr[:, idx, :], dtype=np.float64).mean(axis=1)
 
 
@@ -114,7 +115,8 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return TEMPERATURES[int(np.argmin(losses))]
 
 
-def _to_space(logits: np.ndarray, t: float, space: Space) -> np.ndarray:
+def to_space(logits: np.ndarray, t: float, space: Space) -> np.ndarray:
+    """A candidate's logits [n, C] at temperature t, encoded in the blending space (float32)."""
     return space.encode(log_softmax(logits / t)).astype(np.float32)
 
 
@@ -139,7 +141,7 @@ def build_candidates(
         choices,
         arts,
         lambda oof: fit_temperature(oof, y),
-        lambda logits, t: _to_space(logits, t, space),
+        lambda logits, t: to_space(logits, t, space),
         space,
     )
 
@@ -156,8 +158,8 @@ def _candidates(
     for name, choice in choices.items():
         art = arts[name]
         for suffix, views in _view_sets(art, choice):
-            oof = _mean_logits(art.oof, art, views)
-            test = _mean_logits(art.test, art, views)
+            oof = mean_logits(art.oof, art.views, views)
+            test = mean_logits(art.test, art.views, views)
             t = choice.temperature
             temp = fit_t(oof) if t == "fit" else float(t or 1.0)
             specs.append(CandidateSpec(f"{name}{suffix}", name, views, temp))

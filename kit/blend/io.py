@@ -13,13 +13,14 @@ report.png       weights, per-class F1, confusion matrix
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kit.artifacts.member import Expected, artifact_id, config_changes, data_changes, read_meta, stale_use
+from kit.artifacts.fingerprints import Fingerprints
+from kit.artifacts.member import Expected, artifact_id, config_changes, read_meta, stale_use
 from kit.artifacts.names import plain_name
 from kit.errors import KitError
 
@@ -28,16 +29,179 @@ TEST_FILE = "test_probs.npy"
 WINNER_FILE = "winner.json"
 
 
+def _float(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _interval(v: Any) -> tuple[float, float] | None:
+    return (float(v[0]), float(v[1])) if isinstance(v, (list, tuple)) and len(v) == 2 else None
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """One blend input: a member's mean over `views` at `temperature`."""
+
+    member: str
+    views: list[str]
+    temperature: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"member": self.member, "views": list(self.views), "temperature": self.temperature}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CandidateRecord:
+        return cls(str(d["member"]), [str(v) for v in d["views"]], float(d.get("temperature", 1.0)))
+
+
+@dataclass(frozen=True)
+class RowRecord:
+    """One fitted row of the table: its blender, weights, stack coefficients and fitted post-processing (what
+    `kit predict` needs to apply it)."""
+
+    blender: str
+    blender_kind: str
+    row: str
+    weights: dict[str, float]  # candidate -> weight (non-zero only)
+    weights_meaning: str
+    postprocess: dict[str, Any]  # step -> its fitted parameters (Chain.fitted_params)
+    nested_score: float | None = None
+    fold_weights: list[list[float]] = field(default_factory=list)
+    stack: dict[str, Any] | None = None  # Stack.to_params (MultilabelStack.fitted_params)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "blender": self.blender,
+            "blender_kind": self.blender_kind,
+            "row": self.row,
+            "weights": dict(self.weights),
+            "weights_meaning": self.weights_meaning,
+            "postprocess": self.postprocess,
+            "nested_score": self.nested_score,
+            "fold_weights": self.fold_weights,
+        }
+        return out | ({"stack": self.stack} if self.stack is not None else {})
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RowRecord:
+        return cls(
+            blender=str(d.get("blender")),
+            blender_kind=str(d.get("blender_kind")),
+            row=str(d.get("row", d.get("blender"))),
+            weights={str(k): float(v) for k, v in (d.get("weights") or {}).items()},
+            weights_meaning=str(d.get("weights_meaning", "")),
+            postprocess=dict(d.get("postprocess") or {}),
+            nested_score=_float(d.get("nested_score")),
+            fold_weights=list(d.get("fold_weights") or []),
+            stack=d.get("stack"),
+        )
+
+
+@dataclass(frozen=True)
+class Winner:
+    """winner.json: the picked row (`pick`; an average of rows has blender_kind 'average' and the averaged rows
+    in `rows`), its candidates, its scores and the selection evidence, and what the blend was made from.
+
+    `to_json` writes the documented layout (docs/blend.md); `from_json` reads it, also from older kits (a key
+    they did not write is None). `report` keeps the keys that are for reading only (contributions, best
+    single, timings)."""
+
+    name: str
+    metric: str
+    space: str
+    classes: list[str]
+    candidates: dict[str, CandidateRecord]
+    pick: RowRecord
+    rows: list[RowRecord] | None
+    members: list[str]
+    views: dict[str, list[str]]
+    nested_score: float | None
+    nested_interval: tuple[float, float] | None
+    selection_aware_score: float | None
+    selection_aware_interval: tuple[float, float] | None
+    insample_score: float | None
+    selection: dict[str, Any]
+    fingerprints: Fingerprints
+    member_artifacts: dict[str, str] | None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    REPORT_KEYS = (
+        "contributions",
+        "contributions_meaning",
+        "overstatement",
+        "best_single",
+        "created",
+        "seconds",
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        pick = self.pick.to_json()
+        out: dict[str, Any] = {
+            "name": self.name,
+            "metric": self.metric,
+            **{k: pick[k] for k in ("blender", "blender_kind", "row")},
+            "space": self.space,
+            "members": list(self.members),
+            "views": self.views,
+            **{k: pick[k] for k in ("weights", "weights_meaning")},
+            **{k: self.report[k] for k in ("contributions", "contributions_meaning") if k in self.report},
+            "candidates": {n: c.to_json() for n, c in self.candidates.items()},
+            "postprocess": pick["postprocess"],
+            "nested_score": self.nested_score,
+            "nested_interval": None if self.nested_interval is None else list(self.nested_interval),
+            "selection_aware_score": self.selection_aware_score,
+            "selection_aware_interval": None
+            if self.selection_aware_interval is None
+            else list(self.selection_aware_interval),
+            "insample_score": self.insample_score,
+            **{k: self.report[k] for k in ("overstatement", "best_single") if k in self.report},
+            "selection": self.selection,
+            "fold_weights": pick["fold_weights"],
+            **({"stack": pick["stack"]} if "stack" in pick else {}),
+            **({"rows": [r.to_json() for r in self.rows]} if self.rows is not None else {}),
+            "classes": list(self.classes),
+            **self.fingerprints.to_json(),
+            **({"member_artifacts": self.member_artifacts} if self.member_artifacts is not None else {}),
+            **{k: self.report[k] for k in ("created", "seconds") if k in self.report},
+        }
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Winner:
+        rows = d.get("rows")
+        return cls(
+            name=str(d.get("name")),
+            metric=str(d.get("metric")),
+            space=str(d.get("space", "probs")),
+            classes=[str(c) for c in d.get("classes", [])],
+            candidates={str(n): CandidateRecord.from_json(c) for n, c in (d.get("candidates") or {}).items()},
+            pick=RowRecord.from_json({**d, "nested_score": d.get("nested_score")}),
+            rows=[RowRecord.from_json(r) for r in rows] if rows else None,
+            members=[str(m) for m in d.get("members") or []],
+            views={str(m): list(v) for m, v in (d.get("views") or {}).items()},
+            nested_score=_float(d.get("nested_score")),
+            nested_interval=_interval(d.get("nested_interval")),
+            selection_aware_score=_float(d.get("selection_aware_score")),
+            selection_aware_interval=_interval(d.get("selection_aware_interval")),
+            insample_score=_float(d.get("insample_score")),
+            selection=dict(d.get("selection") or {}),
+            fingerprints=Fingerprints.from_json(d),
+            member_artifacts=dict(d["member_artifacts"])
+            if isinstance(d.get("member_artifacts"), dict)
+            else None,
+            report={k: d[k] for k in cls.REPORT_KEYS if k in d},
+        )
+
+
 @dataclass
 class BlendResult:
     name: str
     oof_probs: np.ndarray
     test_probs: np.ndarray
-    winner: dict[str, Any]
+    winner: Winner
 
     @property
     def classes(self) -> list[str]:
-        return list(self.winner["classes"])
+        return list(self.winner.classes)
 
 
 def blends_dir(workdir: Path) -> Path:
@@ -66,37 +230,28 @@ def load_blend(workdir: Path, name: str, expected: Expected | None = None) -> Bl
             f"blend '{name}' not found in {d}; {fix}" + (f" (blends here: {have})" if have else "")
         )
     try:
-        winner = json.loads((d / WINNER_FILE).read_text("utf-8"))
+        winner = Winner.from_json(json.loads((d / WINNER_FILE).read_text("utf-8")))
         oof = np.load(d / OOF_FILE)
         test = np.load(d / TEST_FILE)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise KitError(f"blend '{name}' in {d} is unreadable ({e}); {fix} again") from None
     problems = []
     remedy = f"{fix} again"
-    C = len(winner.get("classes", []))
+    C = len(winner.classes)
     for which, arr in (("OOF", oof), ("test", test)):
         if arr.ndim != 2 or arr.shape[1] != C:
             problems.append(f"{which} probabilities have shape {arr.shape}, expected [n, {C}]")
         elif not np.isfinite(arr).all():
             problems.append(f"{which} probabilities contain NaN or inf")
     if expected is not None:
-        if list(winner["classes"]) != list(expected.classes):
+        if winner.classes != list(expected.classes):
             problems.append(
-                f"class order {winner['classes'][:5]}... differs from the config's {list(expected.classes)[:5]}..."
+                f"class order {winner.classes[:5]}... differs from the config's {list(expected.classes)[:5]}..."
             )
-        if winner["train_ids_fingerprint"] != expected.train_ids_fingerprint:
-            problems.append("its train ids differ from the current train table")
-        if winner["folds_fingerprint"] != expected.folds_fingerprint:
-            problems.append("its folds differ from the current folds")
-        if (
-            expected.test_ids_fingerprint is not None
-            and winner.get("test_ids_fingerprint") != expected.test_ids_fingerprint
-        ):
-            problems.append("its test ids differ from the current test table")
-        data = data_changes(winner, expected, "the blend")
-        problems += data
-        members = dict(winner.get("member_artifacts") or {})
-        if "member_artifacts" not in winner:
+        problems += winner.fingerprints.problems(expected.fingerprints, "the blend")
+        data = winner.fingerprints.content_changes(expected.fingerprints, "the blend")
+        members = dict(winner.member_artifacts or {})
+        if winner.member_artifacts is None:
             problems.append(
                 "it does not record which member artifacts it was made from (an older kit made it)"
             )

@@ -219,7 +219,6 @@ class MultilabelStack:
         features: str = "probs",
         max_iter: int = 1000,
         C_grid: tuple[float, ...] = (0.01, 0.1, 1.0),
-        path_cache: Any = None,
     ) -> None:
         self.metric, self.space, self.C, self.features = metric, space, C, features
         self.max_iter, self.C_grid = max_iter, C_grid
@@ -244,7 +243,7 @@ class MultilabelStack:
     def _fit_all(self, X: np.ndarray, Y: np.ndarray, C: float) -> list[Any]:
         return [self._fit_label(X[:, :, j], Y[:, j], C) for j in range(Y.shape[1])]
 
-    def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None, rows: Any = None) -> Any:
+    def fit(self, P: np.ndarray, y: np.ndarray, fold: np.ndarray | None = None) -> Any:
         X, Y = self._features(P), np.asarray(y, dtype=np.int64)
         self.C_losses_: list[float] = []
         if self.C == "auto" and fold is not None and len(np.unique(fold)) >= 2:

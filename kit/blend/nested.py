@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from kit.blend.blenders import Blender, Stack, make_blender
+from kit.blend.blenders import Blender, make_blender
 from kit.blend.postprocess import Chain, fit_chains, transform_chains
 from kit.blend.selection import (
     BootstrapScorer,
@@ -74,13 +74,9 @@ def evaluate_blender(
     space: Any,
 ) -> list[Candidate]:
     """In-sample and nested scores of one blender under each post-processing chain."""
-    cache: dict[Any, list[Any]] = {}  # stack: regularisation paths shared by the fits below (same P and y)
 
     def fit(rows: np.ndarray) -> Blender:
-        b = make_blender(spec, metric, space, cache)
-        if isinstance(b, Stack):
-            return b.fit(P[rows], y[rows], fold=fold[rows], rows=rows)
-        return b.fit(P[rows], y[rows], fold=fold[rows])
+        return make_blender(spec, metric, space).fit(P[rows], y[rows], fold=fold[rows])
 
     base_seconds = 0.0
     pooled = {v: np.zeros((len(y), P.shape[2])) for v in pp_variants}
@@ -100,7 +96,6 @@ def evaluate_blender(
         for v in pp_variants:
             pooled[v][va] = held[v]
             pp_seconds[v] += fitted[v][2] + share
-    # all rows last: a stack's final model there starts from a fold's (Stack._path)
     t1 = time.perf_counter()
     blender = fit(np.arange(len(y)))
     Q_all = blender.predict(P)

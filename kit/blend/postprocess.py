@@ -13,6 +13,7 @@ import numpy as np
 
 from kit.blend.scoring import FastScorer, kernels_ready
 from kit.config.ensemble import PostprocessSpec
+from kit.errors import KitError
 from kit.metrics.scores import parse_metric
 
 EPS = 1e-7
@@ -53,6 +54,13 @@ class LogitAdjust:
     def fitted_params(self) -> dict[str, Any]:
         return {"tau": self.tau_, "prior": self.prior_.tolist()}
 
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> LogitAdjust:
+        la = cls()
+        la.prior_, la.tau_ = np.asarray(params["prior"], dtype=np.float64), float(params["tau"])
+        la.offsets_ = -la.tau_ * np.log(la.prior_)  # as fit computes it
+        return la
+
 
 COLD_KERNEL_WORK = 20_000_000  # rows x classes^2: about a second a fit for numpy's search, worth a compile
 
@@ -83,6 +91,12 @@ class ClassBias:
 
     def fitted_params(self) -> dict[str, Any]:
         return {"offsets": [float(v) for v in self.offsets_]}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ClassBias:
+        cb = cls()
+        cb.offsets_ = np.asarray(params["offsets"], dtype=np.float64)
+        return cb
 
 
 class OrdinalThresholds:
@@ -143,6 +157,13 @@ class OrdinalThresholds:
 
     def fitted_params(self) -> dict[str, Any]:
         return {"cuts": [float(c) for c in self.cuts_], "fit_qwk": self.kappa_}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> OrdinalThresholds:
+        ot = cls()
+        ot.cuts_ = np.asarray(params["cuts"], dtype=np.float64)
+        ot.kappa_ = float(params.get("fit_qwk") or 0.0)
+        return ot
 
 
 class _FullTrial:
@@ -279,6 +300,25 @@ class Chain:
 
     def fitted_params(self) -> dict[str, Any]:
         return {name: step.fitted_params() for name, step in self.steps}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Chain:
+        """The fitted chain `fitted_params` wrote (winner.json's `postprocess`), multiclass steps only."""
+        steps: list[tuple[str, Step]] = []
+        for name, p in params.items():
+            if name not in FITTED_STEPS:
+                raise KitError(
+                    f"unknown post-processing step '{name}' in the blend recipe; this kit is too old for it"
+                )
+            steps.append((name, FITTED_STEPS[name].from_params(p)))
+        return cls(steps)
+
+
+FITTED_STEPS: dict[str, Any] = {
+    "logit_adjust": LogitAdjust,
+    "class_bias": ClassBias,
+    "ordinal_thresholds": OrdinalThresholds,
+}
 
 
 # the steps that suit each metric: label decisions for label metrics, cut points for QWK, none for rank

@@ -15,7 +15,15 @@ from kit.artifacts.member import artifact_id
 from kit.blend.candidates import build_candidates, load_members, resolve_members
 from kit.blend.contributions import MEANING as CONTRIBUTIONS_MEANING
 from kit.blend.contributions import Contribution, contributions
-from kit.blend.io import OOF_FILE, TEST_FILE, WINNER_FILE, blend_dir
+from kit.blend.io import (
+    OOF_FILE,
+    TEST_FILE,
+    WINNER_FILE,
+    CandidateRecord,
+    RowRecord,
+    Winner,
+    blend_dir,
+)
 from kit.blend.nested import Candidate, describe, evaluate_blender, judge
 from kit.blend.postprocess import variants
 from kit.blend.report import per_class_csv, per_class_rows, table_csv, write_png
@@ -146,27 +154,27 @@ def blend(
     per_class = per_class_rows(ws.classes, y, probs[:, best], judged.pick_oof)
 
     records = [row_record(r, cands.specs) for r in picked]
+    rows_of_pick: list[RowRecord] | None = None
     if len(picked) == 1:
-        pick = dict(records[0])
+        pick = records[0]
         insample = picked[0].insample
     else:
         insample = score(metric, y, np.mean([r.insample_oof for r in picked], axis=0), logits=False)
-        pick = {
-            "blender": "average",
-            "blender_kind": "average",
-            "row": average_label(picked),
-            "weights": mean_weights(records),
-            "weights_meaning": "mean of the averaged rows' weights (each row's own are under `rows`)"
+        pick = RowRecord(
+            blender="average",
+            blender_kind="average",
+            row=average_label(picked),
+            weights=mean_weights(records),
+            weights_meaning="mean of the averaged rows' weights (each row's own are under `rows`)"
             + (
                 "; a stack row's weights are its shares of |coefficients|, not mixture weights: see contributions"
                 if any(r.kind == "stack" for r in picked)
                 else ""
             ),
-            "postprocess": {},
-            "fold_weights": [],
-            "rows": records,
-        }
-    weights = pick["weights"]
+            postprocess={},
+        )
+        rows_of_pick = records
+    weights = pick.weights
     contribs = contributions(picked, P, y, [c.member for c in cands.specs], single_scores, metric, insample)
     used = [c for c in cands.specs if c.name in weights]
     members = list(dict.fromkeys(c.member for c in used))
@@ -191,43 +199,33 @@ def blend(
             str(f): " + ".join(rows[r].label for r in rs) for f, rs in judged.aware.picks.items()
         },
     }
-    winner: dict[str, Any] = {
-        "name": name,
-        "metric": metric,
-        **{k: pick[k] for k in ("blender", "blender_kind", "row")},
-        "space": spec.space,
-        "members": members,
-        "views": views,
-        **{k: pick[k] for k in ("weights", "weights_meaning")},
-        "contributions": [asdict(c) for c in contribs],
-        "contributions_meaning": CONTRIBUTIONS_MEANING,
-        "candidates": {
-            c.name: {"member": c.member, "views": list(c.views), "temperature": c.temperature}
-            for c in cands.specs
+    winner = Winner(
+        name=name,
+        metric=metric,
+        space=spec.space,
+        classes=list(ws.classes),
+        candidates={c.name: CandidateRecord(c.member, list(c.views), c.temperature) for c in cands.specs},
+        pick=pick,
+        rows=rows_of_pick,
+        members=members,
+        views=views,
+        nested_score=judged.pick_score,
+        nested_interval=(float(lo), float(hi)),
+        selection_aware_score=judged.aware.score,
+        selection_aware_interval=judged.aware.interval,
+        insample_score=insample,
+        selection=selection,
+        fingerprints=ws.expected().fingerprints,
+        member_artifacts={m: artifact_id(ws.workdir, m) for m in choices},
+        report={
+            "contributions": [asdict(c) for c in contribs],
+            "contributions_meaning": CONTRIBUTIONS_MEANING,
+            "overstatement": overstatement,
+            "best_single": {"candidate": cands.specs[best].name, "score": single_scores[best]},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(time.time() - started, 3),
         },
-        "postprocess": pick["postprocess"],
-        "nested_score": judged.pick_score,
-        "nested_interval": [float(lo), float(hi)],
-        "selection_aware_score": judged.aware.score,
-        "selection_aware_interval": list(judged.aware.interval),
-        "insample_score": insample,
-        "overstatement": overstatement,
-        "best_single": {"candidate": cands.specs[best].name, "score": single_scores[best]},
-        "selection": selection,
-        "fold_weights": pick["fold_weights"],
-        **({"stack": pick["stack"]} if "stack" in pick else {}),
-        **({"rows": pick["rows"]} if "rows" in pick else {}),
-        "classes": list(ws.classes),
-        "train_ids_fingerprint": ws.train.ids_fingerprint(),
-        "test_ids_fingerprint": ws.test.ids_fingerprint() if ws.test is not None else None,
-        "folds_fingerprint": ws.folds.fingerprint,
-        "data_fingerprint": ws.data_fingerprint,
-        "test_fingerprint": ws.test_fingerprint if ws.test is not None else None,
-        "fingerprint_parts": ws.fingerprint_parts(),
-        "member_artifacts": {m: artifact_id(ws.workdir, m) for m in choices},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": round(time.time() - started, 3),
-    }
+    )
 
     out = blend_dir(ws.workdir, name)
     with atomic_dir(out) as tmp:
@@ -235,7 +233,9 @@ def blend(
         np.save(tmp / TEST_FILE, np.asarray(test_probs, dtype=np.float32))
         import json
 
-        (tmp / WINNER_FILE).write_text(json.dumps(winner, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        (tmp / WINNER_FILE).write_text(
+            json.dumps(winner.to_json(), indent=2, ensure_ascii=False) + "\n", "utf-8"
+        )
         (tmp / "table.csv").write_text(table_csv(table), "utf-8")
         (tmp / "per_class_f1.csv").write_text(per_class_csv(per_class), "utf-8")
         resolved = spec.model_dump(mode="json")
@@ -247,7 +247,7 @@ def blend(
         )
         write_png(
             tmp / "report.png",
-            title=f"{name}: {pick['row']} ({sel.rule}), nested {metric} {judged.pick_score:.4f} "
+            title=f"{name}: {pick.row} ({sel.rule}), nested {metric} {judged.pick_score:.4f} "
             f"[{lo:.4f}, {hi:.4f}] (selection-aware {judged.aware.score:.4f}; in-sample {insample:.4f}; "
             f"best single {single_scores[best]:.4f})",
             contributions=contribs,
@@ -263,7 +263,7 @@ def blend(
         metric=metric,
         n_candidates=len(cands.specs),
         table=table,
-        winner=pick["row"],
+        winner=pick.row,
         weights=weights,
         nested_score=judged.pick_score,
         nested_interval=(float(lo), float(hi)),
@@ -323,30 +323,29 @@ def track_blend(tracker: Tracker, result: BlendResult) -> BlendResult:
     return result
 
 
-def row_record(row: Candidate, specs: list[Any]) -> dict[str, Any]:
+def row_record(row: Candidate, specs: list[Any]) -> RowRecord:
     """What winner.json (and kit predict's recipe) needs of one fitted row: its blender, weights, stack
     coefficients and post-processing."""
-    rec: dict[str, Any] = {
-        "blender": row.blender_label,
-        "blender_kind": row.kind,
-        "row": row.label,
-        "weights": {c.name: float(w) for c, w in zip(specs, row.blender.weights_, strict=True) if w > 0},
-        "weights_meaning": "share of |coefficients| (see stack), not mixture weights: see contributions"
+    return RowRecord(
+        blender=row.blender_label,
+        blender_kind=row.kind,
+        row=row.label,
+        weights={c.name: float(w) for c, w in zip(specs, row.blender.weights_, strict=True) if w > 0},
+        weights_meaning="share of |coefficients| (see stack), not mixture weights: see contributions"
         if row.kind == "stack"
         else "mixture weights summing to one",
-        "postprocess": row.chain.fitted_params(),
-        "nested_score": row.nested,
-        "fold_weights": row.fold_weights,
-    }
-    if row.kind == "stack":  # Stack, or MultilabelStack (kit.blend.multilabel)
-        rec["stack"] = row.blender.fitted_params()
-    return rec
+        postprocess=row.chain.fitted_params(),
+        nested_score=row.nested,
+        fold_weights=row.fold_weights,
+        # Stack, or MultilabelStack (kit.blend.multilabel)
+        stack=row.blender.fitted_params() if row.kind == "stack" else None,
+    )
 
 
 def average_label(rows: list[Candidate]) -> str:
     return f"average({', '.join(r.label for r in rows)})"
 
 
-def mean_weights(records: list[dict[str, Any]]) -> dict[str, float]:
-    names = list(dict.fromkeys(n for r in records for n in r["weights"]))
-    return {n: sum(r["weights"].get(n, 0.0) for r in records) / len(records) for n in names}
+def mean_weights(records: list[RowRecord]) -> dict[str, float]:
+    names = list(dict.fromkeys(n for r in records for n in r.weights))
+    return {n: sum(r.weights.get(n, 0.0) for r in records) / len(records) for n in names}

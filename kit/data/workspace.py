@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kit.artifacts.atomic import clean_and_report
+from kit.artifacts.fingerprints import Fingerprints
 from kit.artifacts.member import Expected
 from kit.artifacts.workdir import claim_workdir, is_kit_workdir, workdir_problem
 from kit.config.schema import KitConfig
@@ -91,27 +92,29 @@ class Workspace:
             parts["test_images"] = self.test_fingerprints.images
         return parts
 
-    def member_fingerprints(self) -> dict[str, Any]:
-        """The fingerprint arguments of `write_member` for a member trained on this workspace (every kind)."""
-        return {
-            "train_ids_fingerprint": self.train.ids_fingerprint(),
-            "test_ids_fingerprint": self.test.ids_fingerprint() if self.test is not None else "",
-            "folds_fingerprint": self.folds.fingerprint,
-            "data_fingerprint": self.data_fingerprint,
-            "test_fingerprint": self.test_fingerprint,
-            "fingerprint_parts": self.fingerprint_parts(),
-        }
+    def fingerprints(self) -> Fingerprints:
+        """What an artifact made from this workspace records (member meta.json, winner.json)."""
+        return Fingerprints(
+            train_ids=self.train.ids_fingerprint(),
+            folds=self.folds.fingerprint,
+            test_ids=self.test.ids_fingerprint() if self.test is not None else "",
+            data=self.data_fingerprint,
+            test=self.test_fingerprint,
+            parts=self.fingerprint_parts(),
+        )
 
     def expected(self, *, allow_stale: bool = False) -> Expected:
         """What artifacts must match to be used with this config and data (kit.artifacts.member.Expected)."""
         return Expected(
             classes=self.classes,
-            train_ids_fingerprint=self.train.ids_fingerprint(),
-            folds_fingerprint=self.folds.fingerprint,
-            test_ids_fingerprint=self.test.ids_fingerprint() if self.test is not None else None,
-            data_fingerprint=self.data_fingerprint,
-            test_fingerprint=self.test_fingerprint if self.test is not None else None,
-            fingerprint_parts=self.fingerprint_parts(),
+            fingerprints=Fingerprints(
+                train_ids=self.train.ids_fingerprint(),
+                folds=self.folds.fingerprint,
+                test_ids=self.test.ids_fingerprint() if self.test is not None else None,
+                data=self.data_fingerprint,
+                test=self.test_fingerprint if self.test is not None else None,
+                parts=self.fingerprint_parts(),
+            ),
             member_configs={n: m.model_dump(mode="json") for n, m in self.cfg.members.items()},
             metric=self.cfg.competition.scored_by,
             allow_stale=allow_stale,

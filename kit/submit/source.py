@@ -111,15 +111,15 @@ def blend_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Sour
     from kit.blend.io import blend_dir, load_blend
 
     res = load_blend(ws.workdir, name, ws.expected(allow_stale=allow_stale))
-    test, winner, path = np.asarray(res.test_probs), dict(res.winner), blend_dir(ws.workdir, name)
-    nested, aware = _number(winner.get("nested_score")), _number(winner.get("selection_aware_score"))
+    test, winner, path = np.asarray(res.test_probs), res.winner, blend_dir(ws.workdir, name)
+    nested, aware = winner.nested_score, winner.selection_aware_score
     cv, interval, kind = blend_cv(winner)
     frm = "selection_aware" if kind == SELECTION_AWARE else "nested"
     return Source(
         kind="blend",
         name=name,
         test_probs=np.asarray(test, dtype=np.float64),
-        metric=str(winner.get("metric", ws.cfg.competition.scored_by)),
+        metric=winner.metric,
         cv_score=cv,
         cv_interval=interval,
         score_kind=kind,
@@ -127,15 +127,17 @@ def blend_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Sour
             "score_from": f"winner.json {frm}_score"
             + ("" if aware is not None else " (run `kit blend` again for the selection-aware estimate)"),
             "path": str(path),
-            "blender": winner.get("blender"),
-            "members": winner.get("members"),
+            "blender": winner.pick.blender,
+            "members": winner.members,
             "nested_score": nested,
-            "nested_interval": winner.get("nested_interval"),
+            "nested_interval": None if winner.nested_interval is None else list(winner.nested_interval),
             "nested_score_is": "the winner's own nested CV estimate: optimistic, the winner was picked by it",
-            "insample_score": winner.get("insample_score"),
-            "selection_rule": (winner.get("selection") or {}).get("rule"),
+            "insample_score": winner.insample_score,
+            "selection_rule": winner.selection.get("rule"),
             "selection_aware_score": aware,
-            "selection_aware_interval": winner.get("selection_aware_interval"),
-            **({"postprocess": winner.get("postprocess")} if ws.train.multilabel else {}),
+            "selection_aware_interval": None
+            if winner.selection_aware_interval is None
+            else list(winner.selection_aware_interval),
+            **({"postprocess": winner.pick.postprocess} if ws.train.multilabel else {}),
         },
     )

@@ -12,11 +12,14 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kit.artifacts.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from kit.artifacts.names import plain_name
 from kit.config.schema import KitConfig
+
+if TYPE_CHECKING:
+    from kit.blend.io import Winner
 from kit.errors import KitError
 from kit.metrics.scores import greater_is_better
 
@@ -158,13 +161,14 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def blend_cv(winner: dict[str, Any]) -> tuple[float | None, Any, str]:
+def blend_cv(winner: Winner) -> tuple[float | None, list[float] | None, str]:
     """(score, interval, score kind) a blend is shown and ranked by, from its winner.json: the selection-aware
     estimate; for a blend a kit without it made, the winner's own nested score, labelled optimistic."""
-    aware = _number(winner.get("selection_aware_score"))
-    if aware is not None:
-        return aware, winner.get("selection_aware_interval"), SELECTION_AWARE
-    return _number(winner.get("nested_score")), winner.get("nested_interval"), WINNER_NESTED
+    if winner.selection_aware_score is not None:
+        interval = winner.selection_aware_interval
+        return winner.selection_aware_score, None if interval is None else list(interval), SELECTION_AWARE
+    interval = winner.nested_interval
+    return winner.nested_score, None if interval is None else list(interval), WINNER_NESTED
 
 
 def sidecar_score(meta: dict[str, Any]) -> tuple[float | None, str | None]:

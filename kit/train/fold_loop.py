@@ -379,7 +379,7 @@ def assemble(
         test=test,
         views=views,
         classes=ws.classes,
-        **ws.member_fingerprints(),
+        fingerprints=ws.fingerprints(),
         config={
             "member": {"name": name, **member.model_dump(mode="json")},
             "competition": ws.cfg.competition.model_dump(mode="json"),

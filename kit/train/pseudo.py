@@ -86,7 +86,7 @@ def load_source(ws: Workspace, member: str, cfg: PseudoConfig) -> PseudoSource:
 
             blend = load_blend(ws.workdir, name, expected)
             probs = np.asarray(blend.test_probs, dtype=np.float64)
-            meta = blend.winner
+            meta = blend.winner.to_json()
             made_from = hashlib.sha256(probs.tobytes()).hexdigest()[:16]
     except KitError as e:
         raise KitError(f"{_key(member)}: {e}") from None

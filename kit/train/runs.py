@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kit.artifacts.fingerprints import Fingerprints
 from kit.artifacts.member import Expected, config_changes, data_changes, list_members, read_meta
 from kit.config.schema import KitConfig
 from kit.errors import KitError
@@ -124,4 +125,4 @@ def _expected(cfg: KitConfig) -> Expected:
         return open_workspace(cfg, write=False).expected()
     except KitError:
         members = {n: m.model_dump(mode="json") for n, m in cfg.members.items()}
-        return Expected([], "", "", member_configs=members, metric=cfg.competition.scored_by)
+        return Expected([], Fingerprints("", ""), member_configs=members, metric=cfg.competition.scored_by)
