@@ -5,7 +5,7 @@ estimates: taking the maximum of many of them picks noise (the winner's curse). 
 paired group bootstrap: each resample draws the groups (a patient, a writer; each row its own group when the
 competition has none) with replacement, and every row is scored on the same resampled rows, so the differences
 between rows are measured with their uncertainty. Rules then prefer simpler rows unless a more complex one is
-reliably better (docs/blend.md shows the benchmark that chose the rule kit ships).
+reliably better (bench/README.md has the benchmark that chose the rule kit ships).
 
 Everything here is pure array code: predictions in, indices and numbers out.
 """

@@ -214,7 +214,7 @@ class SelectionSpec(StrictModel):
         "nested row; stepwise: from best_single, walk the rows from simple to complex and move to a row only "
         "when it beats the current pick in >= `confidence` of the resamples; beat_single: the best nested row "
         "among those that beat best_single in >= `confidence` of the resamples (else best_single); max_nested: "
-        "the best nested estimate (no uncertainty). docs/blend.md has the benchmark that chose average_1se",
+        "the best nested estimate (no uncertainty). bench/README.md has the benchmark that chose average_1se",
     )
     confidence: float = Field(0.8, ge=0.5, lt=1.0, description="the share of resamples a row must win")
     resamples: int = Field(1000, ge=100, le=100000, description="group-bootstrap resamples")

@@ -1,7 +1,9 @@
 """`kit predict` and `kit export`: a trained ensemble as a portable predictor (docs/predict.md).
 
 images.py     image inputs (folder, table, paths, PIL images, uint8 arrays) decoded once per size
-members.py    a member's fold models run over decoded images, one model at a time
+members.py    a member's plan and its fold models run over decoded images, one model at a time
+kinds/        each member kind's predictor (kinds/KIND.py): building, loading and running its fold models,
+              and what a bundle holds for it; the one registry of them (kinds/__init__.py)
 recipe.py     the blend winner (or one member) as data, and applying it to the members' logits
 predictor.py  `Predictor`: from a workspace or a bundle
 bundle.py     `kit export`: the self-contained bundle and its manifest; reading one only through its manifest

@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import stat
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from pydantic import ValidationError
 from kit.artifacts.atomic import atomic_dir
 from kit.errors import KitError
 from kit.predict.bundle_schema import (
-    ClipModel,
     FileEntry,
     Manifest,
     MemberFile,
@@ -38,12 +37,8 @@ from kit.predict.bundle_schema import (
 )
 from kit.predict.members import MemberPlan, load_fold
 from kit.predict.recipe import reads
-from kit.train.clip_model import CONFIG_FILE as CLIP_CONFIG
-from kit.train.clip_model import WEIGHTS_FILE as CLIP_WEIGHTS
 
 BUNDLE_FORMAT = 1
-TIMM_SOURCES = ("hf-hub:", "hf_hub:", "local-dir:")  # timm model names that read a config.json
-TIMM_DIR = "timm"  # members/NAME/timm/config.json: such a model's config, inside the bundle
 MANIFEST = "manifest.json"
 RECIPE = "recipe.json"
 
@@ -62,61 +57,7 @@ def _versions() -> dict[str, str]:
     return library_versions()
 
 
-def _write_encoder(plan: MemberPlan, out: Path, half: bool) -> None:
-    """The clip encoder as a local-dir folder: copied when it is one, else saved from the loaded model."""
-    from kit.train.clip_model import CONFIG_FILE, WEIGHTS_FILE, ClipSource, load_clip
-
-    out.mkdir(parents=True)
-    m = plan.model
-    src = ClipSource(
-        plan.name,
-        m["model"],
-        m.get("pretrained"),
-        Path(m["cache_dir"]) if m.get("cache_dir") else None,
-        m.get("img_size"),
-    )
-    if src.local_dir is not None:
-        shutil.copy2(src.local_dir / CONFIG_FILE, out / CONFIG_FILE)
-        from safetensors.torch import load_file
-
-        state = dict(load_file(str(src.local_dir / WEIGHTS_FILE)))
-    else:
-        import open_clip
-        from open_clip.push_to_hf_hub import save_config_for_hf
-
-        model, _ = load_clip(src, "cpu")
-        save_config_for_hf(model, out / CONFIG_FILE, open_clip.get_model_config(src.model))
-        state = model.state_dict()
-    _save_tensors(
-        {k: v.half() if half and v.is_floating_point() else v for k, v in state.items()}, out / WEIGHTS_FILE
-    )
-
-
-def _write_timm_config(plan: MemberPlan, out: Path) -> dict[str, str]:
-    """A timm model named `hf-hub:ID` or `local-dir:DIR` is built from its config.json: copied into the bundle
-    (timm reads it as `local-dir:` there), so predicting reads nothing outside it. Returns {"model": its
-    architecture} for member.json."""
-    name = str(plan.model["model"])
-    source, _, ident = name.partition(":")
-    try:
-        if source == "local-dir":
-            path = Path(ident) / "config.json"
-        else:
-            from timm.models._hub import download_from_hf
-
-            path = Path(download_from_hf(ident, "config.json"))
-        cfg = json.loads(path.read_text("utf-8"))
-    except Exception as e:  # a missing folder or file, the hub unreachable and not cached, bad JSON
-        raise KitError(
-            f"member '{plan.name}': its model {name!r} is built from a config.json that kit export could not "
-            f"read ({str(e)[:200]}); make it readable here (for hf-hub: run once with the network) and export again"
-        ) from None
-    out.mkdir(parents=True)
-    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", "utf-8")
-    return {"model": str(cfg.get("architecture") or name.rsplit("/", 1)[-1])}
-
-
-def _save_tensors(tensors: dict[str, Any], path: Path) -> None:
+def save_tensors(tensors: dict[str, Any], path: Path) -> None:
     """safetensors bytes written by Python, so a full disk is an OSError (safetensors' own writer raises an
     error of its own type that says only 'I/O error')."""
     from safetensors.torch import save
@@ -170,26 +111,16 @@ def _write(
             d.mkdir(parents=True)
             folds = []
             for f, path in enumerate(p.folds):
-                state = load_fold(path)
+                state = load_fold(p, path)
                 tensors = {
                     k: (v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v)))
                     for k, v in state.items()
                 }
                 if half:
                     tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-                _save_tensors(tensors, d / f"fold{f}.safetensors")
+                save_tensors(tensors, d / f"fold{f}.safetensors")
                 folds.append(d / f"fold{f}.safetensors")
-            plan = MemberPlan(**{**p.__dict__, "folds": folds})
-            info = plan.to_json(d)
-            if p.kind == "clip_probe":
-                _write_encoder(p, d / "encoder", half)
-                info["model"] = {"encoder_dir": "encoder", "img_size": p.model.get("img_size")}
-            elif str(p.model["model"]).startswith(TIMM_SOURCES):
-                info["model"] = {
-                    **info["model"],
-                    **_write_timm_config(p, d / TIMM_DIR),
-                    "model_dir": TIMM_DIR,
-                }
+            info = {**replace(p, folds=folds).to_json(d), "model": p.predictor.export(p, d, half)}
             (d / "member.json").write_text(json.dumps(info, indent=2) + "\n", "utf-8")
             (d / "config.json").write_text(
                 json.dumps((configs or {}).get(p.name, {}), indent=2, default=str) + "\n"
@@ -340,6 +271,7 @@ def _member(b: _Bundle, name: str) -> tuple[MemberFile | None, list[str]]:
         raw = b.read_json(rel)
         m = MemberFile.model_validate(raw)
         model = m.model_config_of_kind()
+        folders = m.predictor.bundle_folders(model)
     except _Problem as e:
         return None, [str(e)]
     except ValidationError as e:
@@ -351,14 +283,8 @@ def _member(b: _Bundle, name: str) -> tuple[MemberFile | None, list[str]]:
     for i, fold in enumerate(m.folds):
         if f"members/{name}/{fold}" not in b.files:
             problems.append(f"{rel}: folds.{i}: members/{name}/{fold} is not listed in {MANIFEST}")
-    if isinstance(model, ClipModel):
-        problems += _config_folder(
-            b, rel, "model.encoder_dir", f"members/{name}/{model.encoder_dir}", CLIP_CONFIG, CLIP_WEIGHTS
-        )
-    elif model.model_dir is not None:
-        problems += _config_folder(
-            b, rel, "model.model_dir", f"members/{name}/{model.model_dir}", "config.json"
-        )
+    for key, folder, config, files in folders:
+        problems += _config_folder(b, rel, key, f"members/{name}/{folder}", config, *files)
     return (None if problems else m), problems
 
 

@@ -15,8 +15,9 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kit.config.load import bounded
-from kit.config.schema import MEMBER_NAME, TTA_VIEWS, Metric, SubmissionConfig
+from kit.config.schema import MEMBER_KINDS, MEMBER_NAME, TTA_VIEWS, Metric, SubmissionConfig
 from kit.data.cache import RESAMPLE
+from kit.predict.kinds import MemberPredictor, predictor_of
 
 MAX_PATH = 1024
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -182,7 +183,7 @@ class ClipModel(_Strict):
 
 class MemberFile(_Strict):
     name: Name
-    kind: Literal["timm", "clip_probe"]
+    kind: Literal[MEMBER_KINDS]  # type: ignore[valid-type]
     classes: Classes
     views: Views
     size: Annotated[int, Field(ge=1, le=8192)]
@@ -208,15 +209,16 @@ class MemberFile(_Strict):
         bad = [f for f in self.folds if not f.endswith(".safetensors")]
         if bad:
             raise ValueError(f"folds must be .safetensors files (got {bad[0][:200]!r})")
-        head = self.model.get("head") if self.kind == "timm" else None
-        attrs = head.get("attributes") if isinstance(head, dict) else None
-        codes = attrs.get("codes") if isinstance(attrs, dict) else None
-        if isinstance(codes, list) and len(codes) != len(self.classes):
-            raise ValueError(f"model.head.attributes.codes: {len(codes)} classes, not {len(self.classes)}")
+        self.predictor.check_member_file(self)
         return self
 
-    def model_config_of_kind(self) -> TimmModel | ClipModel:
-        return (TimmModel if self.kind == "timm" else ClipModel).model_validate(self.model)
+    @property
+    def predictor(self) -> MemberPredictor:
+        return predictor_of(self.kind, self.name)
+
+    def model_config_of_kind(self) -> BaseModel:
+        """`model`, checked by the kind's schema (TimmModel, ClipModel)."""
+        return self.predictor.bundle_model.model_validate(self.model)
 
 
 # ---------------------------------------------------------------- recipe.json

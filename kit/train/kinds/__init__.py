@@ -10,7 +10,8 @@ assembly of OOF and test logits and `write_member`; the kind supplies only
     describe(root, infos, clock)          the kind's own meta.json keys and timings
 
 The known kinds come from the config's member union (kit.config.schema.MEMBER_KINDS): adding a kind means a
-config class in that union and one module here.
+config class in that union and one module here (and, for `kit predict` / `kit export`, its predictor in
+kit.predict.kinds).
 """
 
 from __future__ import annotations
