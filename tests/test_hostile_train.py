@@ -373,7 +373,7 @@ def test_validate_after_training_writes_nothing_and_assigns_no_folds(
 ) -> None:
     """With the image caches built, validate fingerprints the images to tell which caches exist: through the
     digests kit train cached, never writing them (a copied project has new inodes: every image is re-hashed),
-    and without assigning folds (scikit-learn's or kit's numba splitter) or importing torch."""
+    and without assigning folds (scikit-learn's splitter) or importing torch."""
     base = copy_of(trained_once, tmp_path)
     before = {p: p.read_bytes() for p in tree(base / "work") if p.is_file()}
     code = (

@@ -3,9 +3,8 @@
 
 `P` is [n, M, C] float32: M candidates' probabilities (space='probs') or log-probabilities (space='logits').
 Weighted blenders learn `weights_` (M, non-negative, summing to one); `predict(P)` returns blended
-probabilities [n, C]. Searches score candidates with FastScorer on a copy of P in its engine's layout (`engine`:
-'auto' = the fused numba kernels, 'numpy' = the class-major reference), never with a scikit-learn metric call
-per candidate. Both engines choose the same weights.
+probabilities [n, C]. Searches score candidates with FastScorer (kit.blend.scoring) on a class-major copy of P,
+never with a scikit-learn metric call per candidate.
 """
 
 from __future__ import annotations
@@ -43,20 +42,18 @@ class WeightedBlender:
     metric: str = "weighted_f1"
     space: str = "probs"
     _: KW_ONLY
-    engine: str = "auto"
     weights_: np.ndarray = field(init=False, repr=False)
 
-    def _scorer(self, P: np.ndarray, y: np.ndarray, copy: bool = True) -> tuple[FastScorer, np.ndarray]:
-        """A scorer for labels y and the candidates P [n, M, C] in its engine's layout (a label matrix y
-        [n, L]: kit.blend.multilabel's scorer, which has FastScorer's interface). `copy=False`: a view of P
-        where the engine allows one (searches that read each candidate only a few times)."""
+    def _scorer(self, P: np.ndarray, y: np.ndarray) -> tuple[FastScorer, np.ndarray]:
+        """A scorer for labels y and the candidates P [n, M, C] in its layout (a label matrix y [n, L]:
+        kit.blend.multilabel's scorer, which has FastScorer's interface)."""
         if np.ndim(y) == 2:
             from kit.blend.multilabel import MultilabelScorer
 
-            ml = MultilabelScorer(self.metric, y, self.space, self.engine)  # type: ignore[arg-type]
+            ml = MultilabelScorer(self.metric, y, self.space)  # type: ignore[arg-type]
             return ml, ml.layout(P)  # type: ignore[return-value]
-        scorer = FastScorer(self.metric, y, P.shape[2], self.space, self.engine)
-        return scorer, scorer.layout(P, copy)
+        scorer = FastScorer(self.metric, y, P.shape[2], self.space)
+        return scorer, scorer.layout(P)
 
     def predict(self, P: np.ndarray) -> np.ndarray:
         return combine(P, self.weights_, self.space)
@@ -97,9 +94,8 @@ def greedy_counts(
 
     Returns the pick counts of the best prefix (earliest among ties), its gain, and the gain per round.
     Each round scores every allowed candidate with the scorer's round evaluator (FastScorer.search): argmax
-    metrics, numba engine: all candidates in one pass over quantized tiles; numpy engine: only the rows a
-    candidate can still flip (exact: settled rows keep their prediction, counted once per round into the
-    confusion matrix); log loss: one candidate at a time.
+    metrics rescore only the rows a candidate can still flip (exact: settled rows keep their prediction,
+    counted once per round into the confusion matrix); other metrics score one candidate at a time.
     """
     M = Pt.shape[0]
     idx = list(range(M)) if allowed is None else list(allowed)
@@ -166,7 +162,7 @@ class HillClimb(WeightedBlender):
         """From the best single candidate, repeatedly move weight g (from `grid`) onto the candidate m that
         gains most, (1 - g) * S + g * P_m, until no move gains more than `tol`. Every (m, g) move of a step is
         scored in one pass (S + r * P_m with r = g / (1 - g) ranks classes as the move does)."""
-        scorer, Pt = self._scorer(P, y, copy=False)
+        scorer, Pt = self._scorer(P, y)
         M = P.shape[1]
         search = scorer.search(Pt, list(range(M)))
         search.reset()
@@ -212,7 +208,7 @@ class Subsets(WeightedBlender):
                 f"blender subsets: {M} candidates up to max_size {self.max_size} make {n_subsets} subsets, "
                 f"more than max_subsets ({self.max_subsets}); lower max_size or use kind: greedy"
             )
-        scorer, Pt = self._scorer(P, y, copy=self.weights != "uniform")  # greedy rounds read candidates often
+        scorer, Pt = self._scorer(P, y)
         best_gain, best_w = -math.inf, np.zeros(M)
         if self.weights == "uniform":
             best_gain, best_w = self._best_uniform(scorer, Pt, top)

@@ -1,11 +1,11 @@
 """Blending for multi-label competitions (competition.task: multilabel), beside the multiclass machinery.
 
 Candidates are per-label probabilities (space `probs`: a blend is their weighted mean) or per-label logits
-(space `logits`: a blend is the sigmoid of their weighted mean), [n, M, L]. `MultilabelScorer` (numba kernels for the label
-metrics, kit.blend.multilabel_kernels; numpy otherwise or with engine='numpy') gives the blenders of kit.blend.blenders the interface of FastScorer (layout, zeros, score, score_added, search, gain), so
+(space `logits`: a blend is the sigmoid of their weighted mean), [n, M, L]. `MultilabelScorer` gives the
+blenders of kit.blend.blenders the interface of FastScorer (layout, zeros, score, score_added, search, gain), so
 greedy, hill_climb, subsets and best_single run unchanged; `MultilabelStack` is the stack (one logistic
 regression per label over the candidates' logits of that label). `bootstrap_scores` resamples the multi-label
-metrics for the selection rules. The multiclass scorer and its kernels are untouched.
+metrics for the selection rules.
 """
 
 from __future__ import annotations
@@ -100,29 +100,6 @@ def decision_score(metric: str, Y: np.ndarray, pred: np.ndarray) -> float:
     return float(f1_of_counts(tp, npred, true).mean())
 
 
-class KernelSearch(PlainSearch):
-    """Greedy's round evaluator with the numba kernels: every candidate of idx scored in one parallel call."""
-
-    def gains(self) -> list[float]:
-        sc: MultilabelScorer = self.scorer  # type: ignore[assignment]
-        K, L = len(self.idx), sc.n_labels
-        tp, pred = np.zeros((K, L), np.int64), np.zeros((K, L), np.int64)
-        f1_sum, wrong = np.zeros(K), np.zeros(K, np.int64)
-        cut = np.float32(sc.space.cut * (self.total + 1))
-        sc.kernels.decision_counts_many(
-            self.S, self.X, self.idx, cut, sc.Y, sc.row_true, tp, pred, f1_sum, wrong
-        )
-        return [sc.gain(sc.from_counts(tp[k], pred[k], f1_sum[k], wrong[k])) for k in range(K)]
-
-
-def _kernels() -> Any:
-    try:
-        from kit.blend import multilabel_kernels
-    except ImportError:  # numba missing: the numpy path
-        return None
-    return multilabel_kernels
-
-
 class MultilabelScorer:
     """Scores blends (a weighted sum of candidates [n, L] in a multi-label space) against a label matrix Y.
 
@@ -131,9 +108,7 @@ class MultilabelScorer:
 
     argmax_metric = False
 
-    def __init__(
-        self, metric: str, Y: np.ndarray, space: MultilabelSpace | str = "probs", engine: str = "auto"
-    ) -> None:
+    def __init__(self, metric: str, Y: np.ndarray, space: MultilabelSpace | str = "probs") -> None:
         self.metric = metric
         self.name, _ = parse_metric(metric)
         self.space = multilabel_space(space) if isinstance(space, str) else space
@@ -141,31 +116,8 @@ class MultilabelScorer:
         self.n, self.n_labels = self.Y.shape
         self.sign = 1.0 if greater_is_better(metric) else -1.0
         self._buf = np.empty(self.Y.shape, dtype=np.float32)
-        self.kernels: Any = _kernels() if engine != "numpy" and self.name in LABEL_DECISION_METRICS else None
-        self.row_true = self.Y.sum(axis=1).astype(np.int64)
-        self._true = self.Y.sum(axis=0).astype(np.float64)
 
-    def from_counts(self, tp: np.ndarray, pred: np.ndarray, f1_sum: float, wrong: int) -> float:
-        """A label-decision metric from the kernel's counts."""
-        if self.name == "f1_samples":
-            return float(f1_sum / self.n)
-        if self.name == "accuracy_cells":
-            return float(1.0 - wrong / self.Y.size)
-        tp_f, pred_f = tp.astype(np.float64), pred.astype(np.float64)
-        if self.name == "f1_micro":
-            return float(f1_of_counts(tp_f.sum(), pred_f.sum(), self._true.sum()))
-        return float(f1_of_counts(tp_f, pred_f, self._true).mean())
-
-    def _kernel_score(self, s: np.ndarray, p: np.ndarray, scale: float, total: float) -> float:
-        L = self.n_labels
-        tp, pred = np.zeros(L, np.int64), np.zeros(L, np.int64)
-        cut = np.float32(self.space.cut * total)
-        f1_sum, wrong = self.kernels.decision_counts(
-            s, p, np.float32(scale), cut, self.Y, self.row_true, tp, pred
-        )
-        return self.from_counts(tp, pred, f1_sum, wrong)
-
-    def layout(self, P: np.ndarray, copy: bool = True) -> np.ndarray:
+    def layout(self, P: np.ndarray) -> np.ndarray:
         """Candidates [n, M, L] -> contiguous float32 [M, n, L]."""
         return np.ascontiguousarray(np.transpose(P, (1, 0, 2)), dtype=np.float32)
 
@@ -173,8 +125,6 @@ class MultilabelScorer:
         return np.zeros(self.Y.shape, dtype=np.float32)
 
     def score(self, s: np.ndarray, total: float = 1.0) -> float:
-        if self.kernels is not None:
-            return self._kernel_score(s, s, 0.0, total)
         if self.name in LABEL_DECISION_METRICS:
             return decision_score(self.name, self.Y, s >= np.float32(self.space.cut * total))
         if self.name == "roc_auc":
@@ -183,8 +133,6 @@ class MultilabelScorer:
         return float(row_values("log_loss", self.Y, self.space.blend(s, total)).mean())
 
     def score_added(self, s: np.ndarray, p: np.ndarray, total: float = 1.0, scale: float = 1.0) -> float:
-        if self.kernels is not None:
-            return self._kernel_score(s, p, scale, total)
         b = self._buf
         if scale == 1.0:
             np.add(s, p, out=b)
@@ -195,8 +143,7 @@ class MultilabelScorer:
 
     def search(self, X: np.ndarray, idx: list[int]) -> PlainSearch:
         """Greedy's round evaluator (kit.blend.scoring.PlainSearch, which takes any scorer with this interface)."""
-        search = KernelSearch if self.kernels is not None else PlainSearch
-        return search(self, X, idx)  # type: ignore[arg-type]
+        return PlainSearch(self, X, idx)  # type: ignore[arg-type]
 
     def gain(self, value: float) -> float:
         return self.sign * value

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kit.blend.scoring import FastScorer, kernels_ready
+from kit.blend.scoring import FastScorer
 from kit.config.ensemble import PostprocessSpec
 from kit.errors import KitError
 from kit.metrics.scores import parse_metric
@@ -62,9 +62,6 @@ class LogitAdjust:
         return la
 
 
-COLD_KERNEL_WORK = 20_000_000  # rows x classes^2: about a second a fit for numpy's search, worth a compile
-
-
 class ClassBias:
     def __init__(
         self, metric: str = "weighted_f1", grid: tuple[float, ...] = (-0.5, 0.0, 0.5), passes: int = 2
@@ -79,8 +76,6 @@ class ClassBias:
         trial: _FullTrial
         if not scorer.argmax_metric or Q.shape[1] < 2:
             trial = _FullTrial(L, scorer)
-        elif kernels_ready("bias_kernels", len(y) * Q.shape[1] ** 2, COLD_KERNEL_WORK):
-            trial = _KernelTrial(L, scorer)
         else:
             trial = _TopTwoTrial(L, scorer)
         self.offsets_ = _coordinate_ascent(trial, Q.shape[1], self.grid, self.passes)
@@ -221,36 +216,6 @@ class _TopTwoTrial(_FullTrial):
         val = self.L[c] + np.float32(v)
         wins = (val > self.other_val) | ((val == self.other_val) & (c < self.other))
         return self.scorer.gain(self.scorer.from_pred(np.where(wins, c, self.other)))
-
-
-class _KernelTrial(_FullTrial):
-    """_TopTwoTrial's decisions with kit.blend.bias_kernels: each row's best and second-best class are kept
-    across the ascent (rescanned only in rows whose top two held the moved class), so the best other class costs
-    O(n) per class instead of an argmax over all classes, and one pass counts every grid value's confusion.
-    Same float32 sums and ties, same metric code (FastScorer.from_confusions): the same offsets
-    (tests/test_selection.py)."""
-
-    def __init__(self, L: np.ndarray, scorer: FastScorer) -> None:
-        from kit.blend import bias_kernels
-
-        super().__init__(L, scorer)
-        self.kernels = bias_kernels
-        self.y = np.ascontiguousarray(scorer.y, dtype=np.int64)
-        self.top = bias_kernels.top_two(self.S)
-
-    def current(self) -> float:
-        return self.scorer.gain(self.scorer.from_pred(self.top[0]))
-
-    def gains(self, c: int, grid: tuple[float, ...]) -> list[float]:
-        values = np.asarray(grid, dtype=np.float32)
-        order = np.argsort(values, kind="stable")  # the kernel takes an ascending grid
-        C = self.L.shape[0]
-        cms = np.empty((len(values), C, C), dtype=np.int64)
-        cms[order] = self.kernels.offset_confusions(self.L[c], c, values[order], self.y, *self.top, C)
-        return [self.scorer.gain(v) for v in self.scorer.from_confusions(cms)]
-
-    def set(self, c: int, v: float) -> None:
-        self.kernels.set_class(self.S, c, self.L[c] + np.float32(v), *self.top)
 
 
 def _coordinate_ascent(trial: _FullTrial, C: int, grid: tuple[float, ...], passes: int) -> np.ndarray:

@@ -24,7 +24,7 @@ EPS32 = float(
 
 class Space(Protocol):
     name: str
-    logits: bool  # what the numba log-loss kernel is told
+    logits: bool  # a blend of log-probabilities (softmax gives its probabilities)
 
     def encode(self, log_probs: np.ndarray) -> np.ndarray:
         """Member log-probabilities -> candidate values in this space."""
