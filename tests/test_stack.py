@@ -143,3 +143,17 @@ def test_confident_members_at_weak_penalty_fit_to_the_minimum() -> None:
         multinomial_objective(tight.coef_, tight.intercept_, X, np.searchsorted(tight.classes_, y), 1.0)
     )
     assert gap < 1e-3
+
+
+def test_stacks_of_one_nested_cv_fit_each_inner_row_set_once() -> None:
+    """Outer folds 0 and 1 both fit an inner split on the rows outside folds 0 and 1: with a shared `paths`
+    dict that path is fitted once, and the stacks are the ones fitted alone."""
+    P, y = _stack_problem(8, 500, 3, 4)
+    fold = np.arange(len(y)) % 5
+    paths: dict = {}
+    for f in (0, 1):
+        tr = fold != f
+        shared = Stack(C_grid=(0.1, 1.0), paths=paths).fit(P[tr], y[tr], fold[tr])
+        alone = Stack(C_grid=(0.1, 1.0)).fit(P[tr], y[tr], fold[tr])
+        np.testing.assert_array_equal(shared.predict(P), alone.predict(P))
+    assert len(paths) == 4 + 4 - 1

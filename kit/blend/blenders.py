@@ -9,6 +9,7 @@ never with a scikit-learn metric call per candidate.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import KW_ONLY, dataclass, field
 from itertools import combinations
@@ -260,6 +261,22 @@ class Subsets(WeightedBlender):
 STACK_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
+def _linear_probs(
+    X: np.ndarray, coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray, n_classes: int
+) -> np.ndarray:
+    """[n, n_classes] float64: scikit-learn's predict_proba of a fitted logistic regression (one coefficient
+    row over two classes: a binary model); classes absent from its fit rows get 0."""
+    z = X @ coef.T + intercept
+    if len(coef) == 1 and len(classes) == 2:
+        p = 1.0 / (1.0 + np.exp(-z[:, 0].astype(np.float64)))
+        proba = np.stack([1.0 - p, p], axis=1)
+    else:
+        proba = softmax(z.astype(np.float64), axis=1)
+    out = np.zeros((len(X), n_classes))
+    out[:, classes] = proba
+    return out
+
+
 class Stack:
     """Multinomial L2 logistic regression (scikit-learn's LogisticRegression) on the stacked candidates'
     probabilities (`features="probs"`) or log-probabilities (`"log_probs"`).
@@ -284,6 +301,7 @@ class Stack:
         features: str = "probs",
         max_iter: int = 1000,
         C_grid: tuple[float, ...] = STACK_C_GRID,
+        paths: dict[bytes, list[Any]] | None = None,
     ) -> None:
         self.metric = metric
         self.space = space
@@ -291,6 +309,7 @@ class Stack:
         self.features = features
         self.max_iter = max_iter
         self.C_grid = C_grid
+        self.paths = paths
 
     def _features(self, P: np.ndarray) -> np.ndarray:
         probs = as_space(self.space).to_probs(P.astype(np.float32))
@@ -301,6 +320,26 @@ class Stack:
         from sklearn.linear_model import LogisticRegression
 
         return LogisticRegression(C=C, max_iter=self.max_iter, warm_start=True)
+
+    def _path(self, X: np.ndarray, y: np.ndarray, grid: list[float]) -> list[tuple[np.ndarray, ...]]:
+        """(coef, intercept, classes) at each C of the grid on rows X, y, each fit warm-started from the
+        previous one. With `paths` (a dict shared by the stacks of one nested CV, whose inner splits fit the
+        same rows more than once) a path is fitted once per content of its rows."""
+        key = None
+        if self.paths is not None:
+            digest = hashlib.blake2b(X.tobytes(), digest_size=16)
+            digest.update(np.ascontiguousarray(y).tobytes())
+            digest.update(repr((grid, self.max_iter)).encode())
+            key = digest.digest()
+            if key in self.paths:
+                return self.paths[key]
+        model, out = self._model(grid[0]), list[tuple[np.ndarray, ...]]()
+        for C in grid:  # strong to weak regularisation
+            model.set_params(C=C).fit(X, y)
+            out.append((model.coef_.copy(), model.intercept_.copy(), model.classes_))
+        if key is not None:
+            self.paths[key] = out  # type: ignore[index]
+        return out
 
     def _choose_C(self, X: np.ndarray, y: np.ndarray, fold: np.ndarray | None) -> tuple[float, list[float]]:
         """The C of `C_grid` with the best pooled inner-CV log loss on the fit rows, and every C's loss."""
@@ -319,11 +358,8 @@ class Stack:
             if len(np.unique(y[tr])) < 2:  # one class in the split's fit rows: it predicts that class
                 loss -= np.log(np.where(y[va] == y[tr][0], 1.0, 1e-15)).sum()
                 continue
-            model = self._model(grid[0])
-            for i, C in enumerate(grid):  # strong to weak regularisation, each fit from the previous one
-                model.set_params(C=C).fit(X[tr], y[tr])
-                proba = np.full((len(va), self.n_classes_), 1e-15)
-                proba[:, model.classes_] = np.clip(model.predict_proba(X[va]), 1e-15, 1.0)
+            for i, (coef, intercept, classes) in enumerate(self._path(X[tr], y[tr], grid)):
+                proba = np.clip(_linear_probs(X[va], coef, intercept, classes, self.n_classes_), 1e-15, 1.0)
                 loss[i] -= np.log(proba[np.arange(len(va)), y[va]]).sum()
         loss /= sum(len(va) for _, va in splits)
         best = int(np.flatnonzero(loss <= loss.min() + 1e-12)[0])
@@ -350,15 +386,7 @@ class Stack:
     def predict(self, P: np.ndarray) -> np.ndarray:
         """Probabilities [n, C] (float64): scikit-learn's predict_proba from the fitted coefficients; classes
         absent from the fit rows get 0."""
-        z = self._features(P) @ self.coef_.T + self.intercept_
-        if len(self.coef_) == 1 and len(self.classes_) == 2:  # a binary model
-            p = 1.0 / (1.0 + np.exp(-z[:, 0].astype(np.float64)))
-            proba = np.stack([1.0 - p, p], axis=1)
-        else:
-            proba = softmax(z.astype(np.float64), axis=1)
-        out = np.zeros((len(P), self.n_classes_))
-        out[:, self.classes_] = proba
-        return out
+        return _linear_probs(self._features(P), self.coef_, self.intercept_, self.classes_, self.n_classes_)
 
     def fitted_params(self) -> dict[str, Any]:
         return self.to_params()
@@ -402,9 +430,11 @@ BLENDERS: dict[str, type[Blender]] = {
 }
 
 
-def make_blender(spec: BlenderSpec, metric: str, space: Any) -> Blender:
+def make_blender(
+    spec: BlenderSpec, metric: str, space: Any, paths: dict[bytes, list[Any]] | None = None
+) -> Blender:
     """The estimator a validated blender spec describes: the spec's fields (but `kind` and `name`) are the
-    blender's parameters of the same names."""
+    blender's parameters of the same names (`paths`: fits the stacks of one nested CV share, see Stack)."""
     params: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in spec if k not in ("kind", "name")
     }
@@ -412,4 +442,6 @@ def make_blender(spec: BlenderSpec, metric: str, space: Any) -> Blender:
         from kit.blend.multilabel import MultilabelStack
 
         return MultilabelStack(metric, space, **params)  # type: ignore[return-value]
+    if isinstance(spec, StackSpec):
+        return Stack(metric, space, paths=paths, **params)
     return BLENDERS[spec.kind](metric, space, **params)

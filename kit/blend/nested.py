@@ -74,9 +74,12 @@ def evaluate_blender(
     space: Any,
 ) -> list[Candidate]:
     """In-sample and nested scores of one blender under each post-processing chain."""
+    paths: dict[
+        bytes, list[Any]
+    ] = {}  # the stacks' inner fits: inner splits of two outer folds fit the same rows
 
     def fit(rows: np.ndarray) -> Blender:
-        return make_blender(spec, metric, space).fit(P[rows], y[rows], fold=fold[rows])
+        return make_blender(spec, metric, space, paths).fit(P[rows], y[rows], fold=fold[rows])
 
     base_seconds = 0.0
     pooled = {v: np.zeros((len(y), P.shape[2])) for v in pp_variants}

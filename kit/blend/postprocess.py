@@ -194,8 +194,8 @@ class _TopTwoTrial(_FullTrial):
     """Argmax metrics without an argmax over all classes per grid value.
 
     Moving class c's offset only decides, per row, between c and the best of the other classes (value and
-    lowest index, as numpy's argmax breaks ties). That is found once per class (`prepare`); each grid value then
-    costs O(n). Same float32 sums, same ties: the offsets equal _FullTrial's (tests/test_selection.py).
+    lowest index, as numpy's argmax breaks ties). That is found once per class (`prepare`); the grid's values are
+    then scored together. Same float32 sums, same ties: the offsets equal _FullTrial's (tests/test_selection.py).
     """
 
     def __init__(self, L: np.ndarray, scorer: FastScorer) -> None:
@@ -212,10 +212,19 @@ class _TopTwoTrial(_FullTrial):
         self.other_val = self.S[self.other, self.rows]
         self.S[c] = saved
 
-    def gain(self, c: int, v: float) -> float:
-        val = self.L[c] + np.float32(v)
+    def gains(self, c: int, grid: tuple[float, ...]) -> list[float]:
+        """Every grid value's gain at once: one prediction row per value, one bincount for all confusions."""
+        self.prepare(c)
+        val = self.L[c][None, :] + np.asarray(grid, dtype=np.float32)[:, None]  # [G, n]
         wins = (val > self.other_val) | ((val == self.other_val) & (c < self.other))
-        return self.scorer.gain(self.scorer.from_pred(np.where(wins, c, self.other)))
+        pred = np.where(wins, c, self.other)
+        sc = self.scorer
+        if sc.name == "accuracy":
+            return [sc.gain(float(k / sc.n)) for k in np.count_nonzero(pred == sc.y, axis=1)]
+        C = sc.n_classes
+        cells = (np.arange(len(grid))[:, None] * (C * C) + sc.y * C + pred).ravel()
+        cms = np.bincount(cells, minlength=len(grid) * C * C).reshape(len(grid), C, C)
+        return [sc.gain(v) for v in sc.from_confusions(cms)]
 
 
 def _coordinate_ascent(trial: _FullTrial, C: int, grid: tuple[float, ...], passes: int) -> np.ndarray:

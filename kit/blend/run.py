@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,12 +108,36 @@ def with_baseline(blenders: list[BlenderSpec]) -> list[BlenderSpec]:
     return [BestSingleSpec(kind="best_single", name=None if name == "best_single" else name), *blenders]
 
 
+BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """One BLAS thread while blending, unless the user set a BLAS thread count: the blend's matrix products
+    (the stack's fits, the bootstrap) are small, and a BLAS team's spin-waiting threads slow them many-fold
+    whenever other processes use the cores."""
+    if any(os.environ.get(k) for k in BLAS_ENV):
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def blend(
     spec: EnsembleSpec, ws: Workspace, name: str, spec_path: Path | None = None, *, allow_stale: bool = False
 ) -> BlendResult:
     """Run the spec against a workspace and write workdir/blends/NAME/.
 
     Members made from other data are refused; members made with another config too, unless `allow_stale`."""
+    with one_blas_thread():
+        return _blend(spec, ws, name, spec_path, allow_stale=allow_stale)
+
+
+def _blend(
+    spec: EnsembleSpec, ws: Workspace, name: str, spec_path: Path | None, *, allow_stale: bool
+) -> BlendResult:
     started = time.time()
     metric = blend_metric(spec, ws.cfg.competition)
     y = ws.train.labels
