@@ -60,7 +60,7 @@ def build(out: Path, n: int, n_test: int, C: int, M: int, seed: int) -> Path:
     sys.path.insert(0, str(HERE))
     from kit.artifacts.member import write_member
     from kit.config.load import load_config
-    from kit.data.workspace import open_workspace
+    from kit.workspace import open_workspace
 
     rng = np.random.default_rng(seed)
     prior = 0.85 ** np.arange(C)

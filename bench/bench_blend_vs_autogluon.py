@@ -3,8 +3,7 @@
 
 (From ../shared/bench/blend_vs_autogluon.py, made a project benchmark for issue 17: a `realistic` regime, the
 scikit-learn-scored search as the baseline when no AutoGluon interpreter is given, `--busy K` competing
-processes, and kit's engine chosen as `kit blend` chooses it, so the cold-cache run shows what a first blend
-after an install costs.)
+processes.)
 
 Both run the same search: Caruana selection with replacement, 25 rounds over M = 10 members, weighted F1 on
 the argmax of the blended probabilities, keep the best prefix, weights = pick counts / prefix length.
@@ -22,20 +21,18 @@ out-of-fold predictions, accuracy 0.60-0.96 with errors correlated through a per
 member. Both libraries get the same float32 arrays, read from .npy files in a scratch folder.
 
 Each library runs in its own subprocess and interpreter (its own virtual environment): the import, and a
-first (warm-up) fit that pays one-off costs (numba loading or compiling kit's kernels, lazy imports), are
-timed and reported apart from the median of `--repeats` further fits. kit's numba cache goes to a folder of
-its own (--numba-cache-dir), never beside kit's sources; a small priming run fills it before the timings, so
-kit's warm-up fit measures a fresh process loading cached kernels. --cold-jit adds one kit run with an empty
-cache: its warm-up fit minus the steady fit time is the compile cost.
+first (warm-up) fit that pays one-off costs (lazy imports, first-touch allocations), are timed and reported
+apart from the median of `--repeats` further fits. The kit worker imports only kit's public blender; the
+environment (PYTHONPATH included) reaches it, so `PYTHONPATH=OLD_CHECKOUT` times an older kit with the same
+interpreter, and each row records the kit package it imported (kit_path).
 
 Output: one JSON line per (N, regime) on stdout, e.g.
   {"regime": "strong", "n": 200000, "ag_s": 24.1, "kit_s": 0.9, "ratio": 26.8, "weights_equal": true, ...}
-(and a "jit" line with --cold-jit); a readable table on stderr. Exit status 1 when any ratio (AutoGluon time /
-kit time) is below --min-ratio.
+and a readable table on stderr. Exit status 1 when any ratio (AutoGluon time / kit time) is below --min-ratio.
 
 Run with any Python that has numpy (the parent only makes data and compares), e.g.
-  python blend_vs_autogluon.py --ag-python AG_VENV/bin/python --kit-python KIT_VENV/bin/python \
-      --n 200000 20000 2000 --cold-jit
+  python bench/bench_blend_vs_autogluon.py --ag-python AG_VENV/bin/python --kit-python KIT_VENV/bin/python \
+      --n 2000 20000 200000
 """
 
 from __future__ import annotations
@@ -225,29 +222,17 @@ def worker_kit(args: argparse.Namespace) -> dict[str, Any]:
     t = time.perf_counter()
     import importlib.metadata
 
-    import numba
-
-    from kit.blend import kernels  # noqa: F401  (imports numba's compiled-function machinery)
+    import kit
     from kit.blend.blenders import make_blender
     from kit.config.ensemble import GreedySpec
 
     import_s = time.perf_counter() - t
     spec = GreedySpec(kind="greedy", rounds=args.rounds, bags=1)
-    versions = {"kit": importlib.metadata.version("kit"), "numba": numba.__version__, "numpy": np.__version__}
-    threads = int(numba.get_num_threads())
-    if args.prime:
-        # compile or load every kernel greedy uses: the threaded search (n >= 50,000) and the one-thread one
-        rng = np.random.default_rng(0)
-        t = time.perf_counter()
-        for n in (60_000, 1_000):
-            X = rng.random((n, 3, 4), dtype=np.float32)
-            make_blender(spec, "weighted_f1", "probs").fit(X, rng.integers(0, 4, n))
-        return {
-            "import_s": import_s,
-            "first_s": time.perf_counter() - t,
-            "versions": versions,
-            "threads": threads,
-        }
+    versions = {
+        "kit": importlib.metadata.version("kit"),
+        "kit_path": os.path.dirname(os.path.abspath(kit.__file__)),
+        "numpy": np.__version__,
+    }
     P = np.load(os.path.join(args.data, "P.npy"))
     y = np.load(os.path.join(args.data, "y.npy"))
     X = np.ascontiguousarray(P.transpose(1, 0, 2))  # [N, M, C], as kit.blend.candidates stacks members
@@ -257,10 +242,6 @@ def worker_kit(args: argparse.Namespace) -> dict[str, Any]:
         return make_blender(spec, "weighted_f1", "probs").fit(X, y)
 
     b, first, times = _timed_fits(fit, args.repeats)
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel kernel ran
-        layer = None
     return {
         "import_s": import_s,
         "first_s": first,
@@ -269,8 +250,6 @@ def worker_kit(args: argparse.Namespace) -> dict[str, Any]:
         "prefix": int(b.counts_.sum()),
         "best": float(max(b.history_[: int(b.counts_.sum())])),
         "versions": versions,
-        "threads": threads,
-        "threading_layer": layer,
     }
 
 
@@ -280,8 +259,6 @@ def run_worker(python: str, kind: str, args: argparse.Namespace, env: dict[str, 
     cmd += ["--ag-dtype", args.ag_dtype]
     if extra.get("data"):
         cmd += ["--data", extra["data"]]
-    if extra.get("prime"):
-        cmd += ["--prime"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
@@ -330,10 +307,9 @@ def compare(regime: str, n: int, P: np.ndarray, y: np.ndarray, ag: dict, kit: di
         "ag_import_s": round(ag["import_s"], 3),
         "kit_import_s": round(kit["import_s"], 3),
         "member_acc": [round(float((P[m].argmax(axis=1) == y).mean()), 3) for m in range(P.shape[0])],
-        "kit_threads": kit["threads"],
-        "kit_threading_layer": kit["threading_layer"],
         "kit_version": kit["versions"]["kit"],
-        "numba_version": kit["versions"]["numba"],
+        "kit_path": kit["versions"]["kit_path"],
+        "numpy_version": kit["versions"]["numpy"],
         "sklearn_version": ag["versions"]["sklearn"],
         "ag_dtype": None,  # filled by the caller
         "loadavg": [load0, loadavg()],
@@ -343,7 +319,7 @@ def compare(regime: str, n: int, P: np.ndarray, y: np.ndarray, ag: dict, kit: di
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ag-python", default=DEFAULT_AG_PYTHON, help="interpreter with autogluon.core")
-    p.add_argument("--kit-python", default=DEFAULT_KIT_PYTHON, help="interpreter with kit (and numba)")
+    p.add_argument("--kit-python", default=DEFAULT_KIT_PYTHON, help="interpreter with kit")
     p.add_argument("--n", type=int, nargs="+", default=[200_000], help="row counts (default 200000)")
     p.add_argument("--regimes", nargs="+", choices=sorted(REGIMES), default=["realistic", "strong", "weak"])
     p.add_argument(
@@ -358,13 +334,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed fits after one warm-up fit; median")
     p.add_argument("--seed", type=int, default=0, help="data seed and AutoGluon's tie-breaking random_state")
     p.add_argument(
-        "--min-ratio", type=float, default=20.0, help="exit 1 when AutoGluon time / kit time is below"
+        "--min-ratio", type=float, default=10.0, help="exit 1 when AutoGluon time / kit time is below"
     )
     p.add_argument(
         "--ag-dtype", choices=["float32", "float64"], default="float32", help="dtype AutoGluon gets"
-    )
-    p.add_argument(
-        "--kit-threads", type=int, default=None, help="NUMBA_NUM_THREADS for kit (default: numba's)"
     )
     p.add_argument(
         "--kit-env",
@@ -376,19 +349,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--workdir", default=None, help="scratch folder for the .npy files (default: a new temp dir)"
     )
-    p.add_argument(
-        "--numba-cache-dir",
-        default=os.path.join(tempfile.gettempdir(), "kit-blend-bench-numba"),
-        help="NUMBA_CACHE_DIR for kit's processes (kept between runs)",
-    )
-    p.add_argument(
-        "--cold-jit", action="store_true", help="also time kit's first fit with an empty numba cache"
-    )
     p.add_argument("--keep", action="store_true", help="keep the scratch folder")
     # worker mode (internal)
     p.add_argument("--worker", choices=["ag", "sk", "kit"], help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
-    p.add_argument("--prime", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     return a
 
@@ -401,9 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")  # nothing written beside either library's sources
-    kit_env = dict(env, NUMBA_CACHE_DIR=args.numba_cache_dir)
-    if args.kit_threads:
-        kit_env["NUMBA_NUM_THREADS"] = str(args.kit_threads)
+    kit_env = dict(env)
     for item in args.kit_env:
         key, sep, value = item.partition("=")
         if not sep:
@@ -412,10 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or tempfile.mkdtemp(prefix="blend_vs_ag_")
     os.makedirs(workdir, exist_ok=True)
     print(f"scratch {workdir}; loadavg {loadavg()}; {os.cpu_count()} CPUs", file=sys.stderr)
-    prime = run_worker(args.kit_python, "kit", args, kit_env, prime=True)
-    print(f"kit priming run (fills the numba cache if empty): {prime['first_s']:.2f} s", file=sys.stderr)
-
-    rows, first_data = [], None
+    rows = []
     busy = [
         subprocess.Popen(
             [sys.executable, "-c", "import time\nend = time.time() + 3600\nwhile time.time() < end: pass"]
@@ -435,7 +394,6 @@ def main(argv: list[str] | None = None) -> int:
                 os.makedirs(data, exist_ok=True)
                 np.save(os.path.join(data, "P.npy"), P)
                 np.save(os.path.join(data, "y.npy"), y)
-                first_data = first_data or (data, n)
                 load0 = loadavg()
                 if args.ag_python:
                     ag = run_worker(args.ag_python, "ag", args, env, data=data)
@@ -454,39 +412,6 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 del P, y
-        if args.cold_jit and first_data:
-            data, n = first_data
-            cold_dir = tempfile.mkdtemp(prefix="kit-numba-cold-")
-            try:
-                cold = run_worker(
-                    args.kit_python,
-                    "kit",
-                    args,
-                    dict(kit_env, NUMBA_CACHE_DIR=cold_dir),
-                    data=data,
-                    repeats=1,
-                )
-            finally:
-                shutil.rmtree(cold_dir, ignore_errors=True)
-            warm = next(r for r in rows if r["n"] == n)
-            steady = statistics.median(cold["times"])
-            jit = {
-                "jit": "cold numba cache",
-                "n": n,
-                "regime": warm["regime"],
-                "kit_import_s": round(cold["import_s"], 3),
-                "first_fit_cold_cache_s": round(cold["first_s"], 3),
-                "first_fit_warm_cache_s": warm["kit_first_s"],
-                "steady_fit_s": round(steady, 4),
-                "compile_s": round(cold["first_s"] - steady, 3),
-                "threaded_kernels_compiled": n >= 50_000 and cold["threads"] > 1,
-                "loadavg": loadavg(),
-            }
-            print(json.dumps(jit), flush=True)
-            print(
-                f"kit cold-cache first fit {jit['first_fit_cold_cache_s']:.2f} s (compile ~{jit['compile_s']:.2f} s)",
-                file=sys.stderr,
-            )
     finally:
         for b in busy:
             b.kill()

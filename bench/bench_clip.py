@@ -27,10 +27,10 @@ import yaml
 def probe_ratio(model: str, device: str, tmp: Path) -> None:
     from kit.config.load import load_config
     from kit.data.cache import build_image_cache
-    from kit.data.workspace import open_workspace
     from kit.demo.digits import build_demo, competition_section
     from kit.train.embeddings import EmbedStats
     from kit.train.fold_loop import train_member
+    from kit.workspace import open_workspace
 
     demo = build_demo(tmp / "demo")
     member = {"kind": "clip_probe", "model": model, "tta": ["plain"], "device": device}

@@ -2,9 +2,9 @@
 
 N = 200,000 OOF rows, M = 10 candidates (synthetic):
 - multiclass: C = 26 classes (long-tailed), greedy selection (25 rounds) under weighted F1 with kit's FastScorer
-  (numba engine) - the baseline;
+  (the baseline);
 - multi-label: L = 26 labels (long-tailed prevalences), greedy selection (25 rounds) under f1_samples with
-  kit.blend.multilabel's scorer (numba kernels), then per-label thresholds (kit.blend.thresholds) fitted on the
+  kit.blend.multilabel's scorer, then per-label thresholds (kit.blend.thresholds) fitted on the
   blend's probabilities.
 Goal: multi-label search + thresholds within 3x of the multiclass search. Prints the load average beside the
 times (the machine may be shared). Run: `.venv/bin/python bench/bench_multilabel.py [N]`
@@ -55,13 +55,13 @@ def timed(fn):  # type: ignore[no-untyped-def]
 def main(n: int = 200_000) -> None:
     y, P = multiclass_data(n)
     Y, Q = multilabel_data(n)
-    # warm the numba kernels (compiled once, cached) on a small slice
-    mc_small = FastScorer("weighted_f1", y[:2000], L, "probs", "auto")
+    # lazy imports and first calls on a small slice, outside the timings
+    mc_small = FastScorer("weighted_f1", y[:2000], L, "probs")
     greedy_counts(mc_small.layout(P[:2000]), mc_small, 2)
     ml_small = MultilabelScorer("f1_samples", Y[:2000], multilabel_space("probs"))
     greedy_counts(ml_small.layout(Q[:2000]), ml_small, 2)
 
-    mc = FastScorer("weighted_f1", y, L, "probs", "auto")
+    mc = FastScorer("weighted_f1", y, L, "probs")
     Xmc = mc.layout(P)
     _, t_mc = timed(lambda: greedy_counts(Xmc, mc, ROUNDS))
     ml = MultilabelScorer("f1_samples", Y, multilabel_space("probs"))
@@ -70,8 +70,8 @@ def main(n: int = 200_000) -> None:
     blend = np.einsum("nmc,m->nc", Q.astype(np.float64), counts_ml / counts_ml.sum())
     th, t_th = timed(lambda: Thresholds("f1_samples").fit(blend, Y))
     print(f"N={n}, L=C={L}, M={M}, greedy {ROUNDS} rounds; load average {loadavg()}")
-    print(f"  multiclass  greedy (weighted_f1, numba)            {t_mc:8.2f} s")
-    print(f"  multi-label greedy (f1_samples, numba kernels)     {t_ml:8.2f} s")
+    print(f"  multiclass  greedy (weighted_f1)                   {t_mc:8.2f} s")
+    print(f"  multi-label greedy (f1_samples)                    {t_ml:8.2f} s")
     print(f"  multi-label per-label thresholds (2 passes)        {t_th:8.2f} s")
     print(
         f"  ratio (multi-label search + thresholds) / multiclass search: {(t_ml + t_th) / t_mc:.2f}x (goal <= 3x)"

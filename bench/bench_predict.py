@@ -118,7 +118,7 @@ def member_ratio(args: argparse.Namespace, tmp: Path) -> None:
     cfg = {"competition": comp, "folds": {"k": 2, "seed": 0}, "workdir": str(tmp / "work")}
     cfg_path.write_text(yaml.safe_dump(cfg | {"members": {"m": member}}))
     t = time.perf_counter()
-    kit.train(kit.load_config(cfg_path))
+    kit.train_members(kit.load_config(cfg_path))
     print(f"trained {args.model} at {args.size} px, 2 folds, 1 epoch in {time.perf_counter() - t:.1f} s")
     meta = json.loads((tmp / "work" / "members" / "m" / "meta.json").read_text())
     run = tmp / "work" / "runs" / "m" / str(meta["run"]["hash"])

@@ -16,9 +16,9 @@ predictions of a single fold model, and of the fold-averaged models). The report
 inside each outer fold (selection-aware); for max_nested the raw maximum is reported too (what kit printed
 before).
 
-Run: `python bench/bench_selection.py [--competitions 500] [--seed 0] [--demo DIR]` (528-556 s for 500 on
-2 cores; docs/blend.md has the run). `--stack-C 1.0` fixes the stack's C instead of kit's nested choice
-(faster, less faithful). The largest competitions start first. `--demo DIR` adds the demo competition: DIR is a
+Run: `python bench/bench_selection.py [--competitions 500] [--seed 0] [--demo DIR]` (bench/README.md has a run
+of 500 on 2 cores). `--jobs` worker processes run one competition at a time each, with one BLAS thread.
+`--stack-C 1.0` fixes the stack's C instead of kit's nested choice (faster, less faithful). The largest competitions start first. `--demo DIR` adds the demo competition: DIR is a
 folder where `kit demo` ran (kit.yaml, trained members and the held-back answers). The small version in
 tests/test_selection.py runs a few competitions.
 """
@@ -416,10 +416,6 @@ def main() -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     t0 = time.perf_counter()
-    print(
-        f"compiling kit's numba kernels: {_compile_kernels(a.resamples):.0f} s (counted in the total)",
-        flush=True,
-    )
     outcomes = []
     seeds = [
         (a.seed * 100003 + i, a.resamples, a.max_n, a.max_classes, a.stack_C) for i in range(a.competitions)
@@ -443,31 +439,8 @@ def main() -> None:
         demo_report(a.demo, a.resamples)
 
 
-def _compile_kernels(resamples: int) -> float:
-    """Compile kit's numba kernels here, before the workers start, and return the seconds it took. Below their
-    size thresholds kit runs its numpy engines (the same results, slower) rather than wait for a compile, and
-    no competition here reaches the blend searches' threshold: on a fresh clone (a cold cache) the whole table
-    would run on numpy. Workers load the compiled kernels from the cache."""
-    from kit.blend import postprocess, scoring
-
-    t = time.perf_counter()
-    saved = scoring.COLD_NUMBA_MIN_ROWS, postprocess.COLD_KERNEL_WORK
-    scoring.COLD_NUMBA_MIN_ROWS, postprocess.COLD_KERNEL_WORK = 0, 0
-    try:
-        run_one(3, bench_spec(None), resamples, small=True)
-    finally:
-        scoring.COLD_NUMBA_MIN_ROWS, postprocess.COLD_KERNEL_WORK = saved
-    return time.perf_counter() - t
-
-
 def _one_thread() -> None:
-    """Each worker uses one thread (no oversubscription of the cores; numba and BLAS alike)."""
-    try:
-        import numba
-
-        numba.set_num_threads(1)
-    except Exception:  # pragma: no cover - numba is a dependency; be safe in odd environments
-        pass
+    """Each worker uses one BLAS thread (no oversubscription of the cores)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
@@ -480,7 +453,7 @@ def demo_report(demo: Path, resamples: int) -> None:
     from kit.blend.candidates import build_candidates, load_members, resolve_members
     from kit.blend.run import load_spec, with_baseline
     from kit.config.load import load_config
-    from kit.data.workspace import open_workspace
+    from kit.workspace import open_workspace
 
     cfg_path = demo / "kit.yaml"
     ws = open_workspace(load_config(cfg_path), write=False)

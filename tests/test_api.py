@@ -1,4 +1,5 @@
-"""The public Python API (`from kit import load_config, train, blend, submit`) and the README's notebook example,
+"""The public Python API (`kit.load_config`, `kit.train_members`, `kit.blend_members`, `kit.make_submission`,
+`kit.Predictor`) and the README's notebook example,
 run as written against a tiny competition; plus the layering it relies on (lazy imports, explicit commands)."""
 
 from __future__ import annotations
@@ -106,14 +107,14 @@ def test_api_takes_a_loaded_config_and_a_spec_built_in_code(readme: Readme) -> N
     cfg = kit.load_config(readme.home / "kit.yaml", ["folds.seed=0"])
     assert cfg.workdir == readme.home / "work"
     with pytest.raises(KitError, match="unknown member"):
-        kit.train(cfg, ["nope"])
+        kit.train_members(cfg, ["nope"])
     spec = EnsembleSpec.model_validate({"members": ["convnext"], "blenders": [{"kind": "uniform"}]})
     with pytest.raises(KitError, match="pass name='NAME'"):
-        kit.blend(cfg, spec)
-    res = kit.blend(cfg, spec, name="one")
+        kit.blend_members(cfg, spec)
+    res = kit.blend_members(cfg, spec, name="one")
     assert res.path == cfg.workdir / "blends" / "one" and (res.path / "winner.json").is_file()
     assert res.best_single == "convnext" and res.weights == {"convnext": 1.0}
-    sub = kit.submit(cfg, member="convnext", out=readme.home / "sub.csv")
+    sub = kit.make_submission(cfg, member="convnext", out=readme.home / "sub.csv")
     assert sub.path == readme.home / "sub.csv" and sub.source.name == "convnext" and sub.n_rows == 8
 
 
@@ -125,15 +126,30 @@ def run_python(code: str) -> str:
     return r.stdout.strip()
 
 
-def test_import_kit_is_light_and_its_functions_survive_subpackage_imports() -> None:
+def test_import_kit_is_light_and_its_names_are_the_real_functions() -> None:
     out = run_python(
-        "import sys\n"
-        "from kit import load_config, train, blend, submit\n"
+        "import sys, inspect\n"
+        "import kit\n"
         "print(sorted(m for m in ('torch', 'timm', 'numpy', 'pydantic', 'sklearn') if m in sys.modules))\n"
-        "import kit, kit.train.run, kit.blend.run, kit.submit.make\n"
-        "print(kit.train is train, kit.blend is blend, kit.submit is submit, callable(kit.train))\n"
+        "print(set(kit.__all__) <= set(dir(kit)))\n"
+        "from kit import load_config, train_members, blend_members, make_submission\n"
+        "import kit.train.run, kit.blend.run, kit.submit.make, kit.config.load, kit.predict.predictor\n"
+        "print(train_members is kit.train.run.train, blend_members is kit.blend.run.run_blend,\n"
+        "      make_submission is kit.submit.make.make_submission, load_config is kit.config.load.load_config,\n"
+        "      kit.Predictor is kit.predict.predictor.Predictor, kit.train_members is train_members)\n"
+        "print(list(inspect.signature(kit.blend_members).parameters)[:2], kit.make_submission.__name__)\n"
+        "try:\n"
+        "    kit.nope\n"
+        "except AttributeError as e:\n"
+        "    print(e)\n"
     )
-    assert out.splitlines() == ["[]", "True True True True"]
+    assert out.splitlines() == [
+        "[]",
+        "True",
+        "True True True True True True",
+        "['cfg', 'spec'] make_submission",
+        "module 'kit' has no attribute 'nope'",
+    ]
 
 
 def test_kit_config_imports_nothing_above_it() -> None:

@@ -15,19 +15,19 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 from typer.testing import CliRunner
 
+from kit.artifacts.blend import load_blend
 from kit.artifacts.member import write_member
 from kit.blend.blenders import Greedy, HillClimb, Subsets, combine, greedy_counts
-from kit.blend.io import load_blend
 from kit.blend.report import TABLE_KEYS
 from kit.blend.run import blend, load_spec
 from kit.blend.scoring import FastScorer, class_major
 from kit.cli.app import app
 from kit.config.ensemble import EnsembleSpec
 from kit.config.load import load_config, validate_data
-from kit.data.workspace import Workspace, open_workspace
 from kit.demo.digits import build_demo, competition_section
 from kit.errors import KitError
 from kit.metrics.scores import log_softmax, score
+from kit.workspace import Workspace, open_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -49,7 +49,7 @@ def write_config(tmp_path: Path, demo_dir: Path, tiny_dir: Path, **member: objec
 
 def workspace(path: Path, overrides: list[str] | None = None):
     from kit.config.load import load_config
-    from kit.data.workspace import open_workspace
+    from kit.workspace import open_workspace
 
     cfg = load_config(path, overrides)
     return open_workspace(cfg), cfg

@@ -74,6 +74,21 @@ def test_test_folder_ids_are_stems(tmp_path: Path) -> None:
     assert t.ids == ["a", "b", "sub/c"]
 
 
+def test_predict_images_folder_named_like_a_table_is_a_folder_and_a_table_keeps_its_order(
+    tmp_path: Path,
+) -> None:
+    """`kit predict --images`: a folder is read as a folder whatever its name (`imgs.csv/`), a CSV as a table."""
+    from kit.predict.images import read_images
+
+    for name in ["b.png", "a.jpg"]:
+        write_image(tmp_path / "imgs.csv" / name)
+    folder = read_images(tmp_path / "imgs.csv")
+    assert folder.ids == ["a", "b"] and [Path(p).name for p in folder.items] == ["a.jpg", "b.png"]
+    write_csv(tmp_path / "list.csv", ["id", "path"], [["z", "imgs.csv/b.png"], ["y", "imgs.csv/a.jpg"]])
+    table = read_images(tmp_path / "list.csv", image_column="path")
+    assert table.ids == ["z", "y"] and [Path(p).name for p in table.items] == ["b.png", "a.jpg"]
+
+
 def _table(tmp_path: Path, n: int = 6):
     rows = []
     for i in range(n):

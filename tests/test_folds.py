@@ -10,8 +10,8 @@ from conftest import invoke
 
 from kit.config.load import load_config
 from kit.cv.folds import FoldWarning, assign_folds, folds_table_path, read_folds
-from kit.data.workspace import open_workspace
 from kit.errors import KitError
+from kit.workspace import open_workspace
 
 
 def test_stratified_and_deterministic() -> None:

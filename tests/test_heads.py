@@ -314,9 +314,9 @@ def _train_export_predict(tmp_path: Path, data: Path, runner) -> None:
 def test_head_unset_keeps_the_run_hash_and_clip_probe_is_warned(tmp_path: Path, data: Path) -> None:
     from kit.config.load import load_config
     from kit.config.schema import ClipProbeMember
-    from kit.data.workspace import open_workspace
     from kit.train.fold_loop import run_hash
     from kit.train.preflight import attribute_findings
+    from kit.workspace import open_workspace
 
     home = _home(tmp_path, data)
     members = {

@@ -60,8 +60,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = {"members": {"cnx": {"views": "all"}, "clip": {"views": "all"}}, "blenders": [{"kind": "uniform"}]}
     (home / "ensembles" / "stack.yaml").write_text(yaml.safe_dump(spec))
     loaded = kit.load_config(config)
-    kit.train(loaded)
-    kit.blend(loaded, home / "ensembles" / "stack.yaml")
+    kit.train_members(loaded)
+    kit.blend_members(loaded, home / "ensembles" / "stack.yaml")
     return home
 
 
@@ -537,7 +537,7 @@ def test_local_dir_timm_member_exports_its_config_and_predicts_without_the_folde
     config = write_config(
         tmp_path / "kit.yaml", data, {"loc": member(model=f"local-dir:{src}", tta=["plain"])}
     )
-    kit.train(kit.load_config(config))
+    kit.train_members(kit.load_config(config))
     b = tmp_path / "bundle"
     r = invoke(runner, ["export", "--member", "loc", "--out", str(b)], cwd=tmp_path)
     assert r.exit_code == 0, r.output

@@ -42,7 +42,7 @@ class Run:
 
 def kit(args: list[str], cwd: Path) -> Run:
     """The real `kit` app in this process (conftest.invoke) on a 200-column console, stdout not a terminal."""
-    from kit.cli.app import console
+    from kit.cli.common import console
 
     old = console._width  # None: rich measures the terminal (or reads COLUMNS) at each print
     console.width = 200

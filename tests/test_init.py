@@ -7,7 +7,7 @@ from pathlib import Path
 from conftest import TINY_INIT_MEMBER, invoke, set_args, write_csv, write_image
 
 from kit.config.load import load_config
-from kit.data.workspace import open_workspace
+from kit.workspace import open_workspace
 
 KOREAN = ["가구수정", "걸레받이수정", "창틀,문틀수정", "오염"]
 

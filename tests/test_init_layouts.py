@@ -17,7 +17,7 @@ from conftest import TINY_INIT_MEMBER, invoke, set_args, write_csv, write_image
 from train_helpers import known_member
 
 from kit.config.load import load_config
-from kit.data.workspace import open_workspace
+from kit.workspace import open_workspace
 
 
 def iwildcam(root: Path) -> None:

@@ -54,8 +54,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (home / "ensembles").mkdir()
     (home / "ensembles" / "stack.yaml").write_text(yaml.safe_dump(SPEC, sort_keys=False))
     loaded = kit.load_config(config)
-    kit.train(loaded)
-    kit.blend(loaded, home / "ensembles" / "stack.yaml")
+    kit.train_members(loaded)
+    kit.blend_members(loaded, home / "ensembles" / "stack.yaml")
     return home
 
 
@@ -92,12 +92,12 @@ def test_stack_with_postprocessing_recipe_equals_the_blend_engine(home: Path) ->
     `kit blend` records a winner (JSON), applied by kit predict to new member logits: equal to the engine's own
     test-time computation (`chain.transform(stack.predict(candidates.test))`, as kit.blend.run does)."""
     from kit import Predictor, load_config
+    from kit.artifacts.blend import Winner
     from kit.blend.candidates import build_candidates, load_members, resolve_members
-    from kit.blend.io import Winner
     from kit.blend.nested import evaluate_blender
     from kit.blend.run import load_spec
-    from kit.data.workspace import open_workspace
     from kit.predict.recipe import apply, blend_recipe
+    from kit.workspace import open_workspace
 
     ws = open_workspace(load_config(home / "kit.yaml"))
     spec = load_spec(home / "ensembles" / "stack.yaml")
@@ -171,8 +171,8 @@ def test_average_of_rows_is_recorded_and_predicted_as_kit_blend_made_it(home: Pa
     assert sorted(t["blender"] for t in table if t["picked"] == "True") == sorted(picked)
     # the recorded nested score is the averaged rows' own: their pooled nested predictions, scored once
     from kit import load_config
-    from kit.data.workspace import open_workspace
     from kit.metrics.scores import score
+    from kit.workspace import open_workspace
 
     y = open_workspace(load_config(home / "kit.yaml"), write=False).train.labels
     oof = np.load(out / "oof_probs.npy")

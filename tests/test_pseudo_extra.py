@@ -18,8 +18,8 @@ from train_helpers import CLASSES, make_competition, member, write_config
 from typer.testing import CliRunner
 
 from kit.config.load import load_config
-from kit.data.workspace import open_workspace
 from kit.metrics.scores import softmax
+from kit.workspace import open_workspace
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ from conftest import invoke, write_csv
 from train_helpers import CLASSES, make_competition, member, write_config, write_relative_config
 
 from kit.config.load import load_config
-from kit.data.workspace import open_workspace
 from kit.errors import KitError
 from kit.metrics.scores import score
+from kit.progress import NullReporter
 from kit.train.fold_loop import run_hash
-from kit.train.progress import NullReporter
-from kit.train.run import train_members
+from kit.train.run import train_in_process
+from kit.workspace import open_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,7 +135,7 @@ def test_accumulating_two_batches_of_4_equals_one_batch_of_8(tmp_path: Path) -> 
         "b4": member("test_vit", batch_size=4, **common),  # the control: same micro-batches, stepped each
     }
     cfg = load_config(write_config(tmp_path / "kit.yaml", data, members))
-    train_members(cfg)
+    train_in_process(cfg)
     w8, wacc, w4 = (_weights(_run(cfg.workdir, n), 0) for n in ("b8", "acc", "b4"))
     for k in w8:
         x, y = wacc[k].numpy(), w8[k].numpy()
@@ -256,17 +256,17 @@ def test_interrupted_averaging_resumes_bit_equal(tmp_path: Path, extra: dict) ->
     m = member("test_efficientnet", epochs=3, **extra)
     a = load_config(write_config(tmp_path / "a" / "kit.yaml", data, {"m": m}))
     b = load_config(write_config(tmp_path / "b" / "kit.yaml", data, {"m": m}))
-    train_members(a, ["m"])
+    train_in_process(a, ["m"])
     with pytest.raises(
         KeyboardInterrupt
     ):  # fold 1, epoch 2: the average holds epoch 1 (top_k) or nothing yet
-        train_members(b, ["m"], InterruptAfter(9))
+        train_in_process(b, ["m"], InterruptAfter(9))
     last = _run(b.workdir, "m") / "fold1" / "last.pt"
     assert last.exists()
     import torch
 
     assert "average" in torch.load(last, weights_only=True)
-    train_members(b, ["m"])
+    train_in_process(b, ["m"])
     for x, y in zip(_artifacts(a.workdir, "m"), _artifacts(b.workdir, "m"), strict=True):
         assert np.array_equal(x, y)
     for f in range(2):
@@ -324,7 +324,7 @@ def test_gradual_unfreezing_trains_only_the_released_stages(tmp_path: Path) -> N
 
     data = make_competition(tmp_path / "data")
     cfg = load_config(write_config(tmp_path / "kit.yaml", data, {"g": member(unfreeze="gradual", seed=3)}))
-    train_members(cfg)
+    train_in_process(cfg)
     from kit.train.models import resolve_model
 
     spec = resolve_model("g", cfg.members["g"], 3)

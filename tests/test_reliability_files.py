@@ -15,8 +15,8 @@ from test_submit_cli import write_blend, write_config
 
 from kit.artifacts.member import write_member
 from kit.config.load import load_config
-from kit.data.workspace import Workspace, open_workspace
 from kit.errors import KitError
+from kit.workspace import Workspace, open_workspace
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -298,8 +298,8 @@ def test_blend_spec_named_dot_dot_yaml_is_refused_and_blends_survive(runner, pro
 
 def test_blend_dir_and_atomic_dir_refuse_anything_but_a_folder_strictly_inside(tmp_path: Path) -> None:
     from kit.artifacts.atomic import atomic_dir
+    from kit.artifacts.blend import blend_dir, blends_dir
     from kit.artifacts.member import member_dir
-    from kit.blend.io import blend_dir, blends_dir
 
     blends = blends_dir(tmp_path)
     (blends / "all").mkdir(parents=True)

@@ -272,7 +272,7 @@ def cjk_workspace(tmp_path: Path) -> Path:
     `kit train` writes them (kit.artifacts.member.write_member)."""
     from kit.artifacts.member import write_member
     from kit.config.load import load_config
-    from kit.data.workspace import open_workspace
+    from kit.workspace import open_workspace
 
     data = make_competition(tmp_path / "data")
     text = (data / "train.csv").read_text(encoding="utf-8")

@@ -154,7 +154,7 @@ def test_swapped_equal_size_train_images_retrain_and_rebuild_the_cache(
 ) -> None:
     from kit.config.load import load_config
     from kit.data.cache import Geometry, ImageStore, decode_path
-    from kit.data.workspace import open_workspace
+    from kit.workspace import open_workspace
 
     base = copy_project(trained, tmp_path)
     a, b = base / "data" / "train" / "000.png", base / "data" / "train" / "033.png"  # a cat and an eel
@@ -323,8 +323,8 @@ def test_held_fold_is_skipped_and_the_last_finisher_assembles(tmp_path: Path, ru
 
     from kit.artifacts.member import load_member
     from kit.config.load import load_config
-    from kit.data.workspace import open_workspace
     from kit.train.fold_loop import run_hash
+    from kit.workspace import open_workspace
 
     base = tmp_path / "project"
     cfg_path = make_project(base, k=3)
@@ -352,12 +352,12 @@ def test_clip_probe_folds_are_locked_too(tmp_path: Path, demo_dir: Path, runner:
 
     from kit.artifacts.member import load_member
     from kit.config.load import load_config
-    from kit.data.workspace import open_workspace
     from kit.demo.digits import competition_section
     from kit.demo.tiny_clip import write_tiny_clip
     from kit.train.embeddings import encoder_key
     from kit.train.fold_loop import run_hash
     from kit.train.kinds.clip_probe import clip_source
+    from kit.workspace import open_workspace
 
     tiny = write_tiny_clip(tmp_path / "clip-tiny")
     spec = {"kind": "clip_probe", "model": f"local-dir:{tiny}", "epochs": 3, "tta": ["plain"]}
@@ -382,7 +382,7 @@ def test_clip_probe_folds_are_locked_too(tmp_path: Path, demo_dir: Path, runner:
 def test_two_concurrent_trains_train_each_fold_once(tmp_path: Path) -> None:
     from kit.artifacts.member import load_member
     from kit.config.load import load_config
-    from kit.data.workspace import open_workspace
+    from kit.workspace import open_workspace
 
     base = tmp_path / "project"
     make_project(base, k=3, epochs=2)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from kit.config.load import load_config
 from kit.errors import KitError
-from kit.train.progress import NullReporter, Task
+from kit.progress import NullReporter, Task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def reference(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     import kit
 
     cfg = load_config(write_config(tmp_path_factory.mktemp("ref") / "kit.yaml", data, {"cnx": member()}))
-    assert kit.train(cfg, ["cnx"]).members
+    assert kit.train_members(cfg, ["cnx"]).members
     return cfg.workdir
 
 
@@ -95,7 +95,7 @@ def test_imported_fold_joins_the_run_and_mismatches_are_refused(
     other = load_config(write_config(tmp_path / "other" / "kit.yaml", data, {"cnx": member()}))
     import kit
 
-    kit.train(other, ["cnx"], folds=[1])
+    kit.train_members(other, ["cnx"], folds=[1])
     fold1 = _run_root(other.workdir, "cnx") / "fold1"
     portable = tmp_path / "carried" / "fold1"  # carried over alone, without its run folder
     shutil.copytree(fold1, portable)
@@ -112,17 +112,17 @@ def test_imported_fold_joins_the_run_and_mismatches_are_refused(
         str(tmp_path / "missing"): "no such folder",
     }
     lr = load_config(write_config(tmp_path / "lr" / "kit.yaml", data, {"cnx": member(lr=0.002)}))
-    kit.train(lr, ["cnx"], folds=[1])
+    kit.train_members(lr, ["cnx"], folds=[1])
     bad_cases[str(_run_root(lr.workdir, "cnx") / "fold1")] = (
         "the member config, the metric or the encoder differs"
     )
     seed = write_config(tmp_path / "seed" / "kit.yaml", data, {"cnx": member()})
     seed_cfg = load_config(seed, ["folds.seed=1"])
-    kit.train(seed_cfg, ["cnx"], folds=[1])
+    kit.train_members(seed_cfg, ["cnx"], folds=[1])
     bad_cases[str(_run_root(seed_cfg.workdir, "cnx") / "fold1")] = "the fold assignment differs"
     data2 = make_competition(tmp_path / "data2", seed=1)
     d2 = load_config(write_config(tmp_path / "d2" / "kit.yaml", data2, {"cnx": member()}))
-    kit.train(d2, ["cnx"], folds=[1])
+    kit.train_members(d2, ["cnx"], folds=[1])
     bad_cases[str(_run_root(d2.workdir, "cnx") / "fold1")] = "the train data differs"
     for src, why in bad_cases.items():
         r = invoke(runner, ["train", "cnx", "-c", str(cfg), "--import-fold", src], cwd=tmp_path)
@@ -209,13 +209,13 @@ def test_jobs_2_is_bit_equal_to_the_serial_run(tmp_path: Path, data: Path) -> No
     threads = torch.get_num_threads()
     torch.set_num_threads(worker_threads(2))  # what each of the 2 workers runs with
     try:
-        kit.train(serial)
+        kit.train_members(serial)
     finally:
         torch.set_num_threads(threads)
 
     par = load_config(write_config(tmp_path / "par" / "kit.yaml", data, members))
     rep = Recording()
-    result = kit.train(par, reporter=rep, jobs=2)
+    result = kit.train_members(par, reporter=rep, jobs=2)
     assert list(result.members) == ["cnx"] and result.pending == []
     for name in members:
         _assert_same(serial.workdir, par.workdir, name)
@@ -255,7 +255,7 @@ def test_dead_worker_is_a_kit_error_naming_member_and_fold(tmp_path: Path, data:
 
     cfg = load_config(write_config(tmp_path / "kit.yaml", data, {"cnx": member()}))
     with pytest.raises(KitError) as e:
-        kit.train(cfg, reporter=KillFirstWorker(), jobs=2)
+        kit.train_members(cfg, reporter=KillFirstWorker(), jobs=2)
     msg = str(e.value)
     assert "worker 0 (cpu" in msg and "died (exit code -9) while training member 'cnx' fold" in msg, msg
     assert "run the same command again" in msg

@@ -14,7 +14,7 @@ from train_helpers import make_competition, member, write_config
 from typer.testing import CliRunner
 
 from kit.config.load import load_config
-from kit.train.run import train_members
+from kit.train.run import train_in_process
 
 # docs/scale.md, "DDP inside a fold": the same arithmetic, summed in another order (each rank's loss over its
 # half of the batch, the gradients averaged by an all-reduce), so float32 rounding differs in the last bits
@@ -30,12 +30,12 @@ def test_ddp_two_ranks_match_one_process_and_resume(
         epochs=2, batch_size=8, sampler={"kind": "weighted"}, augment={"preset": "strong", "hflip": True}
     )
     one = load_config(write_config(tmp_path / "one" / "kit.yaml", data, {"cnx": m}))
-    train_members(one, ["cnx"])
+    train_in_process(one, ["cnx"])
 
     # a one-process run interrupted in fold 0's second epoch (17 rows, batch 8: 2 batches an epoch) ...
     cfg = write_config(tmp_path / "ddp" / "kit.yaml", data, {"cnx": m})
     with pytest.raises(KeyboardInterrupt):
-        train_members(load_config(cfg), ["cnx"], InterruptAfter(3))
+        train_in_process(load_config(cfg), ["cnx"], InterruptAfter(3))
     capfd.readouterr()
     # ... resumed by 2 ranks: fold 0 from its last.pt, fold 1 from scratch
     r = invoke(runner, ["train", "cnx", "-c", str(cfg), "--ddp", "2"], cwd=tmp_path)

@@ -19,8 +19,8 @@ from train_helpers import make_competition, member, write_config
 from typer.testing import CliRunner
 
 from kit.config.load import load_config
-from kit.train.progress import NullReporter
-from kit.train.run import train_members
+from kit.progress import NullReporter
+from kit.train.run import train_in_process
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def _serial(tmp: Path, data: Path, name: str, m: dict) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_members(cfg, [name])
+        train_in_process(cfg, [name])
     finally:
         torch.set_num_threads(threads)
     return cfg.workdir / "members" / name
@@ -89,7 +89,7 @@ def test_a_worker_killed_mid_fold_is_retried(tmp_path: Path, ray_cluster: object
 
     def drive() -> None:
         try:
-            train_members(cfg, ["raykill"], rep, ray="auto")
+            train_in_process(cfg, ["raykill"], rep, ray="auto")
         except BaseException as e:  # surfaced by the assertion below
             errors.append(e)
 

@@ -51,7 +51,9 @@ def _sklearn(metric: str, y: np.ndarray, blend: np.ndarray, space: str) -> float
 @pytest.mark.parametrize("space", ["probs", "logits"])
 def test_scores_equal_scikit_learns_on_the_float32_blend(metric: str, space: str) -> None:
     y, P = _candidates(space)
-    if metric == "log_loss":  # the tied rows hold probabilities of exactly 0, which kit clips at float32's eps
+    if (
+        metric == "log_loss"
+    ):  # the tied rows hold probabilities of exactly 0, which kit clips at float32's eps
         y, P = y[400:], P[400:]
     fs = FastScorer(metric, y, P.shape[2], space)
     X = fs.layout(P)

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from kit.artifacts.member import Expected, artifact_id, write_member
 from kit.cli.app import app
 from kit.config.load import load_config
-from kit.data.workspace import Workspace, open_workspace
 from kit.metrics.scores import softmax
+from kit.workspace import Workspace, open_workspace
 
 KIT_YAML = """competition:
   name: digits-demo

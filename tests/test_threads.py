@@ -18,7 +18,7 @@ from train_helpers import make_competition, member, write_config
 from typer.testing import CliRunner
 
 from kit.errors import KitError
-from kit.train.progress import NullReporter, Task
+from kit.progress import NullReporter, Task
 from kit.train.threads import (
     Rechecker,
     ThreadPlan,
@@ -158,7 +158,7 @@ def test_kit_train_trains_with_the_chosen_threads_and_restores_them(
     want = 2 if before != 2 else 1
     monkeypatch.setenv("KIT_THREADS", str(want))
     rep = ThreadsSeen()
-    assert kit.train(cfg, reporter=rep).members
+    assert kit.train_members(cfg, reporter=rep).members
     assert rep.seen == {want}  # every batch ran with the user's count
     assert torch.get_num_threads() == before  # and the caller's count is back
     assert f"threads: {want} of {usable_cores()} cores (set by --threads)" in rep.lines

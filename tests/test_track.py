@@ -14,7 +14,7 @@ from test_blend import _spec_file, digits, write_members, ws  # noqa: F401  (fix
 from train_helpers import make_competition, member, write_config
 from typer.testing import CliRunner
 
-from kit.data.workspace import Workspace
+from kit.workspace import Workspace
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -15,15 +15,15 @@ from train_helpers import make_competition, member, write_config
 
 from kit.config.load import load_config
 from kit.config.schema import KitConfig, LossConfig, SamplerConfig, TimmMember
-from kit.data.workspace import open_workspace
 from kit.errors import KitError
 from kit.metrics.scores import weighted_f1
+from kit.progress import NullReporter
 from kit.train.data import epoch_order
 from kit.train.losses import KitLoss
 from kit.train.models import head_parameter_names, resolve_model
-from kit.train.progress import NullReporter
-from kit.train.run import train_members
+from kit.train.run import train_in_process
 from kit.train.tta import predict_views
+from kit.workspace import open_workspace
 
 # ---------------------------------------------------------------- end to end on real PNGs
 
@@ -36,7 +36,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[KitConfig, NullRe
     m = member(epochs=2, tta=["plain", "hflip", "rot180"], loss={"kind": "focal"})
     cfg = load_config(write_config(root / "kit.yaml", data, {"cnx": m}))
     rep = NullReporter()
-    train_members(cfg, None, rep)
+    train_in_process(cfg, None, rep)
     return cfg, rep
 
 
@@ -107,7 +107,7 @@ def test_oof_rows_come_from_the_fold_that_held_them_out(trained: tuple) -> None:
 def test_families_train(tmp_path: Path, model: str, extra: dict) -> None:
     data = make_competition(tmp_path / "data")
     cfg = load_config(write_config(tmp_path / "kit.yaml", data, {"m": member(model, **extra)}))
-    [d] = train_members(cfg, ["m"])
+    [d] = train_in_process(cfg, ["m"])
     oof = np.load(d / "oof_logits.npy")
     assert oof.shape == (34, 1, 3) and np.isfinite(oof).all()  # the default views: plain only
 
@@ -263,7 +263,7 @@ def test_stacked_rebalancers_warn(tmp_path: Path) -> None:
     m = member(loss={"kind": "balanced_softmax"}, sampler={"kind": "weighted"})
     cfg = load_config(write_config(tmp_path / "kit.yaml", data, {"cnx": m}))
     with pytest.warns(RebalanceWarning, match="stacks 2 class rebalancers"):
-        train_members(cfg, ["cnx"])
+        train_in_process(cfg, ["cnx"])
 
 
 # ---------------------------------------------------------------- augmentation and TTA
@@ -286,7 +286,7 @@ def test_tta_views_count_and_plain_view() -> None:
 def test_cuda_amp_channels_last(tmp_path: Path) -> None:
     data = make_competition(tmp_path / "data")
     cfg = load_config(write_config(tmp_path / "kit.yaml", data, {"g": member(device="cuda", epochs=2)}))
-    [d] = train_members(cfg, ["g"])
+    [d] = train_in_process(cfg, ["g"])
     meta = json.loads((d / "meta.json").read_text())
     assert meta["run"]["device"] == "cuda"
     assert np.isfinite(np.load(d / "oof_logits.npy")).all()
@@ -297,7 +297,7 @@ def test_early_stopping_on_the_fold_metric(tmp_path: Path) -> None:
     data = make_competition(tmp_path / "data")
     m = member(epochs=4, early_stopping=1, lr=1e-12, warmup_epochs=0)
     cfg = load_config(write_config(tmp_path / "kit.yaml", data, {"cnx": m}))
-    [d] = train_members(cfg, ["cnx"])
+    [d] = train_in_process(cfg, ["cnx"])
     run = json.loads((d / "meta.json").read_text())["run"]
     assert run["epochs"] == [2, 2] and run["stopped_early"] == [True, True] and run["best_epoch"] == [0, 0]
 

@@ -48,8 +48,8 @@ def test_tune_trials_plots_resume_apply_and_runs_mark(tmp_path: Path, runner: Cl
     assert study.direction.name == "MAXIMIZE"  # weighted_f1
     # the objective is the pooled score of fold 0's held-out rows, recomputed here from the saved logits
     from kit.config.load import load_config
-    from kit.data.workspace import open_workspace
     from kit.metrics.scores import score
+    from kit.workspace import open_workspace
 
     ws = open_workspace(load_config(cfg))
     y = ws.train.labels[ws.folds.valid_idx(0)]
@@ -173,7 +173,7 @@ def test_two_processes_share_one_sqlite_study(tmp_path: Path) -> None:
 
 
 def test_the_epoch_hook_prunes_a_trailing_trial() -> None:
-    from kit.train.progress import EpochEvent, NullReporter, epoch_done
+    from kit.progress import EpochEvent, NullReporter, epoch_done
     from kit.tune.study import PruningReporter
 
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(1, 0))

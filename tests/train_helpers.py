@@ -79,7 +79,7 @@ def known_member(config: Path, overrides: list[str] | None = None, name: str = "
     id's expected class."""
     from kit.artifacts.member import write_member
     from kit.config.load import load_config
-    from kit.data.workspace import open_workspace
+    from kit.workspace import open_workspace
 
     ws = open_workspace(load_config(config, overrides))
     assert ws.test is not None

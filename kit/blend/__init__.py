@@ -1,4 +1,4 @@
 """Declarative ensembling over cached OOF logits: spec -> candidates -> blenders (nested CV) -> blend artifacts.
 
-`kit.blend.run.run_blend` is what `kit blend` calls; `kit.blend.io.load_blend` is what `kit submit` reads.
+`kit.blend.run.run_blend` is what `kit blend` calls; `kit.artifacts.blend.load_blend` is what `kit submit` reads.
 """

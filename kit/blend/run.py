@@ -14,11 +14,7 @@ import numpy as np
 import yaml
 
 from kit.artifacts.atomic import atomic_dir
-from kit.artifacts.member import artifact_id
-from kit.blend.candidates import build_candidates, load_members, resolve_members
-from kit.blend.contributions import MEANING as CONTRIBUTIONS_MEANING
-from kit.blend.contributions import Contribution, contributions
-from kit.blend.io import (
+from kit.artifacts.blend import (
     OOF_FILE,
     TEST_FILE,
     WINNER_FILE,
@@ -27,6 +23,10 @@ from kit.blend.io import (
     Winner,
     blend_dir,
 )
+from kit.artifacts.member import artifact_id
+from kit.blend.candidates import build_candidates, load_members, resolve_members
+from kit.blend.contributions import MEANING as CONTRIBUTIONS_MEANING
+from kit.blend.contributions import Contribution, contributions
 from kit.blend.nested import Candidate, describe, evaluate_blender, judge
 from kit.blend.postprocess import variants
 from kit.blend.report import per_class_csv, per_class_rows, table_csv, write_png
@@ -35,9 +35,9 @@ from kit.config.ensemble import BestSingleSpec, BlenderSpec, EnsembleSpec
 from kit.config.load import apply_overrides, read_yaml, validate_data
 from kit.config.schema import K_METRICS, Competition, KitConfig
 from kit.config.seeds import seed_bags
-from kit.data.workspace import Workspace, open_workspace
 from kit.errors import KitError
 from kit.metrics.scores import greater_is_better, score
+from kit.workspace import Workspace, open_workspace
 
 if TYPE_CHECKING:
     from kit.track import Tracker

@@ -33,7 +33,6 @@ from kit.metrics.scores import (
 
 # rows x classes up to which the bootstrap counts its label predictions as corrections to their consensus
 CONSENSUS_CELLS = 1 << 24
-RULES = ("average_1se", "max_nested", "one_se", "beat_single", "stepwise")
 KIND_COMPLEXITY = {"best_single": 0, "uniform": 1, "greedy": 2, "hill_climb": 2, "subsets": 3, "stack": 4}
 
 

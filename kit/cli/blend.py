@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from kit.cli.app import AllowStaleOpt, ConfigOpt, SetOpt, app, console, kit_command, load
+from kit.cli.common import AllowStaleOpt, ConfigOpt, SetOpt, console, kit_command, load
 
 
-@app.command()
 @kit_command
 def blend(
     spec: Annotated[Path, typer.Argument(help="ensemble spec, e.g. ensembles/all.yaml")],

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kit.cli.app import AllowStaleOpt, ConfigOpt, SetOpt, app, console, err_console, kit_command, load
+from kit.cli.common import AllowStaleOpt, ConfigOpt, SetOpt, console, err_console, kit_command, load
 from kit.errors import KitError
 
 MemberOpt = Annotated[
@@ -39,7 +39,6 @@ def _predictor(
     return Predictor.from_workspace(cfg, ensemble, member=member, allow_stale=allow_stale, **kwargs), cfg
 
 
-@app.command()
 @kit_command
 def predict(
     ensemble: Annotated[
@@ -98,7 +97,6 @@ def predict(
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
-@app.command()
 @kit_command
 def export(
     ensemble: Annotated[

@@ -1,4 +1,4 @@
-"""Progress bars for `kit train` and `kit demo`: a rich implementation of kit.train.progress.Reporter."""
+"""Progress bars for `kit train` and `kit demo`: a rich implementation of kit.progress.Reporter."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from kit.train.progress import Task
+from kit.progress import Task
 
 
 class _RichTask:

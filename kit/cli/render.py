@@ -22,8 +22,8 @@ from rich.text import Text
 if TYPE_CHECKING:
     from kit.blend.run import BlendResult, Contribution
     from kit.data.extra import ExtraSource
+    from kit.runs import RunRow
     from kit.submit.write import SubmissionRecord
-    from kit.train.runs import RunRow
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def print_table(
 
 
 def print_runs(rows: list[RunRow], workdir: Path, metric: str, console: Console) -> None:
-    """The `kit runs` table (rows from kit.train.runs.collect_runs): pooled OOF scores, epochs and time per
+    """The `kit runs` table (rows from kit.runs.collect_runs): pooled OOF scores, epochs and time per
     member, then per-view scores and the worst classes on one line per member."""
     if not rows:
         console.print(f"no members in {workdir}; add members to kit.yaml and run `kit train`")

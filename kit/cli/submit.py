@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kit.cli.app import AllowStaleOpt, ConfigOpt, SetOpt, app, console, err_console, kit_command, load
+from kit.cli.common import AllowStaleOpt, ConfigOpt, SetOpt, console, err_console, kit_command, load
 from kit.errors import KitError
 
 if TYPE_CHECKING:
     from kit.submit.source import Source
 
 
-@app.command()
 @kit_command
 def submit(
     ensemble: Annotated[
@@ -79,7 +78,6 @@ def score_line(src: Source) -> str:
     return line
 
 
-@app.command("check-submission")
 @kit_command
 def check_submission(
     file: Annotated[Path, typer.Argument(help="the CSV to check")],
@@ -98,7 +96,6 @@ def check_submission(
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
-@app.command()
 @kit_command
 def submissions(
     folder: Annotated[Path, typer.Option("--dir", help="where `kit submit` wrote them")] = Path(

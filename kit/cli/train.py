@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from kit.cli.app import ConfigOpt, SetOpt, app, console, kit_command, load
+from kit.cli.common import ConfigOpt, SetOpt, console, kit_command, load
 
 
-@app.command()
 @kit_command
 def train(
     members: Annotated[
@@ -163,7 +162,6 @@ def _launch_ddp(
             console.print(f"[green]wrote[/] {path}", highlight=False)
 
 
-@app.command()
 @kit_command
 def runs(config: ConfigOpt = Path("kit.yaml"), overrides: SetOpt = None) -> None:
     """Table of trained members: pooled OOF scores, per-view scores, epochs, time and the worst classes.
@@ -171,7 +169,7 @@ def runs(config: ConfigOpt = Path("kit.yaml"), overrides: SetOpt = None) -> None
     Example: `kit runs -c kit.yaml`
     """
     from kit.cli.render import print_runs
-    from kit.train.runs import collect_runs
+    from kit.runs import collect_runs
 
     cfg = load(config, overrides)
     print_runs(collect_runs(cfg), cfg.workdir, cfg.competition.scored_by, console)

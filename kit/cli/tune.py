@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kit.cli.app import ConfigOpt, SetOpt, app, console, kit_command, load
+from kit.cli.common import ConfigOpt, SetOpt, console, kit_command, load
 
 if TYPE_CHECKING:
     from kit.tune.study import TuneResult
@@ -26,7 +26,6 @@ def _folds(text: str | None) -> list[int] | None:
         ) from None
 
 
-@app.command()
 @kit_command
 def tune(
     member: Annotated[str, typer.Argument(help="the member of kit.yaml whose `tune:` space to search")],
@@ -73,18 +72,17 @@ def tune(
     from kit.cli.progress import RichReporter
     from kit.tune.study import tune as run_tune
 
-    rep = RichReporter(console) if jobs == 1 else _LinesOnly(console)
+    rep = RichReporter(console) if jobs == 1 else _LinesOnly()
     print_tune(run_tune(cfg, member, trials, folds=chosen, storage=storage, jobs=jobs, reporter=rep))
 
 
 class _LinesOnly:
     """--jobs > 1: trials run in threads, so summary lines only (no nested progress bars)."""
 
-    def __init__(self, c: object) -> None:
-        from kit.train.progress import NullReporter
+    def __init__(self) -> None:
+        from kit.progress import NullReporter
 
         self._null = NullReporter()
-        self._console = c
 
     def task(self, description: str, total: int | None = None):  # type: ignore[no-untyped-def]
         return self._null.task(description, total)

@@ -99,7 +99,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _set_path(data: dict[str, Any], parts: list[str], value: Any) -> str | None:
+def set_path(data: dict[str, Any], parts: list[str], value: Any) -> str | None:
     """Set data[a][b]...[z] = value; list items by index (`blenders.0.rounds`). Returns a problem or None."""
     node: Any = data
     for i, part in enumerate(parts):
@@ -156,7 +156,7 @@ def apply_overrides(
         except yaml.YAMLError:
             value = raw
         parts = key.strip().split(".")
-        problem = _new_member_problem(data, parts, known) or _set_path(data, parts, value)
+        problem = _new_member_problem(data, parts, known) or set_path(data, parts, value)
         if problem:
             problems.append(f"{source} {item!r}: {problem}")
     if problems:
@@ -164,12 +164,13 @@ def apply_overrides(
     return data
 
 
-def _unwrap(tp: Any) -> list[Any]:
+def field_types(tp: Any) -> list[Any]:
+    """The classes a field annotation allows: Optional, unions and Annotated unwrapped."""
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
-        return _unwrap(typing.get_args(tp)[0])
+        return field_types(typing.get_args(tp)[0])
     if origin in (typing.Union, types.UnionType):
-        return [t for a in typing.get_args(tp) for t in _unwrap(a)]
+        return [t for a in typing.get_args(tp) for t in field_types(a)]
     return [tp]
 
 
@@ -181,11 +182,11 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         for c in candidates:
             if isinstance(c, type) and issubclass(c, BaseModel):
                 if part in c.model_fields:
-                    nxt.extend(_unwrap(c.model_fields[part].annotation))
+                    nxt.extend(field_types(c.model_fields[part].annotation))
                 elif part in MEMBER_KINDS:
                     nxt.append(c)
             elif typing.get_origin(c) is dict:
-                nxt.extend(_unwrap(typing.get_args(c)[1]))
+                nxt.extend(field_types(typing.get_args(c)[1]))
         candidates = nxt
         # a discriminated member: narrow by the kind tag when the location names it
         if part in MEMBER_KINDS:

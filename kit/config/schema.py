@@ -149,10 +149,6 @@ class Competition(StrictModel):
         return self.train.suffix.lower() in COCO_SUFFIXES
 
     @property
-    def test_is_coco(self) -> bool:
-        return self.test is not None and self.test.suffix.lower() in COCO_SUFFIXES
-
-    @property
     def scored_by(self) -> str:
         """The metric as kit's scorers name it: `map_at_k@5` carries its k; other metrics are their name."""
         return f"{self.metric}@{self.metric_k}" if self.metric in K_METRICS else self.metric
@@ -302,10 +298,6 @@ class ExtraTrain(StrictModel):
             str(k): (None if val is None else _label_text(val, "competition.extra_train[].class_map"))
             for k, val in v.items()
         }
-
-    @property
-    def is_table(self) -> bool:
-        return self.train.suffix.lower() in TABLE_SUFFIXES
 
 
 class Folds(StrictModel):
@@ -805,9 +797,6 @@ Member = Annotated[MemberConfig, Field(discriminator="kind")]
 MEMBER_KINDS: tuple[str, ...] = tuple(
     get_args(m.model_fields["kind"].annotation)[0] for m in get_args(MemberConfig)
 )
-
-
-TRACKING_KINDS = ("none", "tensorboard", "mlflow", "wandb")
 
 
 class TrackingConfig(StrictModel):

@@ -193,11 +193,6 @@ def to_rgb(im: Any) -> Any:
     return img.convert("RGB")
 
 
-def decode_pil(im: Any, size: int, resample: str = "bicubic") -> np.ndarray:
-    """decode_image's pixels from an open PIL image (kit predict takes images in memory too)."""
-    return fit_image(to_rgb(im), Geometry("squash", size), resample)
-
-
 def header_size(path: Path) -> tuple[int, int]:
     """(width, height) of the image file as kit sees it, from its header: EXIF orientations 5-8 (the turns
     by 90 degrees) swap them. PIL opens lazily: no pixels are decoded."""
@@ -277,11 +272,6 @@ def stored_sizes(folder: Path, split: str, fingerprint: str, resize: str) -> lis
         for p in folder.glob(f"{split}-{fingerprint}-{prefix}*px*-d{DECODE_VERSION}.npy")
         if (m := pattern.search(p.name)) is not None
     ]
-
-
-def cache_path(cache_dir: Path, split: str, fingerprint: str, size: int, resample: str) -> Path:
-    """The data file of the squashed store at `size` (what build_image_cache returns as an array)."""
-    return store_paths(cache_dir, split, fingerprint, Geometry("squash", size), resample)[0]
 
 
 def _read_store(data: Path, index: Path, n: int, geometry: Geometry) -> ImageStore | None:

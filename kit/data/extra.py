@@ -23,18 +23,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kit.artifacts.atomic import atomic_write_json
 from kit.config.schema import Competition, ExtraTrain
 from kit.data.fingerprint import MISSING, FileHashes, table_fingerprints
-from kit.data.table import Table, _read_split
+from kit.data.table import Table, read_split
 from kit.errors import KitError
-
-if TYPE_CHECKING:
-    from kit.data.workspace import Workspace
 
 PIXEL_CACHE_FILE = "pixel_hashes.json"
 PIXEL_CACHE_VERSION = 1
@@ -163,7 +159,7 @@ def load_extra_tables(comp: Competition, classes: list[str]) -> list[ExtraTable]
             }
         )
         try:
-            ids, paths, labels, _ = _read_split(view, e.train, e.images, f"{key(i)}", labelled=True)
+            ids, paths, labels, _ = read_split(view, e.train, e.images, f"{key(i)}", labelled=True)
         except KitError as err:
             problems.append(f"{key(i)} ({e.train}): {err}")
             continue
@@ -198,7 +194,6 @@ class PixelHashes:
     def __init__(self, cache_file: Path | None, files: FileHashes, workers: int | None = None) -> None:
         self.cache_file, self.files = cache_file, files
         self.workers = workers or min(8, (os.cpu_count() or 1) + 2)
-        self.decoded = 0
         self._entries = self._read()
 
     def _read(self) -> dict[str, str]:
@@ -227,7 +222,6 @@ class PixelHashes:
             with ThreadPoolExecutor(self.workers) as pool:
                 for i, d in pool.map(work, todo):
                     self._entries[file_d[i]] = d
-            self.decoded += len(todo)
             if self.cache_file is not None:
                 merged = {**self._read(), **self._entries}
                 self._entries = merged
@@ -245,18 +239,20 @@ def _subset(table: Table, keep: np.ndarray) -> Table:
     )
 
 
-def load_extra(ws: Workspace) -> list[ExtraSource]:
-    """competition.extra_train for this workspace: tables mapped onto its classes, duplicates of train and
-    test images (by decoded pixels) dropped and counted, fingerprints taken. [] without extra_train."""
-    comp = ws.cfg.competition
+def load_extra(
+    comp: Competition, train: Table, test: Table | None, cache_dir: Path, file_hashes: FileHashes
+) -> list[ExtraSource]:
+    """competition.extra_train for a workspace (kit.workspace): tables mapped onto the train classes,
+    duplicates of train and test images (by decoded pixels) dropped and counted, fingerprints taken; pixel
+    digests cached in `cache_dir`. [] without extra_train."""
     if not comp.extra_train:
         return []
-    tables = load_extra_tables(comp, ws.classes)
-    pixels = PixelHashes(ws.cache_dir / PIXEL_CACHE_FILE, ws.file_hashes)
-    train_px = dict(zip(pixels.digests(list(ws.train.paths)), ws.train.ids, strict=True))
+    tables = load_extra_tables(comp, train.classes)
+    pixels = PixelHashes(cache_dir / PIXEL_CACHE_FILE, file_hashes)
+    train_px = dict(zip(pixels.digests(list(train.paths)), train.ids, strict=True))
     test_px: dict[str, str] = {}
-    if ws.test is not None:
-        test_px = dict(zip(pixels.digests(list(ws.test.paths)), ws.test.ids, strict=True))
+    if test is not None:
+        test_px = dict(zip(pixels.digests(list(test.paths)), test.ids, strict=True))
     out = []
     for et in tables:
         digests = pixels.digests(list(et.table.paths))
@@ -264,7 +260,7 @@ def load_extra(ws: Workspace) -> list[ExtraSource]:
         in_train = np.array([d in train_px and d not in test_px for d in digests], dtype=bool)
         keep = ~(in_test | in_train)
         table = _subset(et.table, keep)
-        fps = table_fingerprints(table, comp.root, ws.file_hashes)
+        fps = table_fingerprints(table, comp.root, file_hashes)
         dropped = (_subset(et.table, in_test).ids, _subset(et.table, in_train).ids)
         out.append(ExtraSource(et.index, et.cfg, table, fps.images, fps.combined, et.unmapped, *dropped))
     return out

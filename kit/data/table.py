@@ -166,9 +166,10 @@ class ImageIndex:
         return self._below
 
 
-def _table_split(
+def table_split(
     comp: Competition, table: Path, images: Path | None, split: str, *, labelled: bool
 ) -> tuple[list[str], list[Path], list[str] | None, list[str] | None]:
+    """ids, image paths, labels and groups of a CSV table, its columns as `comp` names them."""
     header, rows = read_csv(table)
     needed = {"id_column": comp.id_column, "image_column": comp.image_column}
     if labelled:
@@ -369,7 +370,9 @@ def _coco_split(
     return ids, paths, (labels if labelled else None)
 
 
-def _folder_split(folder: Path, *, labelled: bool) -> tuple[list[str], list[Path], list[str] | None]:
+def folder_split(folder: Path, *, labelled: bool) -> tuple[list[str], list[Path], list[str] | None]:
+    """ids, image paths and labels of a folder: one sub-folder per class when `labelled`, else every image
+    (ids: paths relative to the folder, without extension). The folder's name is not looked at."""
     if not folder.is_dir():
         raise KitError(f"{folder}: folder not found; check competition paths in kit.yaml")
     ids, paths, labels = [], [], []
@@ -393,16 +396,16 @@ def _folder_split(folder: Path, *, labelled: bool) -> tuple[list[str], list[Path
     return ids, paths, (labels if labelled else None)
 
 
-def _read_split(
+def read_split(
     comp: Competition, source: Path, images: Path | None, split: str, *, labelled: bool
 ) -> tuple[list[str], list[Path], list[str] | None, list[str] | None]:
     """ids, image paths, labels and groups of a split: a table, COCO-style JSON, or a folder."""
     suffix = source.suffix.lower()
     if suffix in TABLE_SUFFIXES:
-        return _table_split(comp, source, images, split, labelled=labelled)
+        return table_split(comp, source, images, split, labelled=labelled)
     if suffix in COCO_SUFFIXES:
         return (*_coco_split(source, images, labelled=labelled), None)
-    return (*_folder_split(source, labelled=labelled), None)
+    return (*folder_split(source, labelled=labelled), None)
 
 
 def split_labels(cell: str, sep: str) -> list[str]:
@@ -485,7 +488,7 @@ def _multilabel_matrix(comp: Competition, labels: list[str]) -> tuple[np.ndarray
 
 
 def load_train(comp: Competition) -> Table:
-    ids, paths, labels, groups = _read_split(comp, comp.train, comp.train_images, "train", labelled=True)
+    ids, paths, labels, groups = read_split(comp, comp.train, comp.train_images, "train", labelled=True)
     assert labels is not None
     if comp.multilabel:
         y, classes = _multilabel_matrix(comp, labels)
@@ -521,5 +524,5 @@ def load_train(comp: Competition) -> Table:
 def load_test(comp: Competition, classes: list[str]) -> Table:
     if comp.test is None:
         raise KitError("competition.test is not set; point it at the test table or the test image folder")
-    ids, paths, _, _ = _read_split(comp, comp.test, comp.test_images, "test", labelled=False)
+    ids, paths, _, _ = read_split(comp, comp.test, comp.test_images, "test", labelled=False)
     return Table(ids=ids, paths=paths, classes=classes)

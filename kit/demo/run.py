@@ -1,5 +1,5 @@
-"""`kit demo`: build a self-contained demo folder, then run the whole loop inside it: folds, train every
-member, blend (ensembles/all.yaml), submit, and score the submission against the held-back answers.
+"""`kit demo`'s folder and scores: build a self-contained demo folder, load its config, and score a submission
+against the held-back answers (the `kit demo` command, kit.cli.demo, runs train, blend and submit between).
 
 The demo folder (default data/demo) holds its own kit.yaml, ensembles/all.yaml, data/ (the competition),
 work/ (its workdir) and submissions/: the demo never reads the kit.yaml of the folder it runs in and never
@@ -9,19 +9,18 @@ writes outside its own folder.
 from __future__ import annotations
 
 import csv
-import time
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from kit.artifacts.atomic import atomic_write_json, atomic_write_text
 from kit.artifacts.workdir import claim_workdir
 from kit.config.load import load_config
-from kit.data.workspace import open_workspace
+from kit.config.schema import KitConfig
 from kit.demo.digits import DEMO_MARKER, build_demo, check_demo_target, is_demo_folder, marker_record
 from kit.errors import KitError
 from kit.metrics import accuracy, macro_f1, weighted_f1
+from kit.workspace import open_workspace
 
 DEMO_ENSEMBLE = Path("ensembles") / "all.yaml"
 DEMO_DATA = "data"
@@ -76,69 +75,25 @@ def prepare_demo_folder(out: Path, *, force: bool = False) -> Path:
     return config
 
 
-def run_demo(
-    out: Path,
-    *,
-    data_only: bool,
-    force: bool,
-    console: Console,
-    overrides: list[str] | None = None,
-) -> dict[str, object]:
-    """Build the demo folder `out` and run the whole loop inside it; nothing is written outside `out`."""
-    t0 = time.perf_counter()
-    config = prepare_demo_folder(out, force=force)
-    console.print(
-        f"[green]demo folder[/] {out}: kit.yaml, {DEMO_ENSEMBLE}, {DEMO_DATA}/ (the competition)",
-        highlight=False,
-    )
-    if data_only:
-        console.print(
-            f"next: `cd {out}`, then `kit train`, or run the whole loop with `kit demo --out {out}`"
-        )
-        return {}
-    ensemble = out / DEMO_ENSEMBLE
-    from kit.blend.run import split_overrides
-
-    cfg = load_config(config, split_overrides(overrides)[1])  # `--set spec.KEY=...` goes to the blend
+def demo_run_config(out: Path, overrides: list[str] | None = None) -> KitConfig:
+    """The demo folder's config (kit.yaml plus the `--set` overrides for it), its workdir checked to lie inside
+    `out`, and the tiny random-init CLIP its clip member loads written there (no download)."""
+    cfg = load_config(out / "kit.yaml", overrides)
     home = out.resolve()
     if home not in cfg.workdir.parents:
         raise KitError(
             f"the demo's workdir {cfg.workdir} is outside its folder {home}; the demo writes only inside its "
-            f"folder: keep `workdir: work` in {config} and drop --set workdir"
+            f"folder: keep `workdir: work` in {out / 'kit.yaml'} and drop --set workdir"
         )
-
-    from kit.blend.run import run_blend
-    from kit.cli.progress import RichReporter
-    from kit.cli.render import print_blend, print_runs
-    from kit.demo.tiny_clip import write_tiny_clip
-    from kit.submit.make import make_submission
-    from kit.train.run import train
-    from kit.train.runs import collect_runs
-
     if any(m.kind == "clip_probe" for m in cfg.members.values()):
+        from kit.demo.tiny_clip import write_tiny_clip
+
         claim_workdir(cfg.workdir)  # the tiny CLIP is the first thing the demo writes into its workdir
-        write_tiny_clip(
-            cfg.workdir / "clip-tiny"
-        )  # random-init CLIP for the demo's clip member (no download)
-    console.rule("train")
-    train(cfg, None, RichReporter(console))
-    print_runs(collect_runs(cfg), cfg.workdir, cfg.competition.scored_by, console)
-    console.rule("blend")
-    result = run_blend(cfg, ensemble, overrides=split_overrides(overrides)[0])
-    print_blend(result, console)
-    console.rule("submit")
-    sub = make_submission(cfg, ensemble=ensemble, folder=out / SUBMISSIONS)
+        write_tiny_clip(cfg.workdir / "clip-tiny")
+    return cfg
+
+
+def score_demo_submission(cfg: KitConfig, out: Path, submission: Path) -> dict[str, float]:
+    """The demo submission's scores on the held-back test answers of the demo folder `out`."""
     classes = open_workspace(cfg, write=False).classes
-    answers = out / DEMO_DATA / "answers" / "test_answers.csv"
-    test_scores = score_against_answers(sub.path, answers, classes)
-    console.print(f"[green]wrote[/] {sub.path}", highlight=False)
-    console.rule("scores")
-    metric = cfg.competition.scored_by
-    console.print(
-        f"blend '{ensemble.stem}': {sub.source.score_kind} {metric} {sub.source.cv_score:.4f}; on the held-back test "
-        f"answers: weighted F1 {test_scores['weighted_f1']:.4f}, macro F1 {test_scores['macro_f1']:.4f}, "
-        f"accuracy {test_scores['accuracy']:.4f}  ({time.perf_counter() - t0:.0f} s in all)",
-        highlight=False,
-    )
-    console.print(f"next: `cd {out}`, then `kit runs`, `kit blend ensembles/all.yaml`, `kit submissions`")
-    return {"submission": sub.path, "nested": sub.source.cv_score, "test": test_scores}
+    return score_against_answers(submission, out / DEMO_DATA / "answers" / "test_answers.csv", classes)

@@ -33,7 +33,7 @@ def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 ARGMAX_METRICS = ("weighted_f1", "macro_f1", "accuracy")  # from per-class counts of the argmax prediction
 LABEL_METRICS = (*ARGMAX_METRICS, "qwk")  # from the confusion matrix of the argmax prediction
 ROW_MEAN_METRICS = ("log_loss", "map_at_k", "top_k_accuracy")  # the mean of a per-row value
-RANK_METRICS = ("roc_auc",)  # from the ranking of each class's probability over the rows
+# roc_auc, the one metric in neither family, comes from the ranking of each class's scores over the rows
 
 
 def parse_metric(metric: str) -> tuple[str, int | None]:

@@ -39,19 +39,19 @@ def read_images(path: Path, id_column: str | None = "id", image_column: str | No
     """A folder of images (ids: relative paths without extension) or a table (CSV) with an id and an image
     column, image paths relative to the table's folder (the test table's columns, as kit.yaml names them)."""
     from kit.config.schema import Competition
-    from kit.data.table import TABLE_SUFFIXES, _folder_split, _table_split
+    from kit.data.table import TABLE_SUFFIXES, folder_split, table_split
 
     if not path.exists():
         raise KitError(f"--images {path}: not found; give a folder of images or a CSV table of them")
     if path.is_dir():
-        ids, paths, _ = _folder_split(path, labelled=False)
+        ids, paths, _ = folder_split(path, labelled=False)
         return ImageSet(ids, list(paths))
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise KitError(f"--images {path}: not a folder or a table ({', '.join(TABLE_SUFFIXES)})")
     comp = Competition.model_construct(
         id_column=id_column, image_column=image_column, root=path.parent, train=path
     )
-    ids, paths, _, _ = _table_split(comp, path, path.parent, "test", labelled=False)
+    ids, paths, _, _ = table_split(comp, path, path.parent, "test", labelled=False)
     return ImageSet(ids, list(paths))
 
 

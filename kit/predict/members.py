@@ -18,11 +18,11 @@ import numpy as np
 
 from kit.errors import KitError
 from kit.predict.kinds import predictor_of
-from kit.train.progress import NullReporter, Reporter
+from kit.progress import NullReporter, Reporter
 
 if TYPE_CHECKING:
-    from kit.data.workspace import Workspace
     from kit.predict.kinds import MemberPredictor
+    from kit.workspace import Workspace
 
 
 @dataclass

@@ -23,7 +23,7 @@ from kit.predict.images import ImageInput, plan_geometry, spool, spool_key
 from kit.predict.members import MemberPlan, run_member, workspace_plan
 from kit.predict.recipe import apply, blend_recipe, member_recipe, needed_views
 from kit.predict.scratch import scratch_dir
-from kit.train.progress import NullReporter, Reporter
+from kit.progress import NullReporter, Reporter
 
 if TYPE_CHECKING:
     from kit.config.schema import KitConfig
@@ -87,12 +87,12 @@ class Predictor:
 
         The artifacts are checked as `kit submit` checks them (same data, folds, config); each member's run
         folder must still hold every fold's weights."""
+        from kit.artifacts.blend import load_blend
         from kit.artifacts.member import load_member
-        from kit.blend.io import load_blend
         from kit.config.load import load_config
         from kit.config.schema import KitConfig
-        from kit.data.workspace import open_workspace
         from kit.submit.source import blend_name, member_meta_score
+        from kit.workspace import open_workspace
 
         if (ensemble is None) == (member is None):
             raise KitError("name what to predict with: an ensemble spec (or blend name) or member=NAME")

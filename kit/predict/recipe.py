@@ -17,7 +17,7 @@ from kit.errors import KitError
 from kit.submit.write import POOLED_OOF, blend_cv
 
 if TYPE_CHECKING:
-    from kit.blend.io import RowRecord, Winner
+    from kit.artifacts.blend import RowRecord, Winner
 
 Logits = dict[str, tuple[list[str], np.ndarray]]  # member -> (views, float32 logits [n, V, C])
 

@@ -14,13 +14,13 @@ import numpy as np
 from kit.artifacts.names import plain_name
 from kit.config.schema import KitConfig
 from kit.data.table import load_train
-from kit.data.workspace import Workspace, open_workspace
 from kit.errors import KitError
 from kit.submit.check import CheckReport, check_submission_rows, raise_if_failed
 from kit.submit.format import fill_rows, match_ids, render_csv, value_cells
 from kit.submit.sample import CsvFile, Layout, detect_layout, read_csv_exact
 from kit.submit.source import Source, blend_name, blend_source, member_source
 from kit.submit.write import SUBMISSIONS_DIR, check_out_path, default_path, write_submission
+from kit.workspace import Workspace, open_workspace
 
 
 @dataclass(frozen=True)

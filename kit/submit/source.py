@@ -16,10 +16,10 @@ import numpy as np
 
 from kit.artifacts.member import load_member
 from kit.artifacts.names import plain_name
-from kit.data.workspace import Workspace
 from kit.metrics.multilabel import sigmoid
 from kit.metrics.scores import mean_view_probs, score, softmax
 from kit.submit.write import POOLED_OOF, SELECTION_AWARE, blend_cv
+from kit.workspace import Workspace
 
 
 @dataclass
@@ -108,7 +108,7 @@ def blend_name(ensemble: str | Path) -> str:
 
 
 def blend_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Source:
-    from kit.blend.io import blend_dir, load_blend
+    from kit.artifacts.blend import blend_dir, load_blend
 
     res = load_blend(ws.workdir, name, ws.expected(allow_stale=allow_stale))
     test, winner, path = np.asarray(res.test_probs), res.winner, blend_dir(ws.workdir, name)

@@ -19,7 +19,7 @@ from kit.artifacts.names import plain_name
 from kit.config.schema import KitConfig
 
 if TYPE_CHECKING:
-    from kit.blend.io import Winner
+    from kit.artifacts.blend import Winner
 from kit.errors import KitError
 from kit.metrics.scores import greater_is_better
 

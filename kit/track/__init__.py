@@ -5,7 +5,7 @@
 missing package is an error before any work) and closed at the end. What is logged:
 
     train    per fold and epoch: MEMBER/foldF/{loss, METRIC, lr, images_per_s} (step = epoch), through the
-             epoch hook of kit.train.progress (`TrackingReporter`); per member: MEMBER/oof/* and MEMBER/f1/*
+             epoch hook of kit.progress (`TrackingReporter`); per member: MEMBER/oof/* and MEMBER/f1/*
     blend    the selection table (one row per blender) and blend/NAME/{nested, selection_aware, insample}
     submit   submission/cv_score and the submitted file's name
 
@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kit.errors import KitError
-from kit.train.progress import ForwardingReporter
+from kit.progress import ForwardingReporter
 
 if TYPE_CHECKING:
     from kit.config.schema import KitConfig
-    from kit.train.progress import EpochEvent, Reporter
+    from kit.progress import EpochEvent, Reporter
 
 EXTRA = "kit[track]"
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # kind -> module it needs

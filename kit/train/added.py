@@ -27,8 +27,8 @@ from kit.train.data import StackedCache
 if TYPE_CHECKING:
     from kit.config.schema import MemberConfig
     from kit.data.extra import ExtraSource
-    from kit.data.workspace import Workspace
     from kit.train.pseudo import PseudoRows
+    from kit.workspace import Workspace
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,6 @@ class DeviceSetup:
     pin_memory: bool
 
     @property
-    def is_cuda(self) -> bool:
-        return self.device.type == "cuda"
-
-    @property
     def needs_scaler(self) -> bool:
         import torch
 

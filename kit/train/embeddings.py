@@ -24,14 +24,13 @@ if TYPE_CHECKING:
     import torch
 
     from kit.data.table import Table
-    from kit.train.progress import Reporter
+    from kit.progress import Reporter
 
 
 class EmbedStats:
-    """How many images / text batches were encoded in this process (tests and the bench read it)."""
+    """How many images were encoded in this process (tests and the bench read it)."""
 
     images = 0
-    texts = 0
 
 
 # ---------------------------------------------------------------- cache keys
@@ -149,7 +148,7 @@ class EmbeddingCache:
     ) -> np.ndarray:
         """float32 [n, n_views, D] for `table`; computes and caches only the views that are missing."""
         from kit.data.cache import build_image_cache
-        from kit.train.progress import NullReporter
+        from kit.progress import NullReporter
 
         paths = {v: embedding_path(self.cache_dir, split, data_fp, self.key, v) for v in views}
         have: dict[str, np.ndarray] = {}
@@ -198,7 +197,6 @@ class EmbeddingCache:
         )
         w_np = w.float().cpu().numpy()
         scale = float(model.logit_scale.exp().item())
-        EmbedStats.texts += 1
         col = np.zeros((w_np.shape[0], 1), np.float32)
         col[0, 0] = scale
         atomic_save_npy(path, np.concatenate([w_np, col], axis=1).astype(np.float32))

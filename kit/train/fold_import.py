@@ -27,16 +27,16 @@ import numpy as np
 
 from kit.artifacts.atomic import atomic_dir
 from kit.errors import KitError
+from kit.progress import Reporter
 from kit.train.fold_loop import (
     DONE_FILE,
-    RESUME_FILE,
     PreparedRun,
     read_done,
     read_run,
     run_identity,
     try_lock,
 )
-from kit.train.progress import Reporter
+from kit.train.kinds import RESUME_FILE
 
 LOGITS = ("oof.npy", "test.npy")
 

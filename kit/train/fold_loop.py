@@ -34,16 +34,16 @@ import numpy as np
 
 from kit.artifacts.atomic import atomic_save_npy, atomic_write_json
 from kit.artifacts.member import member_stamp, write_member
-from kit.train.kinds import Clock, MemberKind, get_kind
+from kit.progress import NullReporter, Reporter
+from kit.train.kinds import RESUME_FILE, Clock, MemberKind, get_kind
 from kit.train.losses import warn_stacked_rebalancers
-from kit.train.progress import NullReporter, Reporter
 from kit.train.summary import member_metrics
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from kit.config.schema import MemberConfig
-    from kit.data.workspace import Workspace
+    from kit.workspace import Workspace
 
 RUN_FORMAT = 3  # 2: content fingerprints and the best-epoch metric are hashed; 3: the image pipeline
 NOT_HASHED = {"num_workers", "pseudo"}  # settings that cannot change results; pseudo: see below
@@ -53,7 +53,6 @@ HASHED_WHEN_SET: dict[str, Any] = {"sync_bn": False}
 # `pseudo` is hashed by what it selects (the source artifact, the rows and their targets: the kind's run_extra,
 # kit.train.added), so a member without pseudo-labels keeps the run hash it had before they existed
 DONE_FILE = "done.json"
-RESUME_FILE = "last.pt"  # a kind's state of an unfinished fold; not needed once the fold is done
 
 
 def run_hash(ws: Workspace, member: BaseModel, extra: dict[str, Any] | None = None) -> str:
@@ -212,7 +211,7 @@ def claim_fold(root: Path, name: str, f: int, reporter: Reporter) -> tuple[dict[
     process holds it. Says which on the reporter."""
     info = read_done(root, f)
     if info is not None:
-        reporter.line(f"{name} fold {f}: done earlier ({_best(info)}), kept")
+        reporter.line(f"{name} fold {f}: done earlier ({best_note(info)}), kept")
         return info, None
     lock = try_lock(root / f"fold{f}.lock")
     if lock is None:
@@ -240,7 +239,8 @@ def take_fold(
     return info
 
 
-def _best(info: dict[str, Any]) -> str:
+def best_note(info: dict[str, Any]) -> str:
+    """A finished fold's best score, for the "done earlier" line."""
     s = info.get("best_score")
     return f"best {s:.4f}" if isinstance(s, (int, float)) else "finished"
 
@@ -400,8 +400,3 @@ def assemble(
     elif summary.note is not None:
         reporter.line(f"{name}: OOF {metric} {metrics['pooled'][metric]:.4f} ({summary.note}) -> {out}")
     return out
-
-
-def fold_lists(infos: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, list[Any]]:
-    """Per-fold values for meta.json's `run`: {key: [fold 0's, fold 1's, ...]}."""
-    return {key: [i[key] for i in infos] for key in keys}

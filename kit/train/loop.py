@@ -15,9 +15,9 @@ import numpy as np
 
 from kit.data.cache import Images
 from kit.errors import KitError
+from kit.progress import Reporter
 from kit.train.data import EvalBatches, Preprocess, TrainBatches, apply_mixup, derive_seed, iterate
 from kit.train.device import DeviceSetup
-from kit.train.progress import Reporter
 from kit.train.recipe import groups_of
 from kit.train.tta import predict_views
 
@@ -103,7 +103,7 @@ def train_one_epoch(
     derive_seed(seed, b, j) (kit.train.data.TrainBatches); mixup draws from derive_seed(seed, b, 1).
 
     `labels` are class indices [N] or soft targets [N, C] (pseudo-labels); `weights` [N] the rows' loss weights
-    (kit.train.added), None for all 1. With `shard` (a kit.train.ddp.Dist), `rows` are the global batches and
+    (kit.train.added), None for all 1. With `shard` (a kit.train.dist.Dist), `rows` are the global batches and
     this rank trains its contiguous part of each, augmented with the random numbers of those positions in the
     global batch."""
     import torch
@@ -162,7 +162,7 @@ def predict(
     """Logits [len(idx), n_views, C] (float32) of `model` on the centre crops of rows `idx`, view 0 plain."""
     import torch
 
-    from kit.train.progress import NullReporter
+    from kit.progress import NullReporter
 
     model.eval()
     rows = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]

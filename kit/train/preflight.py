@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from kit.config.schema import MemberConfig
     from kit.data.table import Table
-    from kit.data.workspace import Workspace
+    from kit.workspace import Workspace
 
 from kit.errors import KitError
 from kit.train.kinds import get_kind

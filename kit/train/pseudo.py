@@ -2,7 +2,7 @@
 
 The source's test probabilities come from its artifacts, checked against this workspace like `kit submit`
 checks them (classes, train/test ids and content, folds; kit.artifacts.member.load_member,
-kit.blend.io.load_blend): a source made under other folds, data or classes is refused with the reason.
+kit.artifacts.blend.load_blend): a source made under other folds, data or classes is refused with the reason.
 Selected rows join the training side of every fold and never a validation side (kit.train.added), so every
 OOF row is still a labelled train image predicted by a model that never saw it.
 """
@@ -21,7 +21,7 @@ from kit.errors import KitError
 from kit.metrics.scores import mean_view_probs
 
 if TYPE_CHECKING:
-    from kit.data.workspace import Workspace
+    from kit.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def _key(member: str) -> str:
 
 
 def _which(ws: Workspace, member: str, source: str) -> tuple[Literal["member", "blend"], str]:
-    from kit.blend.io import blend_dir, list_blends  # the blend artifact contract: files only
+    from kit.artifacts.blend import blend_dir, list_blends  # the blend artifact contract: files only
 
     kind, _, name = source.partition(":") if ":" in source else ("", "", source)
     if kind not in ("", "member", "blend"):
@@ -82,7 +82,7 @@ def load_source(ws: Workspace, member: str, cfg: PseudoConfig) -> PseudoSource:
             meta = art.meta
             made_from = artifact_id(ws.workdir, name)
         else:
-            from kit.blend.io import load_blend
+            from kit.artifacts.blend import load_blend
 
             blend = load_blend(ws.workdir, name, expected)
             probs = np.asarray(blend.test_probs, dtype=np.float64)

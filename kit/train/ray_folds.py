@@ -25,19 +25,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kit.errors import KitError, describe_os_error
+from kit.progress import NullReporter, Reporter
 from kit.train.fold_loop import (
-    RESUME_FILE,
     PreparedRun,
     claim_fold,
     collect_done,
     finish_fold,
     train_fold,
 )
-from kit.train.progress import NullReporter, Reporter
+from kit.train.kinds import RESUME_FILE
 
 if TYPE_CHECKING:
     from kit.config.schema import MemberConfig
-    from kit.data.workspace import Workspace
+    from kit.workspace import Workspace
 
 CONNECT_TIMEOUT_S = 10.0  # an address that does not answer within this fails with its name
 DEFAULT_GCS_PORT = 6379  # `ray start --head`'s port

@@ -11,24 +11,25 @@ from typing import TYPE_CHECKING, Any
 from kit.artifacts.member import member_stamp
 from kit.config.schema import KitConfig
 from kit.errors import KitError, describe_os_error
+from kit.progress import NullReporter, Reporter
 from kit.train.added import check_added
 from kit.train.fold_loop import assemble_run, done_folds, prepare_run, report_missing, train_member
 from kit.train.preflight import preflight
-from kit.train.progress import NullReporter, Reporter
 from kit.train.workers import Slot, cpu_slots, cuda_slots, pending_tasks, run_tasks
 
 if TYPE_CHECKING:
-    from kit.data.workspace import Workspace
+    from kit.workspace import Workspace
 
 
-def train_members(
+def train_in_process(
     cfg: KitConfig,
     names: list[str] | None = None,
     reporter: Reporter | None = None,
     folds: list[int] | None = None,
     ray: str | None = None,
 ) -> list[Path]:
-    """Train the named members (all when `names` is empty) over every fold (or `folds`); returns their artifact
+    """Train the named members (all when `names` is empty) over every fold (or `folds`) in this process, its
+    Ray tasks or its DDP ranks (no worker processes, no tracking: `train` adds those); returns their artifact
     folders.
 
     Each member goes through the fold loop (kit.train.fold_loop) with its kind (kit.train.kinds); a member
@@ -36,8 +37,8 @@ def train_members(
     `ray` (auto or a cluster address) runs the folds as Ray tasks (kit.train.ray_folds); under torchrun each
     rank trains its shard of every batch (kit.train.ddp).
     """
-    from kit.data.workspace import open_workspace
     from kit.train import ddp
+    from kit.workspace import open_workspace
 
     chosen = select_members(cfg.members, names)
     d = ddp.from_env()
@@ -190,10 +191,10 @@ def _train(
 ) -> TrainResult:
     slots = cuda_slots(devices) if devices else cpu_slots(jobs) if jobs not in (None, 1) else None
     if slots is None and not (assemble_only or import_folds):
-        paths = train_members(cfg, chosen, reporter, folds, ray)
+        paths = train_in_process(cfg, chosen, reporter, folds, ray)
         written = {p.name: p for p in paths}
         return TrainResult(members=written, pending=[n for n in chosen if n not in written])
-    from kit.data.workspace import open_workspace
+    from kit.workspace import open_workspace
 
     rep = reporter or NullReporter()
     ws = open_workspace(cfg)

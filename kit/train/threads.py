@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kit.errors import KitError
-from kit.train.progress import ForwardingReporter, Reporter, Task
+from kit.progress import ForwardingReporter, Reporter, Task
 
 SAMPLE_S = 0.3  # how long the start-up sample of other processes' CPU use lasts
 RECHECK_S = 3.0  # how often, while training, the free cores are measured again

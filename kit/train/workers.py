@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from kit.artifacts.atomic import clean_stale_temps
 from kit.errors import KitError, describe_os_error
-from kit.train.fold_loop import PreparedRun, _best, prepare_run, read_done, take_fold, train_fold
-from kit.train.progress import EpochEvent, Reporter, Task, epoch_done
+from kit.progress import EpochEvent, Reporter, Task, epoch_done
+from kit.train.fold_loop import PreparedRun, best_note, prepare_run, read_done, take_fold, train_fold
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -150,8 +150,8 @@ def _worker(wid: int, slot: Slot, cfg: KitConfig, tasks: Any, events: Any) -> No
     import torch
 
     torch.set_num_threads(slot.threads)
-    from kit.data.workspace import open_workspace
     from kit.train.threads import worker_reporter
+    from kit.workspace import open_workspace
 
     rep = worker_reporter(QueueReporter(events, wid), slot.threads, cpu=slot.cuda is None)
     runs: dict[str, PreparedRun] = {}
@@ -305,7 +305,7 @@ def pending_tasks(
         for f in folds if folds is not None else range(k):
             info = read_done(run.root, f)
             if info is not None:
-                reporter.line(f"{name} fold {f}: done earlier ({_best(info)}), kept")
+                reporter.line(f"{name} fold {f}: done earlier ({best_note(info)}), kept")
             else:
                 out.append((name, f))
     return out

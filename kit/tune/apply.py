@@ -16,7 +16,7 @@ from typing import Any
 
 from kit.artifacts.atomic import atomic_write_json, atomic_write_text
 from kit.artifacts.tuned import record_path
-from kit.config.load import _set_path, load_yaml_text, read_yaml, validate_data
+from kit.config.load import load_yaml_text, read_yaml, set_path, validate_data
 from kit.config.schema import MEMBER_NAME, KitConfig
 from kit.errors import KitError
 from kit.tune.study import TuneSetup, best_row
@@ -63,7 +63,7 @@ def apply_best(config: Path, ts: TuneSetup, as_name: str | None = None) -> Appli
     entry = copy.deepcopy(raw[name])
     entry.pop("tune", None)
     for key, value in best.params.items():
-        problem = _set_path(entry, key.split("."), value)
+        problem = set_path(entry, key.split("."), value)
         if problem:
             raise KitError(f"members.{name}.tune.{key}: {problem}")
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from kit.config.load import _set_path, _unwrap, validate_data
+from kit.config.load import field_types, set_path, validate_data
 from kit.config.schema import KitConfig, TuneRange
 from kit.errors import KitError
 
@@ -66,7 +66,7 @@ def _key_problem(model: type[BaseModel], key: str) -> str | None:
             listed = ", ".join(fields[:12]) + (", ..." if len(fields) > 12 else "")
             hint = f"did you mean '{'.'.join([*parts[:i], close[0]])}'?" if close else f"its keys: {listed}"
             return f"not a field of {where} ({model.__name__}); {hint}"
-        types_ = _unwrap(current.model_fields[part].annotation)
+        types_ = field_types(current.model_fields[part].annotation)
         sections = [t for t in types_ if isinstance(t, type) and issubclass(t, BaseModel)]
         last = i == len(parts) - 1
         if sections:
@@ -122,7 +122,7 @@ def member_with(cfg: KitConfig, name: str, values: dict[str, Any]) -> MemberConf
     data = cfg.model_dump(mode="json")
     entry = data["members"][name]
     for key, value in values.items():
-        problem = _set_path(entry, key.split("."), value)
+        problem = set_path(entry, key.split("."), value)
         if problem:
             raise KitError(f"members.{name}.{key}: {problem}")
     return validate_data(data, KitConfig, f"members.{name} with {values}").members[name]

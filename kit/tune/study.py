@@ -4,7 +4,7 @@ One trial samples the space (TPE), validates the member config, trains it on the
 folder workdir/tune/MEMBER/STUDY/trialN (never workdir/runs or workdir/members), and returns the pooled score of
 those folds' held-out rows (plain view) under the competition metric; log-loss-like metrics are minimised.
 Every finished epoch goes to the study (step = position of the fold x epochs + epoch) through the epoch hook of
-kit.train.progress, and MedianPruner stops trials that trail the median there (optuna.TrialPruned).
+kit.progress, and MedianPruner stops trials that trail the median there (optuna.TrialPruned).
 
 The study lives in its storage, so an interrupted `kit tune` resumes and several processes or machines can
 share one: `--trials N` is the study's total of finished (complete or pruned) trials, and each process stops
@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from kit.errors import KitError
-from kit.train.progress import ForwardingReporter
+from kit.progress import ForwardingReporter
 from kit.tune.space import Param, member_with, search_space, suggest
 
 if TYPE_CHECKING:
     import optuna
 
     from kit.config.schema import KitConfig
-    from kit.data.workspace import Workspace
-    from kit.train.progress import EpochEvent, Reporter
+    from kit.progress import EpochEvent, Reporter
+    from kit.workspace import Workspace
 
 FINISHED = ("COMPLETE", "PRUNED")
 RACES = (
@@ -158,9 +158,9 @@ def setup_study(cfg: KitConfig, name: str, folds: list[int] | None, storage: str
     """Check the space (before opening anything), open the workspace and the storage, create or load the study."""
     import optuna
 
-    from kit.data.workspace import open_workspace
     from kit.metrics.scores import greater_is_better
     from kit.train.run import select_members
+    from kit.workspace import open_workspace
 
     if (bag := select_members(cfg.members, [name])) != [name]:  # a seed bag (kit.config.seeds)
         raise KitError(
@@ -335,7 +335,7 @@ def tune(
 ) -> TuneResult:
     """What `kit tune MEMBER --trials N` runs: bring the study to N finished trials, then plot and summarise."""
 
-    from kit.train.progress import NullReporter
+    from kit.progress import NullReporter
     from kit.tune.plots import write_plots
 
     if trials < 1:

@@ -30,10 +30,10 @@ if TYPE_CHECKING:
     import numpy as np
     from pydantic import BaseModel
 
-    from kit.data.workspace import Workspace
     from kit.predict.bundle_schema import MemberFile
     from kit.predict.members import MemberPlan
-    from kit.train.progress import Reporter
+    from kit.progress import Reporter
+    from kit.workspace import Workspace
 
 
 class ModelFolder(NamedTuple):

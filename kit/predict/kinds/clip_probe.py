@@ -25,10 +25,10 @@ from kit.train.kinds.clip_probe import HEAD_FILE
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from kit.data.workspace import Workspace
     from kit.predict.bundle_schema import MemberFile
+    from kit.progress import Reporter
     from kit.train.clip_model import ClipSource
-    from kit.train.progress import Reporter
+    from kit.workspace import Workspace
 
 ENCODER_DIR = "encoder"  # members/NAME/encoder/: the open_clip encoder as a local-dir folder
 

@@ -21,9 +21,9 @@ from kit.predict.members import MemberPlan, fold_weights
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from kit.data.workspace import Workspace
     from kit.predict.bundle_schema import MemberFile
-    from kit.train.progress import Reporter
+    from kit.progress import Reporter
+    from kit.workspace import Workspace
 
 SOURCES = ("hf-hub:", "hf_hub:", "local-dir:")  # timm model names that read a config.json
 CONFIG_DIR = "timm"  # members/NAME/timm/config.json: such a model's config, inside the bundle

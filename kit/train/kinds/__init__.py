@@ -28,8 +28,16 @@ from kit.config.schema import MEMBER_KINDS
 from kit.errors import KitError
 
 if TYPE_CHECKING:
-    from kit.data.workspace import Workspace
-    from kit.train.progress import Reporter
+    from kit.progress import Reporter
+    from kit.workspace import Workspace
+
+
+RESUME_FILE = "last.pt"  # a kind's state of an unfinished fold; not needed once the fold is done
+
+
+def fold_lists(infos: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, list[Any]]:
+    """Per-fold values for meta.json's `run`: {key: [fold 0's, fold 1's, ...]}."""
+    return {key: [i[key] for i in infos] for key in keys}
 
 
 @dataclass

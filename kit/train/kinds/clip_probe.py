@@ -19,17 +19,16 @@ import numpy as np
 
 from kit.config.schema import ClipProbeMember
 from kit.errors import KitError
+from kit.progress import Reporter
 from kit.train.added import AddedRows, added_rows
 from kit.train.clip_model import ClipSource
 from kit.train.device import select_device
 from kit.train.embeddings import EmbeddingCache
-from kit.train.fold_loop import fold_lists
-from kit.train.kinds import Clock, FoldResult, MemberSummary, register_kind
+from kit.train.kinds import Clock, FoldResult, MemberSummary, fold_lists, register_kind
 from kit.train.linear_head import LinearHead, fit_linear_head, zero_shot_head
-from kit.train.progress import Reporter
 
 if TYPE_CHECKING:
-    from kit.data.workspace import Workspace
+    from kit.workspace import Workspace
 
 
 def clip_source(name: str, member: ClipProbeMember, base: Path | None = None) -> ClipSource:

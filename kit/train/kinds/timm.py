@@ -26,17 +26,16 @@ from kit.config.schema import TimmMember
 from kit.data.cache import Geometry, Images, ImageStore, build_image_store
 from kit.errors import KitError
 from kit.metrics.scores import greater_is_better, score
+from kit.progress import EpochEvent, Reporter, epoch_done
 from kit.train.added import AddedRows, FitRows, added_rows, fit_rows
 from kit.train.checkpoint import load_checkpoint, save_checkpoint
 from kit.train.data import Preprocess, build_mixup, derive_seed, epoch_order, mixup_epoch, split_batches
-from kit.train.ddp import broadcast_value, joined
 from kit.train.device import DeviceSetup, select_device
-from kit.train.fold_loop import RESUME_FILE, fold_lists
-from kit.train.kinds import Clock, FoldResult, MemberSummary, register_kind
+from kit.train.dist import broadcast_value, joined
+from kit.train.kinds import RESUME_FILE, Clock, FoldResult, MemberSummary, fold_lists, register_kind
 from kit.train.loop import Trainee, oom_error, predict, train_one_epoch, warmup_cosine
 from kit.train.losses import make_loss
 from kit.train.models import ModelSpec, head_parameter_names, resolve_model
-from kit.train.progress import EpochEvent, Reporter, epoch_done
 from kit.train.recipe import Averaging, Unfreezing, accumulation_batches, effective_batch, param_groups
 
 if TYPE_CHECKING:
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from kit.data.table import Table
-    from kit.data.workspace import Workspace
+    from kit.workspace import Workspace
 
 
 @dataclass

@@ -60,7 +60,7 @@ class Workspace:
         """competition.extra_train, read, mapped onto the classes and cleared of duplicates (kit.data.extra)."""
         from kit.data.extra import load_extra
 
-        return load_extra(self)
+        return load_extra(self.cfg.competition, self.train, self.test, self.cache_dir, self.file_hashes)
 
     @property
     def data_fingerprint(self) -> str:

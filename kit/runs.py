@@ -119,7 +119,7 @@ def collect_runs(cfg: KitConfig) -> list[RunRow]:
 
 def _expected(cfg: KitConfig) -> Expected:
     """The current data's fingerprints when the data can be read, else the config alone."""
-    from kit.data.workspace import open_workspace
+    from kit.workspace import open_workspace
 
     try:
         return open_workspace(cfg, write=False).expected()

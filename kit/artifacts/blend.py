@@ -1,4 +1,5 @@
-"""The blend output contract: workdir/blends/NAME/ written by `kit blend`, read by `kit submit`.
+"""The blend artifact contract: workdir/blends/NAME/ written by `kit blend`, read by `kit submit`, `kit predict`
+and pseudo-labels.
 
 oof_probs.npy    float32 [n_train, C]  the winner's pooled nested-CV predictions (each row from a blend
                                        fitted without its fold; scoring it gives `nested_score`)
