@@ -19,7 +19,7 @@ from kit.metrics.ranking import binary_auc, qwk_from_confusion, qwk_from_confusi
 from kit.metrics.scores import LABEL_METRICS, greater_is_better, parse_metric, score_from_counts
 
 SPREAD_SAFETY, SPREAD_SLACK = 1 + 1e-5, 1e-6  # float32 rounding of the sums is far below this margin
-SETTLED_MIN_SHARE = 0.25  # SettledSearch rescores only the open rows once this share of rows is settled
+SETTLED_MIN_SHARE = 0.6  # SettledSearch rescores only the open rows once this share of rows is settled
 
 
 class Labels:
@@ -82,10 +82,15 @@ class NumpyEngine:
     def __init__(self, labels: Labels) -> None:
         self.labels = labels
         n, C = labels.n, labels.n_classes
+        small = np.uint8 if C <= 255 else np.uint16
         self._buf = np.empty((C, n), dtype=np.float32)
         self._max = np.empty(n, dtype=np.float32)
-        self._eq = np.empty(n, dtype=bool)
-        self._pred = np.empty(n, dtype=np.uint8 if C <= 255 else np.intp)
+        self._eq = np.empty((C, n), dtype=bool)
+        self._rank = np.empty((C, n), dtype=small)
+        self._top = np.empty(n, dtype=small)
+        self._first = np.arange(C, 0, -1, dtype=small)[
+            :, None
+        ]  # class c -> C - c: the lowest class ranks first
 
     def layout(self, P: np.ndarray) -> np.ndarray:
         return class_major(P)
@@ -94,14 +99,15 @@ class NumpyEngine:
         return np.zeros((self.labels.n_classes, self.labels.n), dtype=np.float32)
 
     def argmax(self, s: np.ndarray) -> np.ndarray:
-        """Lowest index of the maximum over classes of a class-major [C, n] array (into a reused buffer)."""
+        """Lowest index of the maximum over classes of a class-major [C, n] array, as numpy's argmax (a row
+        without a maximum, all NaN, gets class 0): the classes equal to the maximum, ranked C - c, and the
+        largest rank, in whole-array passes instead of one pass per class."""
         np.maximum.reduce(s, axis=0, out=self._max)
-        pred = self._pred
-        pred.fill(0)
-        for c in range(s.shape[0] - 1, -1, -1):
-            np.equal(s[c], self._max, out=self._eq)
-            np.copyto(pred, c, where=self._eq)
-        return pred
+        np.equal(s, self._max, out=self._eq)
+        np.multiply(self._eq.view(np.uint8), self._first, out=self._rank)
+        np.maximum.reduce(self._rank, axis=0, out=self._top)
+        C = s.shape[0]
+        return (C - self._top.astype(np.intp)) % C
 
     def _added(self, s: np.ndarray, p: np.ndarray, scale: float) -> np.ndarray:
         buf = self._buf
