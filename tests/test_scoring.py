@@ -146,3 +146,17 @@ RECORDED: dict[str, dict[str, list[float]]] = {
         "subsets_greedy": [0.666667, 0.333333, 0.0, 0.0, 0.0],
     },
 }
+
+
+@pytest.mark.parametrize("C", [2, 7, 300])
+def test_the_argmax_is_numpys_with_ties_and_nan_rows(C: int) -> None:
+    from kit.blend.scoring import Labels, NumpyEngine
+
+    rng = np.random.default_rng(C)
+    n = 500
+    S = np.round(rng.random((C, n)) * 3).astype(np.float32)  # few values: many ties
+    S[:, 0] = np.nan  # no maximum: class 0
+    engine = NumpyEngine(Labels(rng.integers(0, C, n), C))
+    got = engine.argmax(S)
+    np.testing.assert_array_equal(got[1:], S[:, 1:].argmax(axis=0))
+    assert got[0] == 0
