@@ -88,6 +88,7 @@ class NumpyEngine:
         self._eq = np.empty((C, n), dtype=bool)
         self._rank = np.empty((C, n), dtype=small)
         self._top = np.empty(n, dtype=small)
+        self._pred = np.empty(n, dtype=np.intp)
         self._first = np.arange(C, 0, -1, dtype=small)[
             :, None
         ]  # class c -> C - c: the lowest class ranks first
@@ -107,7 +108,9 @@ class NumpyEngine:
         np.multiply(self._eq.view(np.uint8), self._first, out=self._rank)
         np.maximum.reduce(self._rank, axis=0, out=self._top)
         C = s.shape[0]
-        return (C - self._top.astype(np.intp)) % C
+        np.subtract(C, self._top, out=self._pred)
+        np.remainder(self._pred, C, out=self._pred)
+        return self._pred
 
     def _added(self, s: np.ndarray, p: np.ndarray, scale: float) -> np.ndarray:
         buf = self._buf
@@ -323,8 +326,11 @@ class SettledSearch:
         self.plain, self.engine = PlainSearch(scorer, X, idx), engine
         # per candidate and row, max - min over classes (with a margin for float32 rounding of the sums): how
         # far adding that candidate can move the gap between two classes; the widest per row
-        spread = X[idx].max(axis=1) - X[idx].min(axis=1)
-        self.widest = (spread * SPREAD_SAFETY + SPREAD_SLACK).max(axis=0)
+        widest = np.zeros(X.shape[2], dtype=np.float32)
+        for m in idx:  # one candidate at a time: no copy of every candidate
+            spread = np.maximum.reduce(X[m], axis=0) - np.minimum.reduce(X[m], axis=0)
+            np.maximum(widest, spread, out=widest)
+        self.widest = widest * SPREAD_SAFETY + SPREAD_SLACK
 
     def add(self, m: int) -> None:
         self.plain.add(m)
