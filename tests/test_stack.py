@@ -96,13 +96,13 @@ def test_the_inner_cv_chooses_the_C_a_direct_scikit_learn_cv_on_the_fit_rows_cho
         losses.append(total / len(y))
     assert grid[int(np.argmin(losses))] == st.C_
     np.testing.assert_allclose(st.C_losses_, losses, rtol=1e-3)
-    assert st.to_params()["C_choice"].startswith("inner CV")
+    assert st.fitted_params()["C_choice"].startswith("inner CV")
 
 
 def test_a_fitted_stack_round_trips_through_json_bit_for_bit() -> None:
     P, y = _stack_problem(6, 300, 3, 4)
     st = Stack(C="auto", C_grid=(0.1, 1.0), features="log_probs").fit(P, y, fold=np.arange(300) % 3)
-    params = json.loads(json.dumps(st.to_params()))
+    params = json.loads(json.dumps(st.fitted_params()))
     again = Stack.from_params(params, "weighted_f1", "probs", 4)
     np.testing.assert_array_equal(again.predict(P), st.predict(P))
     assert again.C_ == st.C_ and again.features == "log_probs"

@@ -34,8 +34,8 @@ def _float(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _interval(v: Any) -> tuple[float, float] | None:
-    return (float(v[0]), float(v[1])) if isinstance(v, (list, tuple)) and len(v) == 2 else None
+def _interval(v: Any) -> list[float] | None:
+    return [float(v[0]), float(v[1])] if isinstance(v, (list, tuple)) and len(v) == 2 else None
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class RowRecord:
     postprocess: dict[str, Any]  # step -> its fitted parameters (Chain.fitted_params)
     nested_score: float | None = None
     fold_weights: list[list[float]] = field(default_factory=list)
-    stack: dict[str, Any] | None = None  # Stack.to_params (MultilabelStack.fitted_params)
+    stack: dict[str, Any] | None = None  # the stack's fitted_params (Stack or MultilabelStack)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -116,9 +116,9 @@ class Winner:
     members: list[str]
     views: dict[str, list[str]]
     nested_score: float | None
-    nested_interval: tuple[float, float] | None
+    nested_interval: list[float] | None  # [lo, hi]
     selection_aware_score: float | None
-    selection_aware_interval: tuple[float, float] | None
+    selection_aware_interval: list[float] | None
     insample_score: float | None
     selection: dict[str, Any]
     fingerprints: Fingerprints
@@ -148,11 +148,9 @@ class Winner:
             "candidates": {n: c.to_json() for n, c in self.candidates.items()},
             "postprocess": pick["postprocess"],
             "nested_score": self.nested_score,
-            "nested_interval": None if self.nested_interval is None else list(self.nested_interval),
+            "nested_interval": self.nested_interval,
             "selection_aware_score": self.selection_aware_score,
-            "selection_aware_interval": None
-            if self.selection_aware_interval is None
-            else list(self.selection_aware_interval),
+            "selection_aware_interval": self.selection_aware_interval,
             "insample_score": self.insample_score,
             **{k: self.report[k] for k in ("overstatement", "best_single") if k in self.report},
             "selection": self.selection,
@@ -175,7 +173,7 @@ class Winner:
             space=str(d.get("space", "probs")),
             classes=[str(c) for c in d.get("classes", [])],
             candidates={str(n): CandidateRecord.from_json(c) for n, c in (d.get("candidates") or {}).items()},
-            pick=RowRecord.from_json({**d, "nested_score": d.get("nested_score")}),
+            pick=RowRecord.from_json(d),
             rows=[RowRecord.from_json(r) for r in rows] if rows else None,
             members=[str(m) for m in d.get("members") or []],
             views={str(m): list(v) for m, v in (d.get("views") or {}).items()},

@@ -289,7 +289,7 @@ class Stack:
 
     Fitted: `C_`, `C_losses_`, `classes_` (the labels seen in the fit rows), `coef_` [K, d] and `intercept_` [K]
     (one row for two classes: a binary model, as scikit-learn fits it), `weights_` (each candidate's share of
-    |coefficients|). `predict` reads only the coefficients, so `to_params`/`from_params` round-trip what a
+    |coefficients|). `predict` reads only the coefficients, so `fitted_params`/`from_params` round-trip what a
     fitted stack predicts exactly.
     """
 
@@ -389,9 +389,6 @@ class Stack:
         return _linear_probs(self._features(P), self.coef_, self.intercept_, self.classes_, self.n_classes_)
 
     def fitted_params(self) -> dict[str, Any]:
-        return self.to_params()
-
-    def to_params(self) -> dict[str, Any]:
         """The fitted stack as JSON (winner.json's `stack`); `from_params` rebuilds it bit for bit."""
         return {
             "C": self.C_,
@@ -408,7 +405,7 @@ class Stack:
 
     @classmethod
     def from_params(cls, params: dict[str, Any], metric: str, space: str, n_classes: int) -> Stack:
-        """The fitted stack `to_params` wrote (winner.json's `stack`)."""
+        """The fitted stack `fitted_params` wrote (winner.json's `stack`)."""
         dtype = np.dtype(params.get("dtype", "float32"))
         st = cls(metric, space, C=params["C"], features=params["features"])
         st.C_, st.C_losses_ = float(params["C"]), list(params.get("C_inner_log_loss") or [])

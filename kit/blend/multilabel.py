@@ -113,7 +113,7 @@ class MultilabelScorer:
         self.name, _ = parse_metric(metric)
         self.space = multilabel_space(space) if isinstance(space, str) else space
         self.Y = np.ascontiguousarray(Y, dtype=bool)
-        self.n, self.n_labels = self.Y.shape
+        self.n = len(self.Y)
         self.sign = 1.0 if greater_is_better(metric) else -1.0
         self._buf = np.empty(self.Y.shape, dtype=np.float32)
 

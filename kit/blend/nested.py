@@ -74,9 +74,8 @@ def evaluate_blender(
     space: Any,
 ) -> list[Candidate]:
     """In-sample and nested scores of one blender under each post-processing chain."""
-    paths: dict[
-        bytes, list[Any]
-    ] = {}  # the stacks' inner fits: inner splits of two outer folds fit the same rows
+    # the stacks' inner fits, shared: the inner splits of two outer folds fit the same rows
+    paths: dict[bytes, list[Any]] = {}
 
     def fit(rows: np.ndarray) -> Blender:
         return make_blender(spec, metric, space, paths).fit(P[rows], y[rows], fold=fold[rows])

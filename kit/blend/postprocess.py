@@ -45,8 +45,11 @@ class LogitAdjust:
         scorer = FastScorer(self.metric, y, C, "logits")
         gains = [scorer.gain(scorer.score(L - np.float32(t) * logp)) for t in self.taus]
         self.tau_ = float(self.taus[int(np.argmax(gains))])
-        self.offsets_ = -self.tau_ * np.log(self.prior_)
         return self
+
+    @property
+    def offsets_(self) -> np.ndarray:
+        return -self.tau_ * np.log(self.prior_)
 
     def transform(self, Q: np.ndarray) -> np.ndarray:
         return _shift(Q, self.offsets_)
@@ -58,7 +61,6 @@ class LogitAdjust:
     def from_params(cls, params: dict[str, Any]) -> LogitAdjust:
         la = cls()
         la.prior_, la.tau_ = np.asarray(params["prior"], dtype=np.float64), float(params["tau"])
-        la.offsets_ = -la.tau_ * np.log(la.prior_)  # as fit computes it
         return la
 
 
@@ -218,10 +220,7 @@ class _TopTwoTrial(_FullTrial):
         val = self.L[c][None, :] + np.asarray(grid, dtype=np.float32)[:, None]  # [G, n]
         wins = (val > self.other_val) | ((val == self.other_val) & (c < self.other))
         pred = np.where(wins, c, self.other)
-        sc = self.scorer
-        if sc.name == "accuracy":
-            return [sc.gain(float(k / sc.n)) for k in np.count_nonzero(pred == sc.y, axis=1)]
-        C = sc.n_classes
+        sc, C = self.scorer, self.scorer.n_classes
         cells = (np.arange(len(grid))[:, None] * (C * C) + sc.y * C + pred).ravel()
         cms = np.bincount(cells, minlength=len(grid) * C * C).reshape(len(grid), C, C)
         return [sc.gain(v) for v in sc.from_confusions(cms)]

@@ -2,7 +2,7 @@
 
 Candidate evaluation is the inner loop of every search. Arrays are class-major: a running sum is [C, n] and the
 candidates X [M, C, n] (`layout`). `score_added` adds a candidate into a preallocated buffer, takes the argmax
-with a max-reduce plus one equality pass per class (ties to the lowest class, as numpy's argmax) and builds the
+in whole-array passes (ties to the lowest class, as numpy's argmax: NumpyEngine.argmax) and builds the
 confusion matrix with one bincount of y*C + pred; greedy's rounds rescore only the rows a candidate can still
 flip (SettledSearch). The metric itself comes from kit.metrics.scores (`score_from_counts`), so results equal
 kit.metrics' scores (and scikit-learn's f1_score / accuracy_score / log_loss).
@@ -89,9 +89,8 @@ class NumpyEngine:
         self._rank = np.empty((C, n), dtype=small)
         self._top = np.empty(n, dtype=small)
         self._pred = np.empty(n, dtype=np.intp)
-        self._first = np.arange(C, 0, -1, dtype=small)[
-            :, None
-        ]  # class c -> C - c: the lowest class ranks first
+        # class c ranks C - c: among classes tied at the maximum the lowest ranks first
+        self._first = np.arange(C, 0, -1, dtype=small)[:, None]
 
     def layout(self, P: np.ndarray) -> np.ndarray:
         return class_major(P)

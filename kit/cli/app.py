@@ -34,8 +34,9 @@ app = typer.Typer(
 )
 
 # in `kit --help`'s order; each name comes from its function (check_submission: check-submission)
-COMMANDS: list[Callable[..., None]] = [init, validate, folds, demo, train, runs, blend, submit]
-COMMANDS += [check_submission, submissions, predict, export, tune]
+COMMANDS: list[Callable[..., None]] = [
+    init, validate, folds, demo, train, runs, blend, submit, check_submission, submissions, predict, export, tune
+]  # fmt: skip
 for command in COMMANDS:
     app.command()(command)
 

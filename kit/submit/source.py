@@ -130,14 +130,12 @@ def blend_source(ws: Workspace, name: str, *, allow_stale: bool = False) -> Sour
             "blender": winner.pick.blender,
             "members": winner.members,
             "nested_score": nested,
-            "nested_interval": None if winner.nested_interval is None else list(winner.nested_interval),
+            "nested_interval": winner.nested_interval,
             "nested_score_is": "the winner's own nested CV estimate: optimistic, the winner was picked by it",
             "insample_score": winner.insample_score,
             "selection_rule": winner.selection.get("rule"),
             "selection_aware_score": aware,
-            "selection_aware_interval": None
-            if winner.selection_aware_interval is None
-            else list(winner.selection_aware_interval),
+            "selection_aware_interval": winner.selection_aware_interval,
             **({"postprocess": winner.pick.postprocess} if ws.train.multilabel else {}),
         },
     )

@@ -165,10 +165,8 @@ def blend_cv(winner: Winner) -> tuple[float | None, list[float] | None, str]:
     """(score, interval, score kind) a blend is shown and ranked by, from its winner.json: the selection-aware
     estimate; for a blend a kit without it made, the winner's own nested score, labelled optimistic."""
     if winner.selection_aware_score is not None:
-        interval = winner.selection_aware_interval
-        return winner.selection_aware_score, None if interval is None else list(interval), SELECTION_AWARE
-    interval = winner.nested_interval
-    return winner.nested_score, None if interval is None else list(interval), WINNER_NESTED
+        return winner.selection_aware_score, winner.selection_aware_interval, SELECTION_AWARE
+    return winner.nested_score, winner.nested_interval, WINNER_NESTED
 
 
 def sidecar_score(meta: dict[str, Any]) -> tuple[float | None, str | None]:
