@@ -176,6 +176,10 @@ def main() -> None:
     a = ap.parse_args()
     out = a.out or Path(tempfile.mkdtemp(prefix="kit-blend-engine-"))
     if not (out / "kit.yaml").exists():
+        if out.exists() and any(out.iterdir()):
+            raise SystemExit(
+                f"{out} is not empty and holds no kit.yaml: pass an empty or new folder as --out"
+            )
         out.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
         build(out, a.n, a.n_test, a.classes, a.members, a.seed)
