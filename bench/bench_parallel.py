@@ -50,7 +50,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from kit.demo.run import prepare_demo_folder
-    from kit.train.workers import usable_cores, worker_threads
+    from kit.train.threads import usable_cores
+    from kit.train.workers import worker_threads
 
     members = args.members.split(",")
     overrides = [f"folds.k={args.k}", *(f"members.{m}.epochs={args.epochs}" for m in members)]

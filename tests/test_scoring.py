@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
+from kit.blend import scoring
 from kit.blend.blenders import Greedy, HillClimb, Subsets, greedy_counts
-from kit.blend.scoring import FastScorer, PlainSearch
+from kit.blend.scoring import FastScorer, PlainSearch, SettledSearch, settled_rows
 from kit.metrics.scores import ARGMAX_METRICS
 
 METRICS = ["weighted_f1", "macro_f1", "accuracy", "log_loss"]
@@ -78,10 +79,34 @@ def test_the_settled_row_search_gives_the_plain_searchs_gains(metric: str) -> No
     idx = list(range(P.shape[1]))
     fast, plain = fs.search(X, idx), PlainSearch(fs, X, idx)
     assert type(fast).__name__ == "SettledSearch"
+    assert fast.gains() == plain.gains()
     for m in (0, 3, 3, 5, 1):
         fast.add(m)
         plain.add(m)
         assert fast.gains() == plain.gains()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_row_blocks_on_threads_give_the_plain_searchs_gains(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of 512 rows (the tied rows in the first, a last short block), some settled and some open, scored
+    on one thread or three: the same gains as one candidate at a time over all rows."""
+    monkeypatch.setattr(scoring, "ROW_BLOCK", 512)
+    y, P = _candidates("probs", n=4100, M=7, seed=3)
+    fs = FastScorer("weighted_f1", y, P.shape[2], "probs")
+    X = fs.layout(P)
+    idx = [0, 2, 3, 4, 6]
+    fast, plain = SettledSearch(fs, X, idx), PlainSearch(fs, X, idx)
+    shares = []
+    for m in (6, 6, 4, 6, 2, 6, 6):
+        fast.add(m)
+        plain.add(m)
+        assert fast.gains() == plain.gains()
+        settled = settled_rows(plain.S, fast.widest)
+        shares.append([settled[lo : lo + 512].mean() for lo in range(0, len(y), 512)])
+    # both kinds of block were scored: all rows rescored, and settled rows counted once
+    assert min(map(min, shares)) <= scoring.SETTLED_MIN_SHARE < max(map(max, shares))
 
 
 def test_ties_go_to_the_lowest_class() -> None:

@@ -3,8 +3,8 @@
 Candidate evaluation is the inner loop of every search. Arrays are class-major: a running sum is [C, n] and the
 candidates X [M, C, n] (`layout`). `score_added` adds a candidate into a preallocated buffer, takes the argmax
 in whole-array passes (ties to the lowest class, as numpy's argmax: NumpyEngine.argmax) and builds the
-confusion matrix with one bincount of y*C + pred; greedy's rounds rescore only the rows a candidate can still
-flip (SettledSearch). The metric itself comes from kit.metrics.scores (`score_from_counts`), so results equal
+confusion matrix with one bincount of y*C + pred; greedy's rounds score the rows in blocks that stay in cache
+and rescore only the rows a candidate can still flip (SettledSearch). The metric itself comes from kit.metrics.scores (`score_from_counts`), so results equal
 kit.metrics' scores (and scikit-learn's f1_score / accuracy_score / log_loss).
 """
 
@@ -19,7 +19,8 @@ from kit.metrics.ranking import binary_auc, qwk_from_confusion, qwk_from_confusi
 from kit.metrics.scores import LABEL_METRICS, greater_is_better, parse_metric, score_from_counts
 
 SPREAD_SAFETY, SPREAD_SLACK = 1 + 1e-5, 1e-6  # float32 rounding of the sums is far below this margin
-SETTLED_MIN_SHARE = 0.6  # SettledSearch rescores only the open rows once this share of rows is settled
+SETTLED_MIN_SHARE = 0.6  # SettledSearch rescores only a block's open rows once this share of them is settled
+ROW_BLOCK = 16384  # rows SettledSearch scores together, so that a block's [C, rows] arrays stay in cache
 
 
 class Labels:
@@ -130,7 +131,7 @@ class NumpyEngine:
         return log_loss_of_sum(self._added(s, p, scale), total, self.labels, space, self.class_axis)
 
     def search(self, scorer: FastScorer, X: np.ndarray, idx: list[int]) -> SettledSearch:
-        return SettledSearch(scorer, self, X, idx)
+        return SettledSearch(scorer, X, idx)
 
 
 class FastScorer:
@@ -318,11 +319,19 @@ class PlainSearch:
 class SettledSearch:
     """Greedy's round evaluator for argmax metrics over class-major X [M, C, n], exact.
 
-    Once enough rows are settled (no candidate can change their argmax), each round counts the settled rows
-    once and rescores only the open rows per candidate; until then it scores as PlainSearch."""
+    A round scores the rows in blocks of ROW_BLOCK, every candidate on one block before the next, so that the
+    block's sums and buffers stay in cache. In a block where enough rows are settled (no candidate can change
+    their argmax) the settled rows are counted once and only the open rows are rescored per candidate; elsewhere
+    every row is."""
 
-    def __init__(self, scorer: FastScorer, engine: NumpyEngine, X: np.ndarray, idx: list[int]) -> None:
-        self.plain, self.engine = PlainSearch(scorer, X, idx), engine
+    def __init__(self, scorer: FastScorer, X: np.ndarray, idx: list[int]) -> None:
+        self.plain = PlainSearch(scorer, X, idx)
+        n = X.shape[2]
+        self.blocks = [
+            (rows, Labels(scorer.y[rows], scorer.n_classes))
+            for rows in (slice(lo, min(n, lo + ROW_BLOCK)) for lo in range(0, n, ROW_BLOCK))
+        ]
+        self._engines: dict[int, NumpyEngine] = {}  # one set of buffers per block length, reused every round
         # per candidate and row, max - min over classes (with a margin for float32 rounding of the sums): how
         # far adding that candidate can move the gap between two classes; the widest per row
         widest = np.zeros(X.shape[2], dtype=np.float32)
@@ -347,14 +356,22 @@ class SettledSearch:
         return self.plain.subset_gains()
 
     def gains(self) -> list[float]:
-        scorer, S, X = self.plain.scorer, self.plain.S, self.plain.X
-        if not self.plain.total or (settled := settled_rows(S, self.widest)).mean() <= SETTLED_MIN_SHARE:
-            return self.plain.gains()
+        scorer = self.plain.scorer
+        parts = [self._confusions(rows, labels) for rows, labels in self.blocks]
+        return [scorer.gain(scorer.from_confusion(cm)) for cm in np.sum(parts, axis=0)]
+
+    def _confusions(self, rows: slice, labels: Labels) -> list[np.ndarray]:
+        """Each candidate's confusion matrix over one block of rows."""
+        X, idx = self.plain.X, self.plain.idx
+        S = self.plain.S[:, rows]
+        if labels.n not in self._engines:
+            self._engines[labels.n] = NumpyEngine(labels)
+        engine = self._engines[labels.n]
+        settled = settled_rows(S, self.widest[rows])
+        if not self.plain.total or settled.mean() <= SETTLED_MIN_SHARE:
+            return [labels.confusion(engine.argmax(engine._added(S, X[m][:, rows], 1.0))) for m in idx]
         keep, open_rows = np.flatnonzero(settled), np.flatnonzero(~settled)
-        base = scorer.labels.confusion_of(keep, self.engine.argmax(S)[keep])
-        sub = NumpyEngine(Labels(scorer.y[open_rows], scorer.n_classes))
+        base = labels.confusion_of(keep, engine.argmax(S)[keep])
+        sub = NumpyEngine(Labels(labels.y[open_rows], labels.n_classes))
         S_open = np.ascontiguousarray(S[:, open_rows])
-        return [
-            scorer.gain(scorer.from_confusion(base + sub.confusion(S_open + X[m][:, open_rows])))
-            for m in self.plain.idx
-        ]
+        return [base + sub.confusion(S_open + X[m][:, rows][:, open_rows]) for m in idx]

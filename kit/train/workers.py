@@ -39,18 +39,10 @@ POLL_S = 0.2  # how often the parent checks that its workers are alive while no 
 EXIT_EVENT_WAIT_S = 30.0  # the longest a worker that ended normally may leave its last event unread
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (the affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def worker_threads(n_workers: int) -> int:
     """torch threads per worker: the user's (`--threads N`, OMP_NUM_THREADS), else the cores shared out, at
     least one."""
-    from kit.train.threads import user_threads
+    from kit.train.threads import usable_cores, user_threads
 
     user = user_threads(os.environ)
     return user[0] if user is not None else max(1, usable_cores() // n_workers)
