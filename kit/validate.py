@@ -214,6 +214,8 @@ def validate_file(path: Path, overrides: list[str] | None = None) -> Checked:
             from kit.config.seeds import seed_bags
 
             bags = [f"seed bag {b}: members {', '.join(ns)}" for b, ns in seed_bags(cfg.members).items()]
+            if cfg.competition.label_overrides is not None and not problems:
+                bags.append(_overrides_note(cfg.competition.label_overrides))
             return Checked(path, kind, problems, warns, bags)
         if kind == "ensemble":
             from kit.config.ensemble import EnsembleSpec
@@ -225,6 +227,14 @@ def validate_file(path: Path, overrides: list[str] | None = None) -> Checked:
     return Checked(
         path, kind, ["neither a kit.yaml (no `competition:` key) nor an ensemble spec (no `blenders:` key)"]
     )
+
+
+def _overrides_note(path: Path) -> str:
+    from kit.data.overrides import read_label_overrides
+
+    rows = read_label_overrides(path)
+    dropped = sum(o.label is None for o in rows)
+    return f"competition.label_overrides: {len(rows) - dropped} row(s) relabelled, {dropped} dropped ({path})"
 
 
 def validate_files(paths: list[Path], overrides: list[str] | None = None) -> list[Checked]:

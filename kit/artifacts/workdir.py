@@ -31,6 +31,9 @@ KIT_ENTRIES = frozenset(
         "tune",
         "tracking",
         "clip-tiny",  # `kit demo`'s random-init CLIP
+        "report.html",  # `kit report`'s page
+        "report-label-overrides.csv",  # the label fixes it suggests, and their sidecar
+        "report-label-overrides.csv.json",
     }
 )
 

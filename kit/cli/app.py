@@ -17,6 +17,7 @@ from kit.cli.blend import blend
 from kit.cli.common import err_console
 from kit.cli.demo import demo
 from kit.cli.predict import export, predict
+from kit.cli.report import report
 from kit.cli.submit import check_submission, submissions, submit
 from kit.cli.train import runs, train
 from kit.cli.tune import tune
@@ -35,7 +36,8 @@ app = typer.Typer(
 
 # in `kit --help`'s order; each name comes from its function (check_submission: check-submission)
 COMMANDS: list[Callable[..., None]] = [
-    init, validate, folds, demo, train, runs, blend, submit, check_submission, submissions, predict, export, tune
+    init, validate, folds, demo, train, runs, blend, submit, check_submission, submissions, report, predict,
+    export, tune,
 ]  # fmt: skip
 for command in COMMANDS:
     app.command()(command)

@@ -308,15 +308,23 @@ def _signed(v: float) -> str:
     return "+0.0000" if s == "-0.0000" else s
 
 
+def _when(iso: str | None) -> str:
+    """An ISO time as the tables show it: `2026-12-07 01:02`."""
+    return (iso or "-")[:16].replace("T", " ")
+
+
 def print_submissions(records: list[SubmissionRecord], folder: Path, console: Console) -> None:
     """`kit submissions`: best CV first (kit.submit.write.list_submissions), each score labelled by what it
-    estimates."""
+    estimates, with its interval and the latest public leaderboard score `kit submissions --lb` recorded."""
     cols = [
         Col("file", "left"),
         Col("source", "left"),
         Col("metric", "left"),
         Col("CV"),
+        Col("CV interval"),
         Col("CV is", "left"),
+        Col("LB"),
+        Col("LB recorded", "left"),
         Col("kind", "left"),
         Col("created", "left"),
     ]
@@ -326,9 +334,12 @@ def print_submissions(records: list[SubmissionRecord], folder: Path, console: Co
             r.source,
             r.metric or "-",
             f"{r.score:.4f}" if r.score is not None else "-",
+            f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}]" if r.interval else "-",
             r.score_kind or "-",
+            f"{r.lb:.4f}" if r.lb is not None else "-",
+            _when(r.lb_at) + (f" ({r.lb_note})" if r.lb_note else ""),
             r.kind or "-",
-            (r.created or "-")[:16].replace("T", " "),
+            _when(r.created),
         ]
         for r in records
     ]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from kit.cli.common import AllowStaleOpt, ConfigOpt, SetOpt, console, err_console, kit_command, load
 from kit.errors import KitError
@@ -101,19 +102,60 @@ def submissions(
     folder: Annotated[Path, typer.Option("--dir", help="where `kit submit` wrote them")] = Path(
         "submissions"
     ),
+    lb: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            "--lb",
+            metavar="FILE SCORE",
+            help="record the public leaderboard SCORE of FILE (a CSV `kit submit` wrote, or its name in --dir); "
+            "a later --lb replaces it, the sidecar keeps every one with its time",
+        ),
+    ] = None,
+    note: Annotated[
+        str | None, typer.Option("--note", help="with --lb: a note kept beside the score, e.g. 'public 30%'")
+    ] = None,
 ) -> None:
-    """List written submissions with their CV scores, best first: pick your final two by CV.
+    """List written submissions with their CV and public leaderboard (LB) scores, best CV first: pick your final
+    two by CV.
 
     A blend's CV is its selection-aware estimate (the blender choice repeated inside each outer fold), a
     member's its pooled OOF score; blend sidecars from a kit that recorded only the winner's own (optimistic)
-    nested score come after them, labelled so.
+    nested score come after them, labelled so. A warning names every pair where the leaderboard prefers one
+    submission while CV prefers the other beyond its interval (docs/submit.md, "CV against the leaderboard").
 
-    Example: `kit submissions --dir submissions`
+    Example: `kit submissions --dir submissions`, or record a score:
+    `kit submissions --lb all-20260101-120000.csv 0.8123 --note "public 30%"`
     """
     from kit.cli.render import print_submissions
+    from kit.submit.leaderboard import (
+        ADVICE,
+        lb_contradictions,
+        parse_lb_score,
+        record_lb,
+        resolve_submission,
+    )
     from kit.submit.write import list_submissions
 
+    if note is not None and lb is None:
+        raise KitError("--note goes with --lb FILE SCORE: `kit submissions --lb FILE SCORE --note TEXT`")
+    if lb is not None:
+        path = resolve_submission(Path(lb[0]), folder)
+        done = record_lb(path, parse_lb_score(lb[1]), note=note)
+        r = done.record
+        line = f"recorded LB {r.lb:.4f} for {path}"
+        if done.replaced is not None:
+            line += (
+                f" (replaces {done.replaced.score:.4f} recorded {done.replaced.recorded}; "
+                f"{len(r.lb_history)} scores kept in {path.name}.json)"
+            )
+        console.print(line, highlight=False, markup=False)
+        folder = path.parent
     records = list_submissions(folder)
     if not records:
         raise KitError(f"no submissions in {folder}; write one with `kit submit ensembles/NAME.yaml`")
     print_submissions(records, folder, console)
+    found = lb_contradictions(records)
+    for c in found:
+        err_console.print(f"[yellow]warning:[/] {escape(c.message())}", highlight=False)
+    if found:
+        err_console.print(f"  {ADVICE}", highlight=False, markup=False)

@@ -16,14 +16,27 @@ def init(
     data_dir: Annotated[Path, typer.Argument(help="the competition's data folder")],
     out: Annotated[Path, typer.Option("--out", "-o", help="where to write the config")] = Path("kit.yaml"),
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
+    no_duplicates: Annotated[
+        bool, typer.Option("--no-duplicates", help="skip hashing the train images for near-duplicates")
+    ] = False,
 ) -> None:
     """Inspect a competition folder and write a commented kit.yaml.
+
+    Without a group column, the train images are hashed (pHash) and clusters of near-duplicates (resized,
+    recompressed, brightened copies) are written beside the config (kit.groups.csv for kit.yaml) and set as
+    competition.groups_file, so each cluster stays in one fold; --no-duplicates skips it.
 
     Example: `kit init data/dacon-wallpaper --out kit.yaml`
     """
     from kit.data.layout import write_kit_yaml
 
-    g = write_kit_yaml(data_dir, out, force=force)
+    g = write_kit_yaml(
+        data_dir,
+        out,
+        force=force,
+        duplicates=not no_duplicates,
+        report=lambda line: console.print(line, highlight=False, markup=False),
+    )
     console.print(f"[green]wrote[/] {out}")
     for n in g.notes:  # notes quote file and class names, which may hold [brackets]: never markup
         console.print("  [cyan]found[/] ", end="")
@@ -96,7 +109,7 @@ def folds(config: ConfigOpt = Path("kit.yaml"), overrides: SetOpt = None) -> Non
     ws = open_workspace(cfg, need_test=bool(cfg.competition.extra_train))  # test: duplicates of extra data
     y = ws.train.labels
     t = Table(
-        title=f"{ws.folds.k} folds ({'grouped by ' + str(ws.cfg.competition.group_column) if ws.folds.grouped else 'stratified'})"
+        title=f"{ws.folds.k} folds ({'grouped by ' + str(ws.cfg.competition.groups_source) if ws.folds.grouped else 'stratified'})"
     )
     t.add_column("label" if ws.train.multilabel else "class")
     for f in range(ws.folds.k):

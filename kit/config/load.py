@@ -253,6 +253,10 @@ def resolve_paths(cfg: KitConfig, base: Path) -> KitConfig:
         p = getattr(comp, key)
         if p is not None and not p.is_absolute():
             updates[key] = root / p
+    if comp.label_overrides is not None and not comp.label_overrides.is_absolute():
+        updates["label_overrides"] = base / comp.label_overrides  # the user's own file: beside the kit.yaml
+    if comp.groups_file is not None and not comp.groups_file.is_absolute():
+        updates["groups_file"] = base / comp.groups_file  # beside the kit.yaml, as `kit init` writes it
     workdir = cfg.workdir if cfg.workdir.is_absolute() else (base / cfg.workdir).resolve()
     # members with file paths (e.g. clip_probe's local-dir:) resolve them against the config's folder too
     members = {n: m.with_base(base) if hasattr(m, "with_base") else m for n, m in cfg.members.items()}
@@ -292,6 +296,17 @@ def check_workdir(comp: Competition, workdir: Path) -> None:
                 f"workdir: {workdir} holds the competition's files (competition.{key}: {p}); kit writes its "
                 "artifacts there and would mix them with the data. Use a folder of its own, e.g. workdir: work"
             )
+    if comp.label_overrides is not None and wd in Path(os.path.abspath(comp.label_overrides)).parents:
+        raise KitError(
+            f"competition.label_overrides: {comp.label_overrides} is inside the workdir {workdir}, whose files "
+            "kit replaces (its label suggestions included); copy the file next to kit.yaml and point "
+            "label_overrides at the copy"
+        )
+    if comp.groups_file is not None and wd in Path(os.path.abspath(comp.groups_file)).parents:
+        raise KitError(
+            f"competition.groups_file: {comp.groups_file} is inside the workdir {workdir}, whose files kit "
+            "replaces; move the file next to kit.yaml and point groups_file at it"
+        )
     for f in folders:
         if f is not None and Path(os.path.abspath(f)) in wd.parents:
             raise KitError(

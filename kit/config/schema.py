@@ -119,6 +119,12 @@ class Competition(StrictModel):
         False, description="multilabel: keep the most probable label when none passes its threshold"
     )
     group_column: str | None = None
+    groups_file: UserPath | None = Field(
+        None,
+        description="CSV with columns id,group (relative to the kit.yaml; `kit init` writes one of near-duplicate "
+        "image clusters): rows sharing a group stay in one fold, train rows it does not list are each their "
+        "own group; instead of group_column",
+    )
     classes: list[str] | None = Field(
         None, description="class order; default: sorted labels of train (label_columns: their order)"
     )
@@ -126,6 +132,11 @@ class Competition(StrictModel):
     metric_k: int | None = Field(None, ge=1, le=100, description="k of map_at_k and top_k_accuracy")
     blank_groups: Literal["own", "error"] = Field(
         "own", description="rows with an empty group_column cell: each its own group, or an error"
+    )
+    label_overrides: UserPath | None = Field(
+        None,
+        description="CSV with columns id,label (relative to the kit.yaml): each row corrects a train row's "
+        "label, or drops the row when label is empty (multilabel: labels joined by label_separator)",
     )
     extra_train: list[ExtraTrain] = Field(
         default_factory=list, description="external labelled data: training side of every fold only"
@@ -147,6 +158,13 @@ class Competition(StrictModel):
     @property
     def train_is_coco(self) -> bool:
         return self.train.suffix.lower() in COCO_SUFFIXES
+
+    @property
+    def groups_source(self) -> str | None:
+        """Where the train rows' groups come from, as messages name it (None: no groups)."""
+        if self.groups_file is not None:
+            return f"competition.groups_file ({self.groups_file.name})"
+        return f"competition.group_column '{self.group_column}'" if self.group_column is not None else None
 
     @property
     def scored_by(self) -> str:
@@ -247,6 +265,11 @@ class Competition(StrictModel):
                 "set competition.label_column (one column of labels) or competition.label_columns (one-hot "
                 "columns), not both"
             )
+        if self.group_column is not None and self.groups_file is not None:
+            raise ValueError(
+                "set competition.group_column (a column of the train table) or competition.groups_file (a CSV "
+                "id,group), not both; to keep both relations, add the file's groups as a column"
+            )
         if self.train_is_coco:
             if self.label_column is not None or self.label_columns is not None:
                 raise ValueError(
@@ -304,7 +327,8 @@ class Folds(StrictModel):
     k: int = Field(5, ge=2, le=50)
     seed: int = 42
     use_groups: bool = Field(
-        True, description="split by competition.group_column (StratifiedGroupKFold) when it is set"
+        True,
+        description="split by competition.group_column or groups_file (StratifiedGroupKFold) when one is set",
     )
 
 

@@ -134,16 +134,16 @@ def check_fold_plan(cfg: KitConfig, train: Table) -> None:
 
 
 def _fold_groups(cfg: KitConfig, train: Table) -> tuple[list[str] | None, int]:
-    use_groups = cfg.folds.use_groups and cfg.competition.group_column is not None
+    use_groups = cfg.folds.use_groups and cfg.competition.groups_source is not None
     return own_blank_groups(train.groups) if use_groups and train.groups else (None, 0)
 
 
 def make_folds(cfg: KitConfig, train: Table) -> Folds:
     comp = cfg.competition
-    use_groups = cfg.folds.use_groups and comp.group_column is not None
-    if comp.group_column is not None and not cfg.folds.use_groups:
+    use_groups = cfg.folds.use_groups and comp.groups_source is not None
+    if comp.groups_source is not None and not cfg.folds.use_groups:
         warnings.warn(
-            f"folds.use_groups is false although competition.group_column = '{comp.group_column}': images of "
+            f"folds.use_groups is false although {comp.groups_source} is set: images of "
             "the same group can land in train and validation, which inflates CV",
             FoldWarning,
             stacklevel=2,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_args
@@ -102,6 +103,7 @@ class Guess:
     label_column: str | None = None
     label_columns: list[str] | None = None
     group_column: str | None = None
+    groups_file: str | None = None  # near-duplicate clusters as groups (relative to the config's folder)
     task: str = "multiclass"  # multilabel: several labels in a cell, or 0/1 columns with several 1s a row
     at_least_one_label: bool = False  # multilabel: every train row has a label
     n_train: int | None = None
@@ -631,6 +633,11 @@ def render_kit_yaml(g: Guess, config_dir: Path) -> str:
             else []
         ),
         line("group_column", g.group_column, "same group never in train and validation"),
+        *(
+            [line("groups_file", g.groups_file, "near-duplicate images as groups (CSV id,group)")]
+            if g.groups_file
+            else []
+        ),
         line("classes", None, "class order; null = sorted labels"),
         line(
             "metric",
@@ -641,7 +648,7 @@ def render_kit_yaml(g: Guess, config_dir: Path) -> str:
         "folds:\n",
         "  k: 5\n",
         "  seed: 42\n",
-        "  use_groups: true                         # StratifiedGroupKFold when group_column is set\n",
+        "  use_groups: true                         # StratifiedGroupKFold when group_column/groups_file is set\n",
         "workdir: work                              # caches, folds, member artifacts, blends\n",
         "members:\n",
         "  convnext:\n",
@@ -710,7 +717,16 @@ def check_config_out(out: Path, *, force: bool) -> None:
         )
 
 
-def write_kit_yaml(data_dir: Path, out: Path, *, force: bool = False) -> Guess:
+def write_kit_yaml(
+    data_dir: Path,
+    out: Path,
+    *,
+    force: bool = False,
+    duplicates: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> Guess:
+    """Detect the layout and write `out`; with `duplicates` and no group column, near-duplicate train images
+    are proposed as groups (propose_duplicate_groups). `report` gets a line before the images are hashed."""
     from kit.artifacts.atomic import atomic_write_text
     from kit.errors import KitError
 
@@ -720,12 +736,80 @@ def write_kit_yaml(data_dir: Path, out: Path, *, force: bool = False) -> Guess:
     g = detect_layout(data_dir)
     g.notes.append(INIT_TTA_NOTE)
     atomic_write_text(out, render_kit_yaml(g, out.parent))
+    if duplicates and g.group_column is None and propose_duplicate_groups(g, out, report):
+        atomic_write_text(out, render_kit_yaml(g, out.parent))
     ensemble = out.parent / "ensembles" / "all.yaml"
     if not ensemble.exists():
         ensemble.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(ensemble, default_ensemble_text())
         g.wrote.append(ensemble)
     return g
+
+
+def propose_duplicate_groups(g: Guess, config: Path, report: Callable[[str], None] | None = None) -> bool:
+    """Hash the train images of the config just written; when near-duplicates cluster, write the clusters as
+    its groups file (kit.data.groups) and set g.groups_file. What was found goes to g.notes / g.missing.
+    Hashes are cached in the config's workdir when kit may write there (`kit report` reads them back)."""
+    from kit.artifacts.workdir import claim_workdir, workdir_problem
+    from kit.config.load import load_config
+    from kit.data.duplicates import MAX_DISTANCE, ImageHasher, near_duplicates
+    from kit.data.groups import groups_file_name, is_kit_groups_file, write_groups_file
+    from kit.data.table import load_train
+
+    path = groups_file_name(config)
+    if path.exists() and not is_kit_groups_file(path):
+        g.missing.append(
+            f"near-duplicate images not searched: {path} exists and kit did not write it (no `# written by "
+            "kit init` first line), so kit will not replace it; move it away and run `kit init --force`, or "
+            "point competition.groups_file at it"
+        )
+        return False
+    try:
+        cfg = load_config(config)
+        train = load_train(cfg.competition)
+    except KitError as e:
+        first = str(e).splitlines()[0]
+        g.missing.append(f"near-duplicate images not searched: the train table does not load yet ({first})")
+        return False
+    n = len(train)
+    cache = None
+    if workdir_problem(cfg.workdir) is None:
+        claim_workdir(cfg.workdir)
+        cache = cfg.workdir / "cache"
+    if report is not None:
+        report(f"hashing {n:,} train images to find near-duplicates (--no-duplicates skips this)")
+    try:
+        hashes = ImageHasher(cache).hashes(train.paths)
+    except KitError as e:
+        g.missing.append(f"near-duplicate images not searched: {e}")
+        return False
+    found = near_duplicates(hashes, max_distance=MAX_DISTANCE)
+    how = f"pHash within {MAX_DISTANCE} of 64 bits"
+    if not found.train_clusters:
+        if path.exists():  # kit's own file from an earlier init: no longer true
+            path.unlink()
+        g.notes.append(f"no near-duplicate train images ({how}) among {n:,}")
+        return False
+    clusters = found.train_clusters
+    largest = len(clusters[0])
+    shown = "; ".join(
+        ", ".join(train.ids[i] for i in c[:3]) + (f" +{len(c) - 3}" if len(c) > 3 else "")
+        for c in clusters[:3]
+    )
+    summary = f"{len(clusters)} clusters of near-duplicate images ({found.n_clustered} images; {how})"
+    if largest > max(10, n // 10):
+        g.missing.append(
+            f"{summary}, the largest holding {largest} of {n:,} images: more likely alike images than copies, "
+            f"so not proposed as groups (largest: {shown}); look at them in `kit report`"
+        )
+        return False
+    write_groups_file(path, train.ids, clusters, f"near-duplicate train images ({how})")
+    g.groups_file = os.path.relpath(path, config.parent)
+    g.notes.append(
+        f"{summary} proposed as groups: {g.groups_file} (competition.groups_file), so each cluster stays in one "
+        f"fold: {shown}{' ...' if len(clusters) > 3 else ''}; remove the key if they are not copies"
+    )
+    return True
 
 
 def default_ensemble_text() -> str:

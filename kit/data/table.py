@@ -490,6 +490,14 @@ def _multilabel_matrix(comp: Competition, labels: list[str]) -> tuple[np.ndarray
 def load_train(comp: Competition) -> Table:
     ids, paths, labels, groups = read_split(comp, comp.train, comp.train_images, "train", labelled=True)
     assert labels is not None
+    if comp.groups_file is not None:  # groups from a CSV id,group (kit.data.groups), before rows are dropped
+        from kit.data.groups import read_groups_file
+
+        groups = read_groups_file(comp.groups_file, ids)
+    if comp.label_overrides is not None:  # corrections and dropped rows (kit.data.overrides)
+        from kit.data.overrides import apply_label_overrides
+
+        ids, paths, labels, groups = apply_label_overrides(comp, ids, paths, labels, groups)
     if comp.multilabel:
         y, classes = _multilabel_matrix(comp, labels)
         return Table(ids=ids, paths=paths, labels=y, groups=groups, classes=classes)

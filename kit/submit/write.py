@@ -2,7 +2,8 @@
 
 submissions/NAME-YYYYmmdd-HHMMSS.csv        the file to upload
 submissions/NAME-YYYYmmdd-HHMMSS.csv.json   source (blend or member), its CV score and what that score
-                                            estimates (`score_kind`), fingerprints, time
+                                            estimates (`score_kind`), fingerprints, time, and the public
+                                            leaderboard scores `kit submissions --lb` recorded (`lb_history`)
 """
 
 from __future__ import annotations
@@ -139,6 +140,18 @@ def write_submission(path: Path, text: str, encoding: str, sidecar: dict[str, An
 
 
 @dataclass(frozen=True)
+class LbEntry:
+    """One public leaderboard score recorded by `kit submissions --lb` (sidecar `lb_history`, oldest first)."""
+
+    score: float
+    recorded: str  # ISO time with its offset
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"score": self.score, "recorded": self.recorded, "note": self.note}
+
+
+@dataclass(frozen=True)
 class SubmissionRecord:
     path: Path
     source: str
@@ -147,6 +160,22 @@ class SubmissionRecord:
     score_kind: str | None
     kind: str | None
     created: str | None
+    interval: tuple[float, float] | None = None  # of `score`, where the sidecar has one
+    competition: str | None = None
+    lb_history: tuple[LbEntry, ...] = ()  # oldest first; the last one is the score that counts
+
+    @property
+    def lb(self) -> float | None:
+        """The latest recorded public leaderboard score."""
+        return self.lb_history[-1].score if self.lb_history else None
+
+    @property
+    def lb_at(self) -> str | None:
+        return self.lb_history[-1].recorded if self.lb_history else None
+
+    @property
+    def lb_note(self) -> str | None:
+        return self.lb_history[-1].note if self.lb_history else None
 
     def sort_key(self) -> tuple[str, int, float, str]:
         """Per metric, best first: selection-aware and pooled OOF scores, then optimistic ones (the winner's
@@ -169,17 +198,42 @@ def blend_cv(winner: Winner) -> tuple[float | None, list[float] | None, str]:
     return winner.nested_score, winner.nested_interval, WINNER_NESTED
 
 
-def sidecar_score(meta: dict[str, Any]) -> tuple[float | None, str | None]:
-    """The CV score a sidecar records and what it estimates. A blend sidecar an earlier kit wrote holds the
-    winner's nested score as `cv_score` (score_kind 'nested CV') and the selection-aware estimate, when its
-    kit had one, under `source`: that estimate is the score; without it the nested score, labelled
+def _interval(v: Any) -> tuple[float, float] | None:
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        lo, hi = _number(v[0]), _number(v[1])
+        if lo is not None and hi is not None:
+            return lo, hi
+    return None
+
+
+def sidecar_score(meta: dict[str, Any]) -> tuple[float | None, tuple[float, float] | None, str | None]:
+    """The CV score a sidecar records, its interval and what it estimates. A blend sidecar an earlier kit wrote
+    holds the winner's nested score as `cv_score` (score_kind 'nested CV') and the selection-aware estimate,
+    when its kit had one, under `source`: that estimate is the score; without it the nested score, labelled
     optimistic."""
     score, kind = _number(meta.get("cv_score")), meta.get("score_kind")
+    interval = _interval(meta.get("cv_interval"))
     if kind == "nested CV":
         src = meta.get("source")
-        aware = _number(src.get("selection_aware_score")) if isinstance(src, dict) else None
-        return (aware, SELECTION_AWARE) if aware is not None else (score, WINNER_NESTED)
-    return score, kind if isinstance(kind, str) else None
+        src = src if isinstance(src, dict) else {}
+        aware = _number(src.get("selection_aware_score"))
+        if aware is not None:
+            return aware, _interval(src.get("selection_aware_interval")), SELECTION_AWARE
+        return score, interval, WINNER_NESTED
+    return score, interval, kind if isinstance(kind, str) else None
+
+
+def sidecar_lb_history(meta: dict[str, Any]) -> tuple[LbEntry, ...]:
+    """The leaderboard scores a sidecar records; entries without a numeric score and a time are skipped."""
+    entries = meta.get("lb_history")
+    out = []
+    for e in entries if isinstance(entries, list) else []:
+        if not isinstance(e, dict):
+            continue
+        score, recorded, note = _number(e.get("score")), e.get("recorded"), e.get("note")
+        if score is not None and isinstance(recorded, str):
+            out.append(LbEntry(score, recorded, note if isinstance(note, str) else None))
+    return tuple(out)
 
 
 def read_record(csv_path: Path) -> SubmissionRecord:
@@ -194,7 +248,7 @@ def read_record(csv_path: Path) -> SubmissionRecord:
         meta = {}
     src = meta.get("source") if isinstance(meta.get("source"), dict) else {}
     source = f"{src.get('kind', '?')} {src.get('name', '?')}" if src else "(no sidecar)"
-    score, score_kind = sidecar_score(meta)
+    score, interval, score_kind = sidecar_score(meta)
     return SubmissionRecord(
         path=csv_path,
         source=source,
@@ -203,6 +257,9 @@ def read_record(csv_path: Path) -> SubmissionRecord:
         score_kind=score_kind,
         kind=meta.get("kind") if isinstance(meta.get("kind"), str) else None,
         created=meta.get("created") if isinstance(meta.get("created"), str) else None,
+        interval=interval,
+        competition=meta.get("competition") if isinstance(meta.get("competition"), str) else None,
+        lb_history=sidecar_lb_history(meta),
     )
 
 
