@@ -5,7 +5,8 @@ set, as kit would leave it after training: the workspace opened (folds, file dig
 `kit train` builds, the perceptual-hash cache, and M members whose OOF/test logits are written with kit's
 artifact writer (random logits with the true class boosted, so the errors, calibration and label issues are
 those of a mediocre model). No blend: a blend adds reading its small files and one [N, C] array. Then builds
-the report R times and prints the build time, the page size against SIZE_BOUND_BYTES and the load average.
+the report R times (`--cold-hashes`: the first without the pHash cache, as a first report whose images
+`kit init` did not hash) and prints the build time, the page size against SIZE_BOUND_BYTES and the load average.
 
     .venv/bin/python bench/bench_report.py --n 100000 --dir /tmp/kit-bench-report
 """
@@ -117,6 +118,11 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/kit-bench-report"))
+    ap.add_argument(
+        "--cold-hashes",
+        action="store_true",
+        help="delete the pHash cache before the first run (a first report)",
+    )
     a = ap.parse_args()
     from kit.config.load import load_config
     from kit.report.build import SIZE_BOUND_BYTES, build_report
@@ -125,13 +131,17 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     cfg_path = build_workspace(root, a.n, a.test, a.classes, a.members)
     cfg = load_config(cfg_path)
+    if a.cold_hashes:
+        from kit.data.duplicates import CACHE_FILE
+
+        (root / "work" / "cache" / CACHE_FILE).unlink(missing_ok=True)
     for r in range(a.repeats):
         t0 = time.perf_counter()
         result = build_report(cfg)
         took = time.perf_counter() - t0
         missing = [s.id for s in result.missing()]
         print(
-            f"run {r + 1}: report of {a.n} train / {a.test} test images, {a.classes} classes, {a.members} members "
+            f"run {r + 1}{' (pHash cache cold)' if a.cold_hashes and r == 0 else ''}: report of {a.n} train / {a.test} test images, {a.classes} classes, {a.members} members "
             f"in {took:.1f}s; {result.size / 1e6:.2f} MB (bound {SIZE_BOUND_BYTES / 1e6:.1f} MB); sections "
             f"without input: {missing}; load average {os.getloadavg()}",
             flush=True,

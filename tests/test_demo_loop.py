@@ -70,6 +70,10 @@ def check_loop_artifacts(tmp_path: Path, sub: Path) -> None:
         assert (demo / "work" / "members" / member / "meta.json").is_file()
     assert (demo / "work" / "blends" / "all" / "winner.json").is_file()
     assert (demo / ".kit-demo.json").is_file() and (demo / "kit.yaml").is_file()
+    page = (demo / "work" / "report.html").read_text("utf-8")
+    assert '<meta name="generator" content="kit report">' in page
+    assert sub.name in page  # the leaderboard section lists the demo's own submission
+    assert page.count('src="data:image/') >= 10 and "http://" not in page and "https://" not in page
 
 
 def test_demo_whole_loop_short(tmp_path: Path, runner) -> None:

@@ -63,6 +63,27 @@ def save_all(folder: Path, images: list, stem: str = "img") -> list[Path]:
     return paths
 
 
+def test_the_batched_hash_is_imagehashs_phash(tmp_path: Path) -> None:
+    """One DCT over every image at once gives imagehash.phash's bits, on PNGs (full decode) and on JPEGs
+    (both decoded at the same reduced scale)."""
+    import imagehash
+    from PIL import Image
+
+    from kit.data.cache import to_rgb
+    from kit.data.duplicates import DRAFT
+
+    tiles = photo_tiles()
+    paths = save_all(tmp_path / "t", [*tiles, *copies(tiles).values()])
+    ours = ImageHasher(None, workers=2).hashes(paths)
+    for p, h in zip(paths, ours, strict=True):
+        with Image.open(p) as im:
+            if im.format == "JPEG":
+                im.draft("L", (DRAFT, DRAFT))
+            bits = imagehash.phash(to_rgb(im)).hash.reshape(-1)
+        assert int(h) == int("".join("1" if b else "0" for b in bits), 2), p.name
+    assert len(set(ours[: len(tiles)].tolist())) == len(tiles)  # distinct tiles, distinct hashes
+
+
 def test_copies_are_found_and_distinct_images_are_not(tmp_path: Path) -> None:
     tiles = photo_tiles()
     assert len(tiles) >= 12

@@ -1,5 +1,5 @@
 """`kit demo`: build the digits competition in its own folder, then run the whole loop there (folds, train
-every member, blend ensembles/all.yaml, submit) and score the submission against the held-back answers."""
+every member, blend ensembles/all.yaml, submit, report) and score the submission against the held-back answers."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ def demo(
     from kit.blend.run import run_blend, split_overrides
     from kit.cli.progress import RichReporter
     from kit.cli.render import print_blend, print_runs
+    from kit.report.build import build_report
     from kit.runs import collect_runs
     from kit.submit.make import make_submission
     from kit.train.run import train
@@ -77,4 +78,8 @@ def demo(
         f"accuracy {test_scores['accuracy']:.4f}  ({time.perf_counter() - t0:.0f} s in all)",
         highlight=False,
     )
-    console.print(f"next: `cd {out}`, then `kit runs`, `kit blend ensembles/all.yaml`, `kit submissions`")
+    report = build_report(cfg, submissions=out / SUBMISSIONS)
+    console.print(f"[green]wrote[/] {report.path}: what the models get wrong, on one page", highlight=False)
+    console.print(
+        f"next: `cd {out}`, then `kit report --open`, `kit runs`, `kit blend ensembles/all.yaml`, `kit submissions`"
+    )

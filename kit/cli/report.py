@@ -18,6 +18,9 @@ def report(
         Path | None,
         typer.Option("--out", "-o", help="where to write the page (default: workdir/report.html)"),
     ] = None,
+    submissions: Annotated[
+        Path, typer.Option("--submissions", help="where `kit submit` wrote the submissions")
+    ] = Path("submissions"),
     open_: Annotated[
         bool, typer.Option("--open", help="open the page in the web browser (BROWSER names one)")
     ] = False,
@@ -30,7 +33,7 @@ def report(
     from kit.report.build import build_report
 
     cfg = load(config, overrides)
-    r = build_report(cfg, out)
+    r = build_report(cfg, out, submissions)
     console.print(f"[green]wrote[/] {r.path} ({r.size / 1e6:.2f} MB, {r.seconds:.1f}s)", highlight=False)
     for s in r.missing():
         console.print(f"  [yellow]{s.id}[/]: ", end="", highlight=False)

@@ -544,18 +544,16 @@ def _label_of(ws: Workspace, row: int) -> str:
     return ws.classes[int(y[row])]
 
 
-def _leaderboard_section() -> Section:
-    """Submissions (kit.submit.write's records, with the public scores `kit submissions --lb` recorded) and
-    where choosing by the leaderboard contradicts CV (kit.submit.leaderboard)."""
+def _leaderboard_section(folder: Path) -> Section:
+    """Submissions in `folder` (kit.submit.write's records, with the public scores `kit submissions --lb`
+    recorded) and where choosing by the leaderboard contradicts CV (kit.submit.leaderboard)."""
     from kit.submit.leaderboard import lb_contradictions
-    from kit.submit.write import SUBMISSIONS_DIR, list_submissions
+    from kit.submit.write import list_submissions
 
     s = Section("leaderboard", "CV against the leaderboard")
-    records = list_submissions()
+    records = list_submissions(folder)
     if not records:
-        s.missing = (
-            f"no submissions in {SUBMISSIONS_DIR}/: run `kit submit`, then `kit submissions --lb FILE SCORE`"
-        )
+        s.missing = f"no submissions in {folder}/: run `kit submit`, then `kit submissions --lb FILE SCORE`"
         return s
     s.data = {
         "records": records,
@@ -591,14 +589,16 @@ def _render(context: dict[str, Any]) -> str:
     return env.get_template("report.html.j2").render(**context, marker=MARKER)
 
 
-def build_report(cfg: KitConfig, out: Path | None = None) -> ReportResult:
-    """Write the workspace's report (default workdir/report.html, atomically) and say what it holds."""
+def build_report(cfg: KitConfig, out: Path | None = None, submissions: Path | None = None) -> ReportResult:
+    """Write the workspace's report (default workdir/report.html, atomically) and say what it holds;
+    `submissions`: the folder `kit submit` wrote to (default submissions/)."""
     import numpy as np
 
     from kit.artifacts.atomic import atomic_write_text
     from kit.artifacts.workdir import claim_workdir
     from kit.report.images import Thumbs, find_store
     from kit.runs import member_intervals, run_rows
+    from kit.submit.write import SUBMISSIONS_DIR
     from kit.workspace import open_workspace
 
     t0 = time.perf_counter()
@@ -644,7 +644,7 @@ def build_report(cfg: KitConfig, out: Path | None = None) -> ReportResult:
         _gallery_section(ws, ref, train_thumbs),
         _label_issues_section(ws, path, train_thumbs, files),
         _duplicates_section(ws, train_thumbs, test_thumbs),
-        _leaderboard_section(),
+        _leaderboard_section(SUBMISSIONS_DIR if submissions is None else submissions),
         _data_section(ws, ref),
     ]
     context = {

@@ -19,6 +19,7 @@ import csv
 import hashlib
 import io
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -185,11 +186,14 @@ def _multiclass_issues(
     labels = y.astype(np.int64)
     if len(np.unique(labels)) < 2:
         return []
-    # n_jobs=1: no worker processes forked from a process that may hold torch and open files
-    ranked = find_label_issues(
-        labels, pooled, filter_by="predicted_neq_given", return_indices_ranked_by=QUALITY_METHOD, n_jobs=1
-    )
-    flagged = find_label_issues(labels, pooled, n_jobs=1)
+    # n_jobs=1: no worker processes forked from a process that may hold torch and open files. A long tail's
+    # small classes make cleanlab warn once per class that it may miss issues there: the ranking still covers them
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*too few examples", category=UserWarning)
+        ranked = find_label_issues(
+            labels, pooled, filter_by="predicted_neq_given", return_indices_ranked_by=QUALITY_METHOD, n_jobs=1
+        )
+        flagged = find_label_issues(labels, pooled, n_jobs=1)
     quality = get_label_quality_scores(labels, pooled, method=QUALITY_METHOD)
     other = pooled.copy()
     other[np.arange(len(labels)), labels] = -1.0
@@ -229,10 +233,12 @@ def _multilabel_issues(
 
     Y = y.astype(bool)
     labels = [np.flatnonzero(row).tolist() for row in Y]
-    ranked = find_label_issues(
-        labels, pooled, filter_by="predicted_neq_given", return_indices_ranked_by=QUALITY_METHOD, n_jobs=1
-    )
-    flagged = find_label_issues(labels, pooled, n_jobs=1)
+    with warnings.catch_warnings():  # as in _multiclass_issues
+        warnings.filterwarnings("ignore", message=".*too few examples", category=UserWarning)
+        ranked = find_label_issues(
+            labels, pooled, filter_by="predicted_neq_given", return_indices_ranked_by=QUALITY_METHOD, n_jobs=1
+        )
+        flagged = find_label_issues(labels, pooled, n_jobs=1)
     quality = get_label_quality_scores(labels, pooled, method=QUALITY_METHOD)
     pred = pooled >= 0.5
     set_prob = np.where(pred, pooled, 1.0 - pooled).prod(axis=1)  # P(exactly the predicted set)
