@@ -20,6 +20,7 @@ from kit.metrics.scores import LABEL_METRICS, greater_is_better, parse_metric, s
 
 SPREAD_SAFETY, SPREAD_SLACK = 1 + 1e-5, 1e-6  # float32 rounding of the sums is far below this margin
 SETTLED_MIN_SHARE = 0.6  # SettledSearch rescores only a block's open rows once this share of them is settled
+LAYOUT_BLOCK = 4096  # rows class_major transposes at once
 ROW_BLOCK = 16384  # rows SettledSearch scores together, so that a block's [C, rows] arrays stay in cache
 
 
@@ -63,8 +64,13 @@ class RoundSearch(Protocol):
 
 
 def class_major(P: np.ndarray) -> np.ndarray:
-    """[n, M, C] -> contiguous float32 [M, C, n] (each candidate's classes as contiguous rows)."""
-    return np.ascontiguousarray(np.transpose(P, (1, 2, 0)), dtype=np.float32)
+    """[n, M, C] -> contiguous float32 [M, C, n] (each candidate's classes as contiguous rows), transposed a block
+    of rows at a time (a whole-array transposed copy strides across memory)."""
+    n, M, C = P.shape
+    out = np.empty((M, C, n), dtype=np.float32)
+    for lo in range(0, n, LAYOUT_BLOCK):
+        out[:, :, lo : lo + LAYOUT_BLOCK] = np.transpose(P[lo : lo + LAYOUT_BLOCK], (1, 2, 0))
+    return out
 
 
 def log_loss_of_sum(s: np.ndarray, total: float, labels: Labels, space: Space, axis: int) -> float:
@@ -84,14 +90,18 @@ class NumpyEngine:
         self.labels = labels
         n, C = labels.n, labels.n_classes
         small = np.uint8 if C <= 255 else np.uint16
-        self._buf = np.empty((C, n), dtype=np.float32)
+        # flat buffers: `_room` gives a contiguous [C, k] (or [k]) view for any k <= n rows
+        self._buf = np.empty(C * n, dtype=np.float32)
         self._max = np.empty(n, dtype=np.float32)
-        self._eq = np.empty((C, n), dtype=bool)
-        self._rank = np.empty((C, n), dtype=small)
+        self._eq = np.empty(C * n, dtype=bool)
+        self._rank = np.empty(C * n, dtype=small)
         self._top = np.empty(n, dtype=small)
         self._pred = np.empty(n, dtype=np.intp)
         # class c ranks C - c: among classes tied at the maximum the lowest ranks first
         self._first = np.arange(C, 0, -1, dtype=small)[:, None]
+
+    def _room(self, flat: np.ndarray, k: int, rows: bool = True) -> np.ndarray:
+        return flat[: self.labels.n_classes * k].reshape(self.labels.n_classes, k) if rows else flat[:k]
 
     def layout(self, P: np.ndarray) -> np.ndarray:
         return class_major(P)
@@ -103,17 +113,19 @@ class NumpyEngine:
         """Lowest index of the maximum over classes of a class-major [C, n] array, as numpy's argmax (a row
         without a maximum, all NaN, gets class 0): the classes equal to the maximum, ranked C - c, and the
         largest rank, in whole-array passes instead of one pass per class."""
-        np.maximum.reduce(s, axis=0, out=self._max)
-        np.equal(s, self._max, out=self._eq)
-        np.multiply(self._eq.view(np.uint8), self._first, out=self._rank)
-        np.maximum.reduce(self._rank, axis=0, out=self._top)
-        C = s.shape[0]
-        np.subtract(C, self._top, out=self._pred)
-        np.remainder(self._pred, C, out=self._pred)
-        return self._pred
+        C, k = s.shape
+        mx, eq, rank = self._max[:k], self._room(self._eq, k), self._room(self._rank, k)
+        top, pred = self._top[:k], self._pred[:k]
+        np.maximum.reduce(s, axis=0, out=mx)
+        np.equal(s, mx, out=eq)
+        np.multiply(eq.view(np.uint8), self._first, out=rank)
+        np.maximum.reduce(rank, axis=0, out=top)
+        np.subtract(C, top, out=pred)
+        np.remainder(pred, C, out=pred)
+        return pred
 
     def _added(self, s: np.ndarray, p: np.ndarray, scale: float) -> np.ndarray:
-        buf = self._buf
+        buf = self._room(self._buf, s.shape[1])
         if scale == 1.0:
             np.add(s, p, out=buf)
         else:
@@ -267,15 +279,15 @@ class RankMetric:
 
 
 def settled_rows(S: np.ndarray, spread: np.ndarray) -> np.ndarray:
-    """Rows whose argmax no candidate can change: top-1 minus top-2 of S exceeds the row's largest spread.
+    """Rows whose argmax no candidate can change: the leader is the only class of S within the row's largest
+    spread of the top (a tie at the top leaves two).
 
     Adding P_m moves each class score by at most max_c P_m - min_c P_m, so the leader stays strictly ahead.
     """
-    top = S.max(axis=0)
-    is_top = top == S
-    second = np.where(is_top, -np.inf, S).max(axis=0)
-    tied = is_top.sum(axis=0) > 1
-    return ~tied & (top - second > spread)
+    floor = np.maximum.reduce(S, axis=0) - spread
+    near = np.greater_equal(S, floor)
+    count = np.uint8 if S.shape[0] <= 255 else np.uint16
+    return np.add.reduce(near.view(np.uint8), axis=0, dtype=count) == 1
 
 
 class PlainSearch:
@@ -367,11 +379,18 @@ class SettledSearch:
         if labels.n not in self._engines:
             self._engines[labels.n] = NumpyEngine(labels)
         engine = self._engines[labels.n]
+        if not self.plain.total:  # the empty blend: each candidate alone
+            return [labels.confusion(engine.argmax(X[m][:, rows])) for m in idx]
         settled = settled_rows(S, self.widest[rows])
-        if not self.plain.total or settled.mean() <= SETTLED_MIN_SHARE:
+        if settled.mean() <= SETTLED_MIN_SHARE:
             return [labels.confusion(engine.argmax(engine._added(S, X[m][:, rows], 1.0))) for m in idx]
         keep, open_rows = np.flatnonzero(settled), np.flatnonzero(~settled)
         base = labels.confusion_of(keep, engine.argmax(S)[keep])
-        sub = NumpyEngine(Labels(labels.y[open_rows], labels.n_classes))
-        S_open = np.ascontiguousarray(S[:, open_rows])
-        return [base + sub.confusion(S_open + X[m][:, rows][:, open_rows]) for m in idx]
+        S_open = S[:, open_rows]
+        cols = open_rows + rows.start
+        summed = engine._room(engine._buf, len(open_rows))
+        out = []
+        for m in idx:  # S + X[m] on the open rows, into the engine's buffer
+            np.add(X[m][:, cols], S_open, out=summed)
+            out.append(base + labels.confusion_of(open_rows, engine.argmax(summed)))
+        return out
