@@ -304,3 +304,23 @@ def test_submit_a_member_cuts_its_sigmoid_at_half(labels_run: Path, runner) -> N
     assert np.array_equal(cells, (probs >= 0.5).astype(int))
     side = json.loads(Path(str(out) + ".json").read_text())
     assert side["thresholds"] == dict.fromkeys(LABELS, 0.5) and side["thresholds_from"] == "0.5 (default)"
+
+
+def test_report_of_a_multilabel_workspace(labels_run: Path, runner) -> None:
+    """`kit report` on a multi-label workspace: per-label F1, calibration over every (image, label) cell,
+    label issues through cleanlab's multi-label ranking, and no confusion matrix (it says why)."""
+    import re
+
+    r = invoke(runner, ["report", *_sets()], cwd=labels_run)
+    assert r.exit_code == 0, r.output
+    page = (labels_run / "work" / "report.html").read_text("utf-8")
+    for sid in ("members", "per-class", "confusion", "calibration", "gallery", "label-issues", "data"):
+        assert f'<section id="{sid}"' in page, sid
+    per_class = page.split('<section id="per-class"')[1].split("</section>")[0]
+    assert all(f'<td class="l">{label}</td>' in per_class for label in LABELS)
+    confusion = page.split('<section id="confusion"')[1].split("</section>")[0]
+    assert "multi-label" in confusion and "<img" not in confusion
+    issues = page.split('<section id="label-issues"')[1].split("</section>")[0]
+    assert "label quality" in issues and "data:text/csv;base64," in issues
+    ece = re.findall(r'<td class="l">member convnext</td><td>([\d.]+)</td>', page)
+    assert ece and 0.0 <= float(ece[0]) <= 1.0
