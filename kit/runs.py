@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kit.artifacts.fingerprints import Fingerprints
 from kit.artifacts.member import Expected, config_changes, data_changes, list_members, read_meta
 from kit.config.schema import KitConfig
 from kit.errors import KitError
+
+if TYPE_CHECKING:
+    from kit.data.table import Table
 
 
 @dataclass
@@ -31,10 +34,13 @@ class RunRow:
     )
 
 
-def member_intervals(cfg: KitConfig, rows: list[RunRow], level: float = 0.95) -> None:
+def member_intervals(
+    cfg: KitConfig, rows: list[RunRow], level: float = 0.95, train: Table | None = None
+) -> None:
     """Each trained member's pooled OOF score (plain view) under the competition metric, with a group-bootstrap
-    interval (groups from competition.group_column; rows when there is none). Skipped when the train table
-    cannot be read or a member's rows do not match it (`kit blend`/`kit submit` name that problem)."""
+    interval (groups from competition.group_column; rows when there is none). `train`: the train table when
+    the caller has read it already. Skipped when the train table cannot be read or a member's rows do not
+    match it (`kit blend`/`kit submit` name that problem)."""
     import numpy as np
 
     from kit.artifacts.member import OOF_FILE, member_dir
@@ -44,10 +50,11 @@ def member_intervals(cfg: KitConfig, rows: list[RunRow], level: float = 0.95) ->
     from kit.metrics.multilabel import sigmoid
     from kit.metrics.scores import softmax
 
-    try:
-        train = load_train(cfg.competition)
-    except (KitError, OSError):
-        return
+    if train is None:
+        try:
+            train = load_train(cfg.competition)
+        except (KitError, OSError):
+            return
     if train.labels is None:
         return
     for r in rows:

@@ -228,6 +228,36 @@ def test_sections_without_inputs_say_so(tmp_path: Path) -> None:
     assert (tmp_path / "work" / ".kit-workdir.json").is_file()  # the default page claims the workdir
 
 
+def test_report_refuses_a_workdir_kit_did_not_make_and_writes_nothing(tmp_path: Path) -> None:
+    data = make_competition(tmp_path / "data")
+    write_config(tmp_path / "kit.yaml", data, {"cnx": member()})
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "my_notes.txt").write_text("mine")
+    r = invoke(CliRunner(), ["report"], cwd=tmp_path)
+    assert r.exit_code == 1 and "my_notes.txt" in r.output and "kit did not write" in r.output
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["my_notes.txt"]
+
+
+def test_a_member_whose_train_data_changed_is_not_judged(project: Path, tmp_path: Path) -> None:
+    """A label override after training: the members' OOF rows no longer fit the train labels, so the page
+    judges none of them and says why (as `kit blend` would refuse them)."""
+    copy = tmp_path / "p"
+    shutil.copytree(project, copy, symlinks=True)
+    cfg = yaml.safe_load((copy / "kit.yaml").read_text())
+    cfg["workdir"] = str(copy / "work")
+    first = next(csv.DictReader((Path(cfg["competition"]["root"]) / "train.csv").open()))
+    other = "eel" if first["label"] != "eel" else "bird"
+    write_csv(copy / "overrides.csv", ["id", "label"], [[first["id"], other]])
+    cfg["competition"]["label_overrides"] = "overrides.csv"
+    (copy / "kit.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    r = invoke(CliRunner(), ["report"], cwd=copy)
+    assert r.exit_code == 0, r.output
+    text = (copy / "work" / "report.html").read_text("utf-8")
+    for name in ("cnx", "eff"):
+        assert f"member &#39;{name}&#39;" in text and "cannot be used" in text
+    assert 'class="missing"' in section(text, "per-class")
+
+
 def test_many_classes_keep_the_page_bounded(tmp_path: Path) -> None:
     """30 classes: the confusion matrix keeps the 20 most confused, the per-class table all 30; member OOF
     logits written with kit's artifact writer."""

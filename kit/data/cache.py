@@ -106,6 +106,17 @@ class Geometry:
             return f"short{self.size}px-a{self.max_aspect:g}"
         return f"{self.resize}{self.size}px"
 
+    @classmethod
+    def from_key(cls, key: str) -> Geometry | None:
+        """The geometry a store's file names carry (the inverse of `key`), or None for another name."""
+        import re
+
+        if m := re.fullmatch(r"short(\d+)px-a([0-9.]+)", key):
+            return cls("shorter_side", int(m[1]), float(m[2]))
+        if m := re.fullmatch(r"(squash|pad)(\d+)px", key):
+            return cls(m[1], int(m[2]))  # type: ignore[arg-type]
+        return None
+
     @property
     def cap(self) -> int:
         return max(self.size, round(self.size * self.max_aspect))
@@ -272,6 +283,23 @@ def stored_sizes(folder: Path, split: str, fingerprint: str, resize: str) -> lis
         for p in folder.glob(f"{split}-{fingerprint}-{prefix}*px*-d{DECODE_VERSION}.npy")
         if (m := pattern.search(p.name)) is not None
     ]
+
+
+def find_store(cache_dir: Path, split: str, fingerprint: str, n: int) -> ImageStore | None:
+    """The smallest whole store of these n images (any geometry, any filter), or None when none was built."""
+    found = []
+    head, tail = f"{split}-{fingerprint}-", f"-d{DECODE_VERSION}.index.npy"
+    for index in (cache_dir / "images").glob(f"{head}*{tail}") if fingerprint else ():
+        geometry_key, _, _resample = index.name[len(head) : -len(tail)].rpartition("-")
+        if (geometry := Geometry.from_key(geometry_key)) is not None:
+            found.append((geometry.size, index.name, geometry, index))
+    for _, _, geometry, index in sorted(found, key=lambda f: f[:2]):
+        store = _read_store(
+            index.with_name(index.name.removesuffix(".index.npy") + ".npy"), index, n, geometry
+        )
+        if store is not None:
+            return store
+    return None
 
 
 def _read_store(data: Path, index: Path, n: int, geometry: Geometry) -> ImageStore | None:

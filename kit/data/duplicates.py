@@ -274,6 +274,13 @@ class Duplicates:
         return out
 
 
+def _rows_of(values: np.ndarray, k: int) -> list[np.ndarray]:
+    """For each value 0..k-1, the rows holding it (ascending)."""
+    import numpy as np
+
+    return np.split(np.argsort(values, kind="stable"), np.cumsum(np.bincount(values, minlength=k))[:-1])
+
+
 def near_duplicates(
     train_hashes: np.ndarray, test_hashes: np.ndarray | None = None, max_distance: int = MAX_DISTANCE
 ) -> Duplicates:
@@ -288,22 +295,14 @@ def near_duplicates(
     i, j, _ = hash_pairs(uniq, None, max_distance)
     graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(len(uniq), len(uniq)))
     _, label = connected_components(graph, directed=False)
-    row_label = label[inv]
-    order = np.argsort(row_label, kind="stable")
-    bounds = np.flatnonzero(np.diff(row_label[order])) + 1
-    clusters = [g.tolist() for g in np.split(order, bounds) if len(g) >= 2]
+    clusters = [g.tolist() for g in _rows_of(label[inv], int(label.max(initial=-1)) + 1) if len(g) >= 2]
     clusters.sort(key=lambda g: (-len(g), g[0]))
     pairs: list[tuple[int, int, int]] = []
     if test_hashes is not None and len(test_hashes) and len(train):
         test = np.asarray(test_hashes, dtype=np.uint64)
         tuniq, tinv = np.unique(test, return_inverse=True)
         ui, vj, d = hash_pairs(uniq, tuniq, max_distance)
-        train_rows = np.split(
-            np.argsort(inv, kind="stable"), np.cumsum(np.bincount(inv, minlength=len(uniq)))[:-1]
-        )
-        test_rows = np.split(
-            np.argsort(tinv, kind="stable"), np.cumsum(np.bincount(tinv, minlength=len(tuniq)))[:-1]
-        )
+        train_rows, test_rows = _rows_of(inv, len(uniq)), _rows_of(tinv, len(tuniq))
         for u, v, dist in zip(ui.tolist(), vj.tolist(), d.tolist(), strict=True):
             pairs += [(r, t, dist) for r in train_rows[u].tolist() for t in test_rows[v].tolist()]
         pairs.sort(key=lambda p: (p[2], p[0], p[1]))

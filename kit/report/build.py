@@ -108,37 +108,31 @@ class Predictions:
 
 
 def _member_predictions(ws: Workspace, rows: list[RunRow], notes: list[str]) -> list[Predictions]:
+    """Each trained member's plain-view OOF (and test) probabilities, for the members whose OOF rows fit the
+    current train table (kit.report.labels.oof_expected, the label ranking's check too)."""
     import numpy as np
 
-    from kit.artifacts.member import OOF_FILE, TEST_FILE, member_dir, read_meta
+    from kit.artifacts.member import load_member
     from kit.metrics.multilabel import sigmoid
     from kit.metrics.scores import softmax
+    from kit.report.labels import oof_expected
 
     out = []
-    n, C = len(ws.train), len(ws.classes)
     act = sigmoid if ws.train.multilabel else softmax
+    expected = oof_expected(ws)
     for r in rows:
         if not r.trained:
             continue
-        d = member_dir(ws.workdir, r.name)
         try:
-            oof = np.load(d / OOF_FILE, mmap_mode="r")
-            test = np.load(d / TEST_FILE, mmap_mode="r")
-            classes = read_meta(ws.workdir, r.name).get("classes")
-        except (OSError, ValueError, KitError) as e:
-            notes.append(f"member '{r.name}': its logits are unreadable ({e}); run `kit train {r.name}`")
-            continue
-        if oof.ndim != 3 or oof.shape[0] != n or oof.shape[2] != C or classes != ws.classes:
-            notes.append(
-                f"member '{r.name}': its OOF rows do not match the train table ({oof.shape} for {n} images, "
-                f"{C} classes); run `kit train {r.name}`"
-            )
+            art = load_member(ws.workdir, r.name, expected, mmap=True)
+        except KitError as e:
+            notes.append("; ".join([str(e).splitlines()[0], *e.problems]))
             continue
         t = None
-        if ws.test is not None and test.ndim == 3 and test.shape[0] == len(ws.test) and test.shape[2] == C:
-            t = act(np.asarray(test[:, 0, :], dtype=np.float64)).astype(np.float32)
+        if ws.test is not None and len(art.test) == len(ws.test):
+            t = act(np.asarray(art.test[:, 0, :], dtype=np.float64)).astype(np.float32)
         out.append(
-            Predictions(r.name, "member", act(np.asarray(oof[:, 0, :], np.float64)).astype(np.float32), t)
+            Predictions(r.name, "member", act(np.asarray(art.oof[:, 0, :], np.float64)).astype(np.float32), t)
         )
     return out
 
@@ -596,7 +590,8 @@ def build_report(cfg: KitConfig, out: Path | None = None, submissions: Path | No
 
     from kit.artifacts.atomic import atomic_write_text
     from kit.artifacts.workdir import claim_workdir
-    from kit.report.images import Thumbs, find_store
+    from kit.data.cache import find_store
+    from kit.report.images import Thumbs
     from kit.runs import member_intervals, run_rows
     from kit.submit.write import SUBMISSIONS_DIR
     from kit.workspace import open_workspace
@@ -604,6 +599,8 @@ def build_report(cfg: KitConfig, out: Path | None = None, submissions: Path | No
     t0 = time.perf_counter()
     path = out if out is not None else default_report_path(cfg)
     check_report_path(path)
+    if out is None:  # the page and its suggestions CSV go into the workdir: only into one that is kit's
+        claim_workdir(cfg.workdir)
     ws = open_workspace(cfg, write=False)
     y = ws.train.labels
     if y is None:
@@ -613,7 +610,7 @@ def build_report(cfg: KitConfig, out: Path | None = None, submissions: Path | No
     notes: list[str] = []
     rows = run_rows(ws.workdir, cfg.members, ws.expected())
     if rows:
-        member_intervals(cfg, rows)
+        member_intervals(cfg, rows, train=ws.train)
     preds = _member_predictions(ws, rows, notes)
     blends = _blend_records(ws, notes)
     blend = next((b["predictions"] for b in blends if b["predictions"] is not None), None)
@@ -665,7 +662,5 @@ def build_report(cfg: KitConfig, out: Path | None = None, submissions: Path | No
         else "the image files (decoded small)",
     }
     html = _render(context)
-    if out is None:
-        claim_workdir(ws.workdir)
     atomic_write_text(path, html)
     return ReportResult(path, len(html.encode("utf-8")), time.perf_counter() - t0, sections, files)

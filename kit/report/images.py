@@ -7,7 +7,6 @@ for the few rows the page shows; sizes are read from the headers of a bounded sa
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,50 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from kit.data.cache import DECODE_VERSION, Geometry, ImageStore, header_size, to_rgb
+from kit.data.cache import ImageStore, header_size, to_rgb
 from kit.report.figures import thumbnail
 
 THUMB_PX = 96
 SIZE_SAMPLE = 400  # images per split whose headers are read for the size statistics
-STORE_NAME = re.compile(
-    rf"^(?P<split>[a-z]+)-(?P<fp>[0-9a-f]+)-(?:short(?P<short>\d+)px-a(?P<aspect>[0-9.]+)|"
-    rf"squash(?P<squash>\d+)px|pad(?P<pad>\d+)px)-(?P<resample>[a-z]+)-d{DECODE_VERSION}\.index\.npy$"
-)
-
-
-def _geometry(m: re.Match[str]) -> Geometry:
-    if m["short"]:
-        return Geometry("shorter_side", int(m["short"]), float(m["aspect"]))
-    if m["squash"]:
-        return Geometry("squash", int(m["squash"]))
-    return Geometry("pad", int(m["pad"]))
-
-
-def find_store(cache_dir: Path, split: str, images_fingerprint: str, n: int) -> ImageStore | None:
-    """The smallest whole store of `split` for these images (fingerprint), or None when none was built."""
-    folder = cache_dir / "images"
-    if not images_fingerprint or not folder.is_dir():
-        return None
-    found = []
-    for p in folder.glob(f"{split}-{images_fingerprint}-*.index.npy"):
-        m = STORE_NAME.match(p.name)
-        if m is not None:
-            found.append((_geometry(m).size, p))
-    for _, index_path in sorted(found):
-        data_path = index_path.with_name(index_path.name.replace(".index.npy", ".npy"))
-        try:
-            index = np.load(index_path)
-            data = np.load(data_path, mmap_mode="r")
-        except (OSError, ValueError):
-            continue
-        m = STORE_NAME.match(index_path.name)
-        assert m is not None
-        if index.shape != (n, 3) or data.ndim != 1 or data.dtype != np.uint8:
-            continue
-        if n and int(index[-1, 0] + index[-1, 1] * index[-1, 2] * 3) != data.shape[0]:
-            continue  # a store whose data and index disagree is never read (kit.data.cache)
-        return ImageStore(data_path, index, _geometry(m))
-    return None
 
 
 class Thumbs:

@@ -30,6 +30,7 @@ from kit.errors import KitError
 if TYPE_CHECKING:
     import numpy as np
 
+    from kit.artifacts.member import Expected
     from kit.config.schema import KitConfig
     from kit.workspace import Workspace
 
@@ -62,6 +63,13 @@ class LabelIssue:
     flagged: bool
 
 
+def oof_expected(ws: Workspace) -> Expected:
+    """What a member must fit for its OOF rows to be read against the current train table: only the data
+    decides (ids, labels, images, folds and classes), not its config, the metric or the test set."""
+    expected = replace(ws.expected(), member_configs=None, metric=None)
+    return replace(expected, fingerprints=replace(expected.fingerprints, test_ids=None, test=None))
+
+
 def member_oof_stack(
     cfg_or_workspace: KitConfig | Workspace, members: Sequence[str] | None = None
 ) -> tuple[np.ndarray, list[str]]:
@@ -82,9 +90,7 @@ def member_oof_stack(
         if isinstance(cfg_or_workspace, Workspace)
         else open_workspace(cfg_or_workspace, need_test=False, write=False)
     )
-    # only the data decides whether OOF rows line up: ids, labels, images, folds and classes
-    expected = replace(ws.expected(), member_configs=None, metric=None)
-    expected = replace(expected, fingerprints=replace(expected.fingerprints, test_ids=None, test=None))
+    expected = oof_expected(ws)
     arts: list[MemberArtifact] = []
     if members is None:
         skipped = []
