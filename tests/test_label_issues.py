@@ -129,6 +129,11 @@ def test_suggestions_file_is_an_overrides_file_and_never_replaces_an_edited_one(
     with pytest.raises(KitError, match="kit did not write it"):
         write_override_suggestions(mine, [issue("006")])
     assert mine.read_text("utf-8") == "id,label\n1,cat\n"
+    lone = tmp_path / "lone.csv"  # no CSV yet, but a JSON file of the sidecar's name that is someone's
+    (tmp_path / "lone.csv.json").write_text('{"mine": true}')
+    with pytest.raises(KitError, match="lone.csv.json: the file exists and kit did not write it"):
+        write_override_suggestions(lone, [issue("006")])
+    assert (tmp_path / "lone.csv.json").read_text() == '{"mine": true}' and not lone.exists()
 
 
 # ---------------------------------------------------------------- overrides through a real workspace

@@ -279,19 +279,24 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _sidecar_meta(sidecar: Path) -> dict[str, Any] | None:
+    """The sidecar's record when this module wrote it."""
+    try:
+        meta = json.loads(sidecar.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("written_by") == WRITTEN_BY else None
+
+
 def _written_by_kit(path: Path) -> bool:
     """Whether `path` is a suggestions file this module wrote and nobody edited since (its sidecar records
     the file's digest)."""
+    meta = _sidecar_meta(_sidecar(path))
     try:
-        meta = json.loads(_sidecar(path).read_text("utf-8"))
         data = path.read_bytes()
-    except (OSError, UnicodeDecodeError, ValueError):
+    except OSError:
         return False
-    return (
-        isinstance(meta, dict)
-        and meta.get("written_by") == WRITTEN_BY
-        and meta.get("sha256") == _digest(data)
-    )
+    return meta is not None and meta.get("sha256") == _digest(data)
 
 
 def write_override_suggestions(path: Path, issues: Sequence[LabelIssue]) -> Path:
@@ -312,6 +317,11 @@ def write_override_suggestions(path: Path, issues: Sequence[LabelIssue]) -> Path
             f"refusing to write {path}: the file exists and kit did not write it, or it was edited since (its "
             f"sidecar {_sidecar(path).name} does not match it); a reviewed overrides file is never replaced. "
             "Rename it, or write the suggestions elsewhere"
+        )
+    if not path.exists() and _sidecar(path).exists() and _sidecar_meta(_sidecar(path)) is None:
+        raise KitError(
+            f"refusing to write {_sidecar(path)}: the file exists and kit did not write it (kit keeps the label "
+            "suggestions' digest there). Rename it, or write the suggestions elsewhere"
         )
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
