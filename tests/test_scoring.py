@@ -86,12 +86,9 @@ def test_the_settled_row_search_gives_the_plain_searchs_gains(metric: str) -> No
         assert fast.gains() == plain.gains()
 
 
-@pytest.mark.parametrize("threads", [1, 3])
-def test_row_blocks_on_threads_give_the_plain_searchs_gains(
-    threads: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Blocks of 512 rows (the tied rows in the first, a last short block), some settled and some open, scored
-    on one thread or three: the same gains as one candidate at a time over all rows."""
+def test_row_blocks_give_the_plain_searchs_gains(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of 512 rows (the tied rows in the first, a last short block), some settled and some open: the
+    same gains as one candidate at a time over all rows."""
     monkeypatch.setattr(scoring, "ROW_BLOCK", 512)
     y, P = _candidates("probs", n=4100, M=7, seed=3)
     fs = FastScorer("weighted_f1", y, P.shape[2], "probs")
@@ -181,7 +178,19 @@ def test_the_argmax_is_numpys_with_ties_and_nan_rows(C: int) -> None:
     n = 500
     S = np.round(rng.random((C, n)) * 3).astype(np.float32)  # few values: many ties
     S[:, 0] = np.nan  # no maximum: class 0
-    engine = NumpyEngine(Labels(rng.integers(0, C, n), C))
+    y = rng.integers(0, C, n)
+    labels = Labels(y, C)
+    engine = NumpyEngine(labels)
     got = engine.argmax(S)
     np.testing.assert_array_equal(got[1:], S[:, 1:].argmax(axis=0))
     assert got[0] == 0
+    # the confusion matrix straight from the ranks (greedy's search), over all rows and over some
+    want = np.zeros((C, C), dtype=np.intp)
+    np.add.at(want, (y, got), 1)
+    np.testing.assert_array_equal(labels.confusion_of_ranks(engine.ranks(S)), want)
+    some = np.arange(0, n, 3)
+    part = np.zeros((C, C), dtype=np.intp)
+    np.add.at(part, (y[some], got[some]), 1)
+    np.testing.assert_array_equal(
+        labels.confusion_of_ranks(engine.ranks(S[:, some]), labels._ranked[some]), part
+    )

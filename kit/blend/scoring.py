@@ -32,6 +32,9 @@ class Labels:
         self.n, self.n_classes = len(self.y), n_classes
         self._yc = self.y * n_classes
         self._idx = np.empty(self.n, dtype=np.intp)
+        # cell y * (C + 1) + C - top of a row whose argmax has rank `top` (class C - top; rank 0, no maximum:
+        # class 0), so that one subtraction places every row (confusion_of_ranks)
+        self._ranked = self.y * (n_classes + 1) + n_classes
 
     def confusion(self, pred: np.ndarray) -> np.ndarray:
         """[true, pred] counts of predictions for every row."""
@@ -39,10 +42,15 @@ class Labels:
         C = self.n_classes
         return np.bincount(self._idx, minlength=C * C).reshape(C, C)
 
-    def confusion_of(self, rows: np.ndarray, pred: np.ndarray) -> np.ndarray:
-        """[true, pred] counts of a subset of rows with their predictions."""
+    def confusion_of_ranks(self, top: np.ndarray, ranked: np.ndarray | None = None) -> np.ndarray:
+        """[true, pred] counts from each row's argmax rank (NumpyEngine.ranks: class C - top, class 0 for 0),
+        over every row or, with `ranked` (`_ranked` of some rows), over those rows."""
+        idx = np.subtract(self._ranked if ranked is None else ranked, top, out=self._idx[: len(top)])
         C = self.n_classes
-        return np.bincount(self._yc[rows] + pred, minlength=C * C).reshape(C, C)
+        counts = np.bincount(idx, minlength=C * (C + 1)).reshape(C, C + 1)
+        cm = counts[:, :C].copy()
+        cm[:, 0] += counts[:, C]
+        return cm
 
 
 class RoundSearch(Protocol):
@@ -114,15 +122,21 @@ class NumpyEngine:
         without a maximum, all NaN, gets class 0): the classes equal to the maximum, ranked C - c, and the
         largest rank, in whole-array passes instead of one pass per class."""
         C, k = s.shape
-        mx, eq, rank = self._max[:k], self._room(self._eq, k), self._room(self._rank, k)
-        top, pred = self._top[:k], self._pred[:k]
+        pred = self._pred[:k]
+        np.subtract(C, self.ranks(s), out=pred)
+        np.remainder(pred, C, out=pred)
+        return pred
+
+    def ranks(self, s: np.ndarray) -> np.ndarray:
+        """The rank C - c of each row's argmax c (0 for a row without a maximum), for `argmax` and
+        Labels.confusion_of_ranks."""
+        k = s.shape[1]
+        mx, eq, rank, top = self._max[:k], self._room(self._eq, k), self._room(self._rank, k), self._top[:k]
         np.maximum.reduce(s, axis=0, out=mx)
         np.equal(s, mx, out=eq)
         np.multiply(eq.view(np.uint8), self._first, out=rank)
         np.maximum.reduce(rank, axis=0, out=top)
-        np.subtract(C, top, out=pred)
-        np.remainder(pred, C, out=pred)
-        return pred
+        return top
 
     def _added(self, s: np.ndarray, p: np.ndarray, scale: float) -> np.ndarray:
         buf = self._room(self._buf, s.shape[1])
@@ -134,7 +148,7 @@ class NumpyEngine:
         return buf
 
     def confusion(self, s: np.ndarray) -> np.ndarray:
-        return self.labels.confusion(self.argmax(s))
+        return self.labels.confusion_of_ranks(self.ranks(s))
 
     def confusion_added(self, s: np.ndarray, p: np.ndarray, scale: float) -> np.ndarray:
         return self.confusion(self._added(s, p, scale))
@@ -343,7 +357,8 @@ class SettledSearch:
             (rows, Labels(scorer.y[rows], scorer.n_classes))
             for rows in (slice(lo, min(n, lo + ROW_BLOCK)) for lo in range(0, n, ROW_BLOCK))
         ]
-        self._engines: dict[int, NumpyEngine] = {}  # one set of buffers per block length, reused every round
+        # one set of buffers per block length, reused every round (only the buffers: its labels are the first block's)
+        self._engines: dict[int, NumpyEngine] = {}
         # per candidate and row, max - min over classes (with a margin for float32 rounding of the sums): how
         # far adding that candidate can move the gap between two classes; the widest per row
         widest = np.zeros(X.shape[2], dtype=np.float32)
@@ -380,17 +395,19 @@ class SettledSearch:
             self._engines[labels.n] = NumpyEngine(labels)
         engine = self._engines[labels.n]
         if not self.plain.total:  # the empty blend: each candidate alone
-            return [labels.confusion(engine.argmax(X[m][:, rows])) for m in idx]
+            return [labels.confusion_of_ranks(engine.ranks(X[m][:, rows])) for m in idx]
         settled = settled_rows(S, self.widest[rows])
         if settled.mean() <= SETTLED_MIN_SHARE:
-            return [labels.confusion(engine.argmax(engine._added(S, X[m][:, rows], 1.0))) for m in idx]
+            return [
+                labels.confusion_of_ranks(engine.ranks(engine._added(S, X[m][:, rows], 1.0))) for m in idx
+            ]
         keep, open_rows = np.flatnonzero(settled), np.flatnonzero(~settled)
-        base = labels.confusion_of(keep, engine.argmax(S)[keep])
-        S_open = S[:, open_rows]
+        base = labels.confusion_of_ranks(engine.ranks(S)[keep], labels._ranked[keep])
+        S_open, ranked = S[:, open_rows], labels._ranked[open_rows]
         cols = open_rows + rows.start
         summed = engine._room(engine._buf, len(open_rows))
         out = []
         for m in idx:  # S + X[m] on the open rows, into the engine's buffer
             np.add(X[m][:, cols], S_open, out=summed)
-            out.append(base + labels.confusion_of(open_rows, engine.argmax(summed)))
+            out.append(base + labels.confusion_of_ranks(engine.ranks(summed), ranked))
         return out
