@@ -1,11 +1,12 @@
 """Vectorised metric for blend search: scores a running sum of candidates without allocating per call.
 
 Candidate evaluation is the inner loop of every search. Arrays are class-major: a running sum is [C, n] and the
-candidates X [M, C, n] (`layout`). `score_added` adds a candidate into a preallocated buffer, takes the argmax
-in whole-array passes (ties to the lowest class, as numpy's argmax: NumpyEngine.argmax) and builds the
-confusion matrix with one bincount of y*C + pred; greedy's rounds score the rows in blocks that stay in cache
-and rescore only the rows a candidate can still flip (SettledSearch). The metric itself comes from kit.metrics.scores (`score_from_counts`), so results equal
-kit.metrics' scores (and scikit-learn's f1_score / accuracy_score / log_loss).
+candidates X [M, C, n] (`layout`). `score_added` adds a candidate into a preallocated buffer, ranks the argmax
+in whole-array passes (ties to the lowest class, as numpy's argmax: NumpyEngine.ranks) and builds the
+confusion matrix with one bincount of the ranks (Labels.confusion_of_ranks); greedy's rounds score the rows in
+blocks that stay in cache and rescore only the rows a candidate can still flip (SettledSearch). The metric
+itself comes from kit.metrics.scores (`score_from_counts`), so results equal kit.metrics' scores (and
+scikit-learn's f1_score / accuracy_score / log_loss).
 """
 
 from __future__ import annotations
