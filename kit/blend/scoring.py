@@ -43,10 +43,9 @@ class Labels:
         C = self.n_classes
         return np.bincount(self._idx, minlength=C * C).reshape(C, C)
 
-    def confusion_of_ranks(self, top: np.ndarray, ranked: np.ndarray | None = None) -> np.ndarray:
-        """[true, pred] counts from each row's argmax rank (NumpyEngine.ranks: class C - top, class 0 for 0),
-        over every row or, with `ranked` (`_ranked` of some rows), over those rows."""
-        idx = np.subtract(self._ranked if ranked is None else ranked, top, out=self._idx[: len(top)])
+    def confusion_of_ranks(self, top: np.ndarray) -> np.ndarray:
+        """[true, pred] counts from each row's argmax rank (NumpyEngine.ranks: class C - top, class 0 for 0)."""
+        idx = np.subtract(self._ranked, top, out=self._idx)
         C = self.n_classes
         counts = np.bincount(idx, minlength=C * (C + 1)).reshape(C, C + 1)
         cm = counts[:, :C].copy()
@@ -403,12 +402,13 @@ class SettledSearch:
                 labels.confusion_of_ranks(engine.ranks(engine._added(S, X[m][:, rows], 1.0))) for m in idx
             ]
         keep, open_rows = np.flatnonzero(settled), np.flatnonzero(~settled)
-        base = labels.confusion_of_ranks(engine.ranks(S)[keep], labels._ranked[keep])
-        S_open, ranked = S[:, open_rows], labels._ranked[open_rows]
+        C = labels.n_classes
+        base = Labels(labels.y[keep], C).confusion_of_ranks(engine.ranks(S)[keep])
+        S_open, open_labels = S[:, open_rows], Labels(labels.y[open_rows], C)
         cols = open_rows + rows.start
         summed = engine._room(engine._buf, len(open_rows))
         out = []
         for m in idx:  # S + X[m] on the open rows, into the engine's buffer
             np.add(X[m][:, cols], S_open, out=summed)
-            out.append(base + labels.confusion_of_ranks(engine.ranks(summed), ranked))
+            out.append(base + open_labels.confusion_of_ranks(engine.ranks(summed)))
         return out
